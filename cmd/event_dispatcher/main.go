@@ -1,0 +1,42 @@
+// Command event_dispatcher receives player telemetry over HTTP POST and
+// broadcasts every event live to all listeners of a Server-Sent-Events
+// stream. Configuration comes from environment variables; -h lists them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"event-dispatcher/pkg/config"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "event_dispatcher:", err)
+		os.Exit(1)
+	}
+}
+
+// run loads the configuration and serves until ctx ends. ready, when not
+// nil, receives the listening address once the server accepts connections.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready chan<- string) error {
+	cfg, err := config.Load(args, stderr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, stdout, ready)
+}

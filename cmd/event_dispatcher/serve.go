@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/clientip"
+	"event-dispatcher/pkg/config"
+	"event-dispatcher/pkg/server"
+)
+
+// serve wires the hub and the HTTP server, listens, and on ctx's end shuts
+// down gracefully: health turns 503, no new connections are accepted,
+// in-flight POSTs finish, everything accepted is fanned out, then every
+// stream ends with a retry hint, all within cfg.ShutdownTimeout.
+func serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<- string) error {
+	log := newLogger(cfg, logOut)
+	hub := broadcast.New(broadcast.Options{
+		QueueSize:         cfg.PublishQueueSize,
+		MaxListeners:      cfg.MaxSubscribers,
+		BufferBytes:       cfg.SubscriberBufferBytes,
+		WriteTimeout:      cfg.WriteTimeout,
+		Heartbeat:         cfg.HeartbeatInterval,
+		MaxStreamDuration: cfg.MaxStreamDuration,
+		Logger:            log,
+	})
+	srv := server.New(server.Options{
+		Hub:             hub,
+		Logger:          log,
+		MaxBodyBytes:    cfg.MaxBodyBytes,
+		BodyReadTimeout: cfg.BodyReadTimeout,
+		AllowOrigins:    cfg.AllowOrigins,
+		ClientIPField:   cfg.ClientIPField,
+		ClientIP:        clientip.New(cfg.TrustedNets),
+	})
+	hs := srv.HTTPServer()
+
+	ln, err := net.Listen("tcp", cfg.Addr())
+	if err != nil {
+		closeNow(hub)
+		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
+	}
+	log.Info().Str("version", version).Str("addr", ln.Addr().String()).Object("config", cfg).Msg("event dispatcher listening")
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	select {
+	case err := <-served:
+		closeNow(hub)
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	log.Info().Dur("timeout", cfg.ShutdownTimeout).Msg("shutting down")
+	start := time.Now()
+	srv.Drain()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- hs.Shutdown(sctx) }() // closes the listener at once, then waits for handlers
+	err = errors.Join(srv.WaitIngest(sctx), hub.Close(sctx), <-shut)
+	if err != nil {
+		log.Warn().Err(err).Msg("graceful shutdown incomplete; closing remaining connections")
+		_ = hs.Close()
+	}
+	if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		log.Warn().Err(serr).Msg("serve")
+	}
+	log.Info().Dur("took", time.Since(start)).Msg("stopped")
+	return nil
+}
+
+// closeNow releases the hub when the server never got going.
+func closeNow(hub *broadcast.Hub) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = hub.Close(ctx)
+}
+
+func newLogger(cfg config.Config, out io.Writer) zerolog.Logger {
+	if cfg.LogFormat == "console" {
+		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(out).Level(cfg.Level).With().Timestamp().Logger()
+}

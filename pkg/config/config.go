@@ -1,0 +1,171 @@
+// Package config reads the service's settings from environment variables
+// (no prefix) and validates them once, before anything listens.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"reflect"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+	"github.com/rs/zerolog"
+)
+
+// Config holds every setting. The struct tags are the single source of the
+// variable names, defaults and descriptions printed by -h.
+type Config struct {
+	Port                  string        `envconfig:"PORT" default:"3569" desc:"listen port (the -port flag overrides it); 0 picks a free port" json:"PORT"`
+	LogLevel              string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error" json:"LOG_LEVEL"`
+	LogFormat             string        `envconfig:"LOG_FORMAT" default:"json" desc:"json, or console for humans" json:"LOG_FORMAT"`
+	MaxBodyBytes          int64         `envconfig:"MAX_BODY_BYTES" default:"65536" desc:"largest accepted POST body in bytes" json:"MAX_BODY_BYTES"`
+	BodyReadTimeout       time.Duration `envconfig:"BODY_READ_TIMEOUT" default:"10s" desc:"time allowed to read one POST body" json:"BODY_READ_TIMEOUT"`
+	CORSAllowedOrigins    []string      `envconfig:"CORS_ALLOWED_ORIGINS" default:"*" desc:"comma-separated allowed origins, or *" json:"CORS_ALLOWED_ORIGINS"`
+	HeartbeatInterval     time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"5s" desc:"SSE comment keep-alive period; 0 disables" json:"HEARTBEAT_INTERVAL"`
+	WriteTimeout          time.Duration `envconfig:"WRITE_TIMEOUT" default:"10s" desc:"a listener whose socket accepts no bytes for this long is dropped" json:"WRITE_TIMEOUT"`
+	SubscriberBufferBytes int           `envconfig:"SUBSCRIBER_BUFFER_BYTES" default:"1048576" desc:"bytes queued for one listener before it is dropped as too slow" json:"SUBSCRIBER_BUFFER_BYTES"`
+	MaxSubscribers        int           `envconfig:"MAX_SUBSCRIBERS" default:"10000" desc:"concurrent listeners; beyond it new ones get 503" json:"MAX_SUBSCRIBERS"`
+	PublishQueueSize      int           `envconfig:"PUBLISH_QUEUE_SIZE" default:"1024" desc:"events waiting for fan-out before POSTs get 503" json:"PUBLISH_QUEUE_SIZE"`
+	MaxStreamDuration     time.Duration `envconfig:"MAX_STREAM_DURATION" default:"0" desc:"end each stream after about this long (±15% jitter) with a retry hint; 0 = never" json:"MAX_STREAM_DURATION"`
+	ShutdownTimeout       time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"grace period after SIGTERM/SIGINT" json:"SHUTDOWN_TIMEOUT"`
+	ClientIPField         string        `envconfig:"CLIENT_IP_FIELD" desc:"when set (e.g. user_ip), each event gets this top-level field set to the client IP" json:"CLIENT_IP_FIELD"`
+	TrustedProxyCIDRs     []string      `envconfig:"TRUSTED_PROXY_CIDRS" desc:"comma-separated CIDRs whose X-Forwarded-For is believed" json:"TRUSTED_PROXY_CIDRS"`
+
+	// Derived by Load from the raw values above.
+	Level        zerolog.Level  `ignored:"true" json:"-"`
+	AllowOrigins []string       `ignored:"true" json:"-"` // nil means any origin
+	TrustedNets  []netip.Prefix `ignored:"true" json:"-"`
+}
+
+// Addr is the address to listen on, all interfaces.
+func (c Config) Addr() string { return ":" + c.Port }
+
+// Load reads the environment, applies the -port flag from args and validates
+// the result. It returns flag.ErrHelp after printing usage to out for -h.
+func Load(args []string, out io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("event_dispatcher", flag.ContinueOnError)
+	fs.SetOutput(out)
+	port := fs.String("port", "", `listen port, e.g. 35420 or ":35420" (overrides PORT)`)
+	fs.Usage = func() { usage(out, fs) }
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := envconfig.Process("", &c); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return c, fmt.Errorf("%s: invalid value %q for type %s", pe.KeyName, pe.Value, pe.TypeName)
+		}
+		return c, err
+	}
+	if *port != "" {
+		c.Port = *port
+	}
+	return c, c.validate(*port != "")
+}
+
+func (c *Config) validate(fromFlag bool) error {
+	var errs []error
+	bad := func(name, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, a...)...))
+	}
+	portName := "PORT"
+	if fromFlag {
+		portName = "-port"
+	}
+	c.Port = strings.TrimPrefix(strings.TrimSpace(c.Port), ":")
+	if p, err := strconv.ParseUint(c.Port, 10, 16); err != nil || c.Port != strconv.FormatUint(p, 10) {
+		bad(portName, "%q is not a port number (0-65535)", c.Port)
+	}
+	lvl, err := zerolog.ParseLevel(strings.ToLower(c.LogLevel))
+	switch {
+	case err != nil || (lvl != zerolog.DebugLevel && lvl != zerolog.InfoLevel && lvl != zerolog.WarnLevel && lvl != zerolog.ErrorLevel):
+		bad("LOG_LEVEL", "%q is not one of debug, info, warn, error", c.LogLevel)
+	default:
+		c.Level = lvl
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		bad("LOG_FORMAT", "%q is not json or console", c.LogFormat)
+	}
+	if c.MaxBodyBytes < 2 {
+		bad("MAX_BODY_BYTES", "must be at least 2 (the size of {})")
+	}
+	positive := map[string]time.Duration{
+		"BODY_READ_TIMEOUT": c.BodyReadTimeout, "WRITE_TIMEOUT": c.WriteTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
+	}
+	for name, d := range positive {
+		if d <= 0 {
+			bad(name, "must be a positive duration, got %s", d)
+		}
+	}
+	if c.HeartbeatInterval < 0 {
+		bad("HEARTBEAT_INTERVAL", "must not be negative")
+	}
+	if c.MaxStreamDuration < 0 {
+		bad("MAX_STREAM_DURATION", "must not be negative")
+	}
+	if c.SubscriberBufferBytes < 4096 {
+		bad("SUBSCRIBER_BUFFER_BYTES", "must be at least 4096")
+	}
+	if c.MaxSubscribers < 1 {
+		bad("MAX_SUBSCRIBERS", "must be at least 1")
+	}
+	if c.PublishQueueSize < 1 {
+		bad("PUBLISH_QUEUE_SIZE", "must be at least 1")
+	}
+	if strings.ContainsFunc(c.ClientIPField, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' || r == 0x7f }) {
+		bad("CLIENT_IP_FIELD", "must be a plain field name")
+	}
+	c.AllowOrigins = nil
+	for _, o := range c.CORSAllowedOrigins {
+		if o = strings.TrimSpace(o); o == "*" {
+			c.AllowOrigins = nil
+			break
+		} else if o != "" {
+			c.AllowOrigins = append(c.AllowOrigins, strings.TrimSuffix(o, "/"))
+		}
+	}
+	c.TrustedNets = nil
+	for _, s := range c.TrustedProxyCIDRs {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			bad("TRUSTED_PROXY_CIDRS", "%q is not a CIDR (e.g. 10.0.0.0/8)", s)
+			continue
+		}
+		c.TrustedNets = append(c.TrustedNets, p.Masked())
+	}
+	return errors.Join(errs...)
+}
+
+func usage(out io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(out, "Usage: event_dispatcher [-port PORT]\n\nFlags:\n")
+	fs.PrintDefaults()
+	fmt.Fprintf(out, "\nEnvironment variables:\n")
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  VARIABLE\tDEFAULT\tMEANING")
+	_ = envconfig.Usagef("", &Config{}, tw, "{{range .}}{{if usage_key .}}  {{usage_key .}}\t{{usage_default .}}\t{{usage_description .}}\n{{end}}{{end}}")
+	_ = tw.Flush()
+}
+
+// MarshalZerologObject logs every variable under its environment name, with
+// durations written the way they are configured ("5s").
+func (c Config) MarshalZerologObject(e *zerolog.Event) {
+	v := reflect.ValueOf(c)
+	for i := range v.NumField() {
+		if name := v.Type().Field(i).Tag.Get("envconfig"); name != "" {
+			e.Str(name, fmt.Sprint(v.Field(i).Interface()))
+		}
+	}
+}

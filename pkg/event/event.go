@@ -1,0 +1,129 @@
+// Package event validates one telemetry event and turns it into the compact,
+// single-line JSON that listeners receive. It never decodes into maps: key
+// order, duplicate keys and number literals pass through byte for byte.
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"unicode/utf8"
+)
+
+// Errors returned by Compact. Their text is safe to show to clients: it
+// never contains the body.
+var (
+	ErrEmpty     = errors.New("body is empty")
+	ErrUTF8      = errors.New("body is not valid UTF-8")
+	ErrNotObject = errors.New("body must be one JSON object")
+	ErrSyntax    = errors.New("body is not valid JSON")
+)
+
+// Compact validates body as exactly one JSON object in valid UTF-8 and
+// appends its compact form to dst. When ipField is not empty, every
+// top-level member of that name is removed and "ipField":"ip" is appended
+// as the last member.
+func Compact(dst, body []byte, ipField, ip string) ([]byte, error) {
+	first := bytes.TrimLeft(body, " \t\r\n")
+	switch {
+	case len(first) == 0:
+		return dst, ErrEmpty
+	case first[0] != '{':
+		if json.Valid(body) {
+			return dst, ErrNotObject
+		}
+		return dst, ErrSyntax
+	case !utf8.Valid(body):
+		return dst, ErrUTF8
+	}
+	buf := bytes.NewBuffer(dst)
+	if err := json.Compact(buf, body); err != nil {
+		// json.Compact rejects trailing data after the object too.
+		return dst, ErrSyntax
+	}
+	out := buf.Bytes()
+	if ipField == "" {
+		return out, nil
+	}
+	return withField(out, len(dst), ipField, ip), nil
+}
+
+// withField rewrites the compact object that starts at out[start:] so that
+// field appears exactly once, last, with the string value val.
+func withField(out []byte, start int, field, val string) []byte {
+	obj := out[start:]
+	w := start + 1 // write position: members are shifted left over removed ones
+	members := 0
+	i := 1
+	for i < len(obj)-1 { // obj[0] is '{', obj[len-1] is '}'
+		if obj[i] == ',' {
+			i++
+		}
+		begin := i
+		keyEnd := skipString(obj, i)
+		end := skipValue(obj, keyEnd+1) // after ':'
+		if !keyIs(obj[begin:keyEnd], field) {
+			if members > 0 {
+				out[w] = ','
+				w++
+			}
+			w += copy(out[w:], obj[begin:end])
+			members++
+		}
+		i = end
+	}
+	out = out[:w]
+	if members > 0 {
+		out = append(out, ',')
+	}
+	// Neither needs escaping: config rejects quotes, backslashes and control
+	// characters in the field name, and val is a formatted IP address.
+	out = append(append(append(out, '"'), field...), `":"`...)
+	return append(append(out, val...), `"}`...)
+}
+
+// keyIs reports whether the JSON string literal lit decodes to name.
+func keyIs(lit []byte, name string) bool {
+	inner := lit[1 : len(lit)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner) == name
+	}
+	var s string
+	return json.Unmarshal(lit, &s) == nil && s == name
+}
+
+// skipString returns the index just past the string literal starting at
+// obj[i] (a '"'). obj is valid compact JSON.
+func skipString(obj []byte, i int) int {
+	for i++; ; i++ {
+		switch obj[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+}
+
+// skipValue returns the index just past the value starting at obj[i].
+func skipValue(obj []byte, i int) int {
+	depth := 0
+	for ; i < len(obj); i++ {
+		switch obj[i] {
+		case '"':
+			i = skipString(obj, i) - 1
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i
+			}
+			depth--
+		case ',':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return i
+}

@@ -1,0 +1,79 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/event"
+)
+
+// handleIngest accepts one JSON object per POST and hands its compact form
+// to the hub. Content-Type is not checked: navigator.sendBeacon sends
+// text/plain.
+func (s *Server) handleIngest() http.Handler {
+	max := s.opts.MaxBodyBytes
+	tooLarge := "body exceeds " + strconv.FormatInt(max, 10) + " bytes"
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.inflight.Add(1)
+		defer s.inflight.Add(-1)
+		if r.ContentLength > max {
+			s.reject(w, http.StatusRequestEntityTooLarge, tooLarge)
+			return
+		}
+		// A client trickling its body is cut off after BodyReadTimeout.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
+		buf := s.body()
+		defer s.bodies.Put(buf)
+		if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, max)); err != nil {
+			var tooBig *http.MaxBytesError
+			switch {
+			case errors.As(err, &tooBig):
+				s.reject(w, http.StatusRequestEntityTooLarge, tooLarge)
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				s.reject(w, http.StatusRequestTimeout, "body not received within "+s.opts.BodyReadTimeout.String())
+			default:
+				s.reject(w, http.StatusBadRequest, "could not read body")
+			}
+			return
+		}
+		body := buf.Bytes()
+		var ip string
+		if s.opts.ClientIPField != "" {
+			ip = s.opts.ClientIP.ClientIP(r)
+		}
+		// The event's bytes are shared by every listener until sent: a fresh
+		// slice, never the pooled body buffer.
+		data, err := event.Compact(make([]byte, 0, len(body)+len(s.opts.ClientIPField)+48), body, s.opts.ClientIPField, ip)
+		if err != nil {
+			s.reject(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		switch err := s.opts.Hub.Publish(data); {
+		case err == nil:
+			w.WriteHeader(http.StatusNoContent)
+		case errors.Is(err, broadcast.ErrBusy), errors.Is(err, broadcast.ErrClosed):
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+		default:
+			writeError(w, http.StatusInternalServerError, "could not publish")
+		}
+	})
+}
+
+func (s *Server) reject(w http.ResponseWriter, code int, msg string) {
+	s.rejected.Add(1)
+	writeError(w, code, msg)
+}
+
+func (s *Server) body() *bytes.Buffer {
+	if b, ok := s.bodies.Get().(*bytes.Buffer); ok {
+		b.Reset()
+		return b
+	}
+	return bytes.NewBuffer(make([]byte, 0, 4096))
+}

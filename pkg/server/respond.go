@@ -1,0 +1,56 @@
+package server
+
+import (
+	"encoding/json"
+	"log"
+	"net/http"
+	"strings"
+
+	"github.com/rs/zerolog"
+)
+
+// writeError sends {"error": msg}. msg is ours, never the request body.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, struct {
+		Error string `json:"error"`
+	}{msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// methods dispatches on the request method. OPTIONS answers a CORS
+// preflight; a method not listed gets 405 with Allow.
+func (s *Server) methods(handlers map[string]http.Handler) http.Handler {
+	allowed := []string{}
+	for _, m := range []string{"GET", "HEAD", "POST"} {
+		if handlers[m] != nil {
+			allowed = append(allowed, m)
+		}
+	}
+	allow := strings.Join(append(allowed, "OPTIONS"), ", ")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h := handlers[r.Method]; h != nil {
+			h.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Allow", allow)
+		if r.Method == http.MethodOptions {
+			preflight(w, allow)
+			return
+		}
+		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+allow)
+	})
+}
+
+// newStdLogger routes net/http's own messages (TLS noise, panics in
+// handlers) into the structured log.
+func newStdLogger(l zerolog.Logger) *log.Logger {
+	return log.New(l.With().Str("source", "net/http").Logger(), "", 0)
+}

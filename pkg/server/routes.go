@@ -1,0 +1,21 @@
+package server
+
+import "net/http"
+
+// addRoutes lists every route the service answers. Each path accepts the
+// methods named here plus OPTIONS (CORS preflight); anything else gets 405,
+// and unknown paths 404, both with a JSON error body.
+func (s *Server) addRoutes(mux *http.ServeMux) {
+	ingest := s.handleIngest()
+	stream := s.handleStream()
+	health := s.handleHealth()
+
+	mux.Handle("/metrics", s.methods(map[string]http.Handler{"POST": ingest}))
+	mux.Handle("/api/events", s.methods(map[string]http.Handler{"POST": ingest})) // path today's players use
+	mux.Handle("/event-dispatcher", s.methods(map[string]http.Handler{"GET": stream}))
+	mux.Handle("/events", s.methods(map[string]http.Handler{"GET": stream})) // path today's consumer uses
+	mux.Handle("/health", s.methods(map[string]http.Handler{"GET": health, "HEAD": health}))
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such path")
+	}))
+}

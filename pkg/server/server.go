@@ -1,0 +1,85 @@
+// Package server is the HTTP face of the dispatcher: ingest, stream, health,
+// CORS, and the http.Server settings that keep slow or hostile clients from
+// holding resources.
+package server
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/clientip"
+)
+
+// Options are the Server's dependencies and settings.
+type Options struct {
+	Hub             *broadcast.Hub
+	Logger          zerolog.Logger
+	MaxBodyBytes    int64
+	BodyReadTimeout time.Duration
+	AllowOrigins    []string // nil allows any origin
+	ClientIPField   string   // empty: events are passed through unchanged
+	ClientIP        *clientip.Resolver
+}
+
+// Server routes requests to the hub. It is an http.Handler.
+type Server struct {
+	opts     Options
+	handler  http.Handler
+	started  time.Time
+	draining atomic.Bool
+	inflight atomic.Int64  // POSTs being handled, so shutdown can let them finish
+	rejected atomic.Uint64 // POSTs refused with a 4xx
+	bodies   sync.Pool     // *bytes.Buffer for request bodies
+}
+
+// New returns a Server with every route in place.
+func New(opts Options) *Server {
+	s := &Server{opts: opts, started: time.Now()}
+	mux := http.NewServeMux()
+	s.addRoutes(mux)
+	var h http.Handler = mux
+	if opts.Logger.GetLevel() <= zerolog.DebugLevel {
+		h = accessLog(opts.Logger, h) // debug only: the ingest path stays cheap
+	}
+	s.handler = s.cors(h)
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// HTTPServer returns an http.Server for s with timeouts that bound what a
+// client can hold. There is no WriteTimeout: it would cut every stream; each
+// stream has its own write deadline instead, and POST bodies have their own
+// read deadline.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          newStdLogger(s.opts.Logger),
+	}
+}
+
+// Drain makes /health answer 503 "draining" from now on.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// WaitIngest waits until no POST is being handled, or ctx ends.
+func (s *Server) WaitIngest(ctx context.Context) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.inflight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
