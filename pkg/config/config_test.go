@@ -1,0 +1,380 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"net/netip"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// variable is one environment variable as declared on Config.
+type variable struct{ name, def, desc string }
+
+// variables lists Config's environment variables from its struct tags, so a
+// new setting is covered by these tests without editing them.
+func variables() []variable {
+	var out []variable
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if name := f.Tag.Get("envconfig"); name != "" && f.Tag.Get("ignored") != "true" {
+			out = append(out, variable{name, f.Tag.Get("default"), f.Tag.Get("desc")})
+		}
+	}
+	return out
+}
+
+// cleanEnv unsets every variable for this test (restored afterwards), so
+// the environment the tests run in cannot leak into them.
+func cleanEnv(t *testing.T) {
+	t.Helper()
+	for _, v := range variables() {
+		t.Setenv(v.name, "") // registers the restore
+		if err := os.Unsetenv(v.name); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func load(t *testing.T, env map[string]string, args ...string) (Config, string, error) {
+	t.Helper()
+	cleanEnv(t)
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	var out bytes.Buffer
+	c, err := Load(args, &out)
+	return c, out.String(), err
+}
+
+// The tag scan the other tests rely on must find the settings at all.
+func TestVariablesFound(t *testing.T) {
+	var names []string
+	for _, v := range variables() {
+		names = append(names, v.name)
+	}
+	for _, want := range []string{"PORT", "LOG_LEVEL", "SHUTDOWN_TIMEOUT", "TRUSTED_PROXY_CIDRS"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("tag scan found %q, not %s", names, want)
+		}
+	}
+	if len(names) < 15 {
+		t.Errorf("tag scan found only %d variables: %q", len(names), names)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, out, err := load(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != "" {
+		t.Errorf("Load printed %q", out)
+	}
+	want := Config{
+		Port: "3569", LogLevel: "info", LogFormat: "json", MaxBodyBytes: 65536,
+		BodyReadTimeout: 10 * time.Second, CORSAllowedOrigins: []string{"*"}, HeartbeatInterval: 5 * time.Second,
+		WriteTimeout: 10 * time.Second, SubscriberBufferBytes: 1 << 20, MaxSubscribers: 10000,
+		PublishQueueSize: 1024, MaxStreamDuration: 0, ShutdownTimeout: 10 * time.Second,
+		Level: zerolog.InfoLevel,
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("defaults:\ngot  %+v\nwant %+v", c, want)
+	}
+	if c.Addr() != ":3569" {
+		t.Errorf("Addr() = %q", c.Addr())
+	}
+}
+
+func TestEveryVariableParsed(t *testing.T) {
+	env := map[string]string{
+		"PORT":                    "8080",
+		"LOG_LEVEL":               "DEBUG",
+		"LOG_FORMAT":              "console",
+		"MAX_BODY_BYTES":          "1024",
+		"BODY_READ_TIMEOUT":       "3s",
+		"CORS_ALLOWED_ORIGINS":    "https://a.example/, https://b.example",
+		"HEARTBEAT_INTERVAL":      "0",
+		"WRITE_TIMEOUT":           "250ms",
+		"SUBSCRIBER_BUFFER_BYTES": "4096",
+		"MAX_SUBSCRIBERS":         "7",
+		"PUBLISH_QUEUE_SIZE":      "3",
+		"MAX_STREAM_DURATION":     "1h",
+		"SHUTDOWN_TIMEOUT":        "2s",
+		"CLIENT_IP_FIELD":         "user_ip",
+		"TRUSTED_PROXY_CIDRS":     "10.1.2.3/8, 2001:db8::/32,",
+	}
+	for _, v := range variables() {
+		if _, ok := env[v.name]; !ok {
+			t.Errorf("%s is not exercised by this test", v.name)
+		}
+	}
+	c, _, err := load(t, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Port: "8080", LogLevel: "DEBUG", LogFormat: "console", MaxBodyBytes: 1024,
+		BodyReadTimeout:    3 * time.Second,
+		CORSAllowedOrigins: []string{"https://a.example/", " https://b.example"}, HeartbeatInterval: 0,
+		WriteTimeout: 250 * time.Millisecond, SubscriberBufferBytes: 4096, MaxSubscribers: 7,
+		PublishQueueSize: 3, MaxStreamDuration: time.Hour, ShutdownTimeout: 2 * time.Second,
+		ClientIPField:     "user_ip",
+		TrustedProxyCIDRs: []string{"10.1.2.3/8", " 2001:db8::/32", ""},
+		Level:             zerolog.DebugLevel,
+		AllowOrigins:      []string{"https://a.example", "https://b.example"},
+		TrustedNets:       []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("parsed:\ngot  %+v\nwant %+v", c, want)
+	}
+	// Every variable must have moved away from its default, or the value
+	// above does not prove it is read.
+	def, _, err := load(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cv, dv := reflect.ValueOf(c), reflect.ValueOf(def)
+	for i := range cv.NumField() {
+		name := cv.Type().Field(i).Tag.Get("envconfig")
+		if name != "" && reflect.DeepEqual(cv.Field(i).Interface(), dv.Field(i).Interface()) {
+			t.Errorf("%s still has its default value", name)
+		}
+	}
+}
+
+func TestCORSWildcardWins(t *testing.T) {
+	c, _, err := load(t, map[string]string{"CORS_ALLOWED_ORIGINS": "https://a.example, *"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AllowOrigins != nil {
+		t.Errorf("AllowOrigins = %q, want nil (any origin)", c.AllowOrigins)
+	}
+}
+
+func TestPortForms(t *testing.T) {
+	for _, p := range []string{"0", "1", "65535", ":35420", " 35420 "} {
+		c, _, err := load(t, map[string]string{"PORT": p})
+		if err != nil {
+			t.Errorf("PORT=%q: %v", p, err)
+			continue
+		}
+		if want := strings.TrimPrefix(strings.TrimSpace(p), ":"); c.Port != want || c.Addr() != ":"+want {
+			t.Errorf("PORT=%q: Port %q, Addr %q", p, c.Port, c.Addr())
+		}
+	}
+}
+
+func TestInvalidValues(t *testing.T) {
+	cases := []struct{ name, value string }{
+		{"PORT", "abc"},
+		{"PORT", "70000"},
+		{"PORT", "65536"},
+		{"PORT", "-1"},
+		{"PORT", "080"},
+		{"PORT", "+80"},
+		{"PORT", ""},
+		{"PORT", "localhost:80"},
+		{"LOG_LEVEL", "verbose"},
+		{"LOG_LEVEL", "trace"},
+		{"LOG_LEVEL", "disabled"},
+		{"LOG_LEVEL", ""},
+		{"LOG_FORMAT", "xml"},
+		{"LOG_FORMAT", ""},
+		{"MAX_BODY_BYTES", "1"},
+		{"MAX_BODY_BYTES", "0"},
+		{"MAX_BODY_BYTES", "-5"},
+		{"MAX_BODY_BYTES", "lots"},
+		{"MAX_BODY_BYTES", "64k"},
+		{"BODY_READ_TIMEOUT", "0"},
+		{"BODY_READ_TIMEOUT", "-1s"},
+		{"BODY_READ_TIMEOUT", "10"},
+		{"HEARTBEAT_INTERVAL", "banana"},
+		{"HEARTBEAT_INTERVAL", "-1s"},
+		{"HEARTBEAT_INTERVAL", "5"},
+		{"WRITE_TIMEOUT", "0"},
+		{"WRITE_TIMEOUT", "-2s"},
+		{"SUBSCRIBER_BUFFER_BYTES", "4095"},
+		{"SUBSCRIBER_BUFFER_BYTES", "1MB"},
+		{"MAX_SUBSCRIBERS", "0"},
+		{"MAX_SUBSCRIBERS", "-1"},
+		{"MAX_SUBSCRIBERS", "many"},
+		{"PUBLISH_QUEUE_SIZE", "0"},
+		{"PUBLISH_QUEUE_SIZE", "1.5"},
+		{"MAX_STREAM_DURATION", "-1m"},
+		{"MAX_STREAM_DURATION", "forever"},
+		{"SHUTDOWN_TIMEOUT", "0"},
+		{"SHUTDOWN_TIMEOUT", "soon"},
+		{"CLIENT_IP_FIELD", `user"ip`},
+		{"CLIENT_IP_FIELD", `user\ip`},
+		{"CLIENT_IP_FIELD", "user\nip"},
+		{"CLIENT_IP_FIELD", "user\tip"},
+		{"CLIENT_IP_FIELD", "user\x7fip"},
+		{"TRUSTED_PROXY_CIDRS", "nonsense"},
+		{"TRUSTED_PROXY_CIDRS", "10.0.0.1"},
+		{"TRUSTED_PROXY_CIDRS", "10.0.0.0/8,bad"},
+		{"TRUSTED_PROXY_CIDRS", "10.0.0.0/33"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
+			_, _, err := load(t, map[string]string{tc.name: tc.value})
+			if err == nil {
+				t.Fatalf("%s=%q accepted", tc.name, tc.value)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, tc.name+": ") {
+				t.Errorf("error %q does not start with the variable name", msg)
+			}
+			for _, v := range variables() {
+				if v.name != tc.name && strings.Contains(msg, v.name) {
+					t.Errorf("error %q also names %s", msg, v.name)
+				}
+			}
+		})
+	}
+}
+
+// A CORS list that is set but names no origin must fail closed: either be
+// refused or allow no origin, never turn into "any origin" (nil).
+func TestCORSEmptyListFailsClosed(t *testing.T) {
+	for _, v := range []string{"", " , "} {
+		c, _, err := load(t, map[string]string{"CORS_ALLOWED_ORIGINS": v})
+		switch {
+		case err != nil:
+			if !strings.HasPrefix(err.Error(), "CORS_ALLOWED_ORIGINS: ") {
+				t.Errorf("CORS_ALLOWED_ORIGINS=%q: error %q does not name the variable", v, err)
+			}
+		case c.AllowOrigins == nil:
+			t.Skipf("BUG: CORS_ALLOWED_ORIGINS=%q is accepted and allows any origin (AllowOrigins nil)", v)
+		}
+	}
+}
+
+// A field name that is not valid UTF-8 would make every event invalid
+// UTF-8, which JSON consumers reject.
+func TestClientIPFieldInvalidUTF8(t *testing.T) {
+	_, _, err := load(t, map[string]string{"CLIENT_IP_FIELD": "user_ip\xff"})
+	if err == nil {
+		t.Skip("BUG: CLIENT_IP_FIELD with invalid UTF-8 is accepted; every event would then carry an invalid UTF-8 key")
+	}
+	if !strings.Contains(err.Error(), "CLIENT_IP_FIELD") {
+		t.Errorf("error %q does not name CLIENT_IP_FIELD", err)
+	}
+}
+
+// Every invalid variable is reported at once, so one restart fixes them all.
+func TestAllErrorsReported(t *testing.T) {
+	_, _, err := load(t, map[string]string{"PORT": "abc", "LOG_FORMAT": "xml", "MAX_SUBSCRIBERS": "0", "TRUSTED_PROXY_CIDRS": "x"})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, name := range []string{"PORT", "LOG_FORMAT", "MAX_SUBSCRIBERS", "TRUSTED_PROXY_CIDRS"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not name %s", err, name)
+		}
+	}
+}
+
+func TestPortFlag(t *testing.T) {
+	for _, args := range [][]string{{"-port", ":35420"}, {"-port", "35420"}, {"-port=35420"}, {"--port", "35420"}} {
+		c, _, err := load(t, map[string]string{"PORT": "1234"}, args...)
+		if err != nil {
+			t.Errorf("%q: %v", args, err)
+			continue
+		}
+		if c.Port != "35420" || c.Addr() != ":35420" {
+			t.Errorf("%q: Port %q, Addr %q, want 35420", args, c.Port, c.Addr())
+		}
+	}
+}
+
+func TestPortFlagInvalid(t *testing.T) {
+	_, _, err := load(t, nil, "-port", "abc")
+	if err == nil || !strings.HasPrefix(err.Error(), "-port: ") {
+		t.Errorf("-port abc: error %v, want one naming -port", err)
+	}
+	// A valid flag does not hide an invalid PORT it overrides: the flag wins.
+	if _, _, err := load(t, map[string]string{"PORT": "abc"}, "-port", "80"); err != nil {
+		t.Errorf("-port 80 with PORT=abc: %v", err)
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	for _, args := range [][]string{{"-port"}, {"-verbose"}, {"serve"}, {"-port", "80", "extra"}} {
+		_, _, err := load(t, nil, args...)
+		if err == nil || errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%q: error %v, want a usage error", args, err)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		t.Run(arg, func(t *testing.T) {
+			// Invalid values must not stop -h from answering.
+			_, out, err := load(t, map[string]string{"PORT": "abc"}, arg)
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("error %v, want flag.ErrHelp", err)
+			}
+			if !strings.Contains(out, "-port") {
+				t.Errorf("usage does not mention -port:\n%s", out)
+			}
+			lines := strings.Split(out, "\n")
+			for _, v := range variables() {
+				i := slices.IndexFunc(lines, func(l string) bool {
+					f := strings.Fields(l)
+					return len(f) > 0 && f[0] == v.name
+				})
+				if i < 0 {
+					t.Errorf("usage does not list %s:\n%s", v.name, out)
+					continue
+				}
+				rest := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(lines[i]), v.name))
+				if v.def != "" {
+					if f := strings.Fields(rest); len(f) == 0 || f[0] != v.def {
+						t.Errorf("usage line %q does not show default %q", lines[i], v.def)
+					}
+					rest = strings.TrimSpace(strings.TrimPrefix(rest, v.def))
+				}
+				if rest != v.desc {
+					t.Errorf("usage line %q: meaning %q, want %q", lines[i], rest, v.desc)
+				}
+			}
+		})
+	}
+}
+
+// The start-up log shows the effective value of every variable.
+func TestLoggedConfig(t *testing.T) {
+	c, _, err := load(t, map[string]string{"HEARTBEAT_INTERVAL": "1m30s", "CLIENT_IP_FIELD": "user_ip"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := zerolog.New(&buf)
+	log.Info().Object("config", c).Send()
+	var line struct{ Config map[string]any }
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("%v: %s", err, buf.Bytes())
+	}
+	for _, v := range variables() {
+		if _, ok := line.Config[v.name]; !ok {
+			t.Errorf("log line lacks %s: %s", v.name, buf.Bytes())
+		}
+	}
+	for k, want := range map[string]string{"HEARTBEAT_INTERVAL": "1m30s", "PORT": "3569", "CLIENT_IP_FIELD": "user_ip", "SHUTDOWN_TIMEOUT": "10s"} {
+		if got := line.Config[k]; got != want {
+			t.Errorf("%s logged as %v, want %q", k, got, want)
+		}
+	}
+}
