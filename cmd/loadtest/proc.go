@@ -1,0 +1,76 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+// clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat. It
+// is 100 on every Linux architecture Go supports (the kernel's HZ may
+// differ, but it is converted for userspace).
+const clockTick = 10 * time.Millisecond
+
+// procSample is a server process' CPU time and resident memory at one
+// moment, read from /proc (same host only).
+type procSample struct {
+	CPU   time.Duration // utime + stime
+	RSSKB int64         // VmRSS
+}
+
+// readProc samples process pid.
+func readProc(pid int) (procSample, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procSample{}, err
+	}
+	cpu, err := parseStatCPU(stat)
+	if err != nil {
+		return procSample{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return procSample{}, err
+	}
+	rss, err := parseStatusRSS(status)
+	if err != nil {
+		return procSample{}, fmt.Errorf("/proc/%d/status: %w", pid, err)
+	}
+	return procSample{CPU: cpu, RSSKB: rss}, nil
+}
+
+// parseStatCPU returns utime+stime from /proc/PID/stat. The command name
+// (field 2) is in parentheses and may hold spaces, so fields are counted
+// after its closing parenthesis: state is field 3, utime 14, stime 15.
+func parseStatCPU(stat []byte) (time.Duration, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("no command name")
+	}
+	f := bytes.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("too few fields")
+	}
+	utime, err1 := strconv.ParseInt(string(f[11]), 10, 64)
+	stime, err2 := strconv.ParseInt(string(f[12]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("bad utime/stime")
+	}
+	return time.Duration(utime+stime) * clockTick, nil
+}
+
+// parseStatusRSS returns VmRSS in kB from /proc/PID/status.
+func parseStatusRSS(status []byte) (int64, error) {
+	for line := range bytes.Lines(status) {
+		if rest, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
+			f := bytes.Fields(rest)
+			if len(f) == 0 {
+				break
+			}
+			return strconv.ParseInt(string(f[0]), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS")
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"math/bits"
+	"sync"
+)
+
+// seqSet is a growable bitset of sequence numbers relative to a phase's
+// first one. It is not safe for concurrent use.
+type seqSet struct{ words []uint64 }
+
+// add sets bit i and reports whether it was clear.
+func (s *seqSet) add(i uint64) bool {
+	w := int(i / 64)
+	if w >= len(s.words) {
+		s.words = append(s.words, make([]uint64, w+1-len(s.words))...)
+	}
+	m := uint64(1) << (i % 64)
+	if s.words[w]&m != 0 {
+		return false
+	}
+	s.words[w] |= m
+	return true
+}
+
+// countIn returns how many bits of s are set in acc and how many are not.
+func (s *seqSet) countIn(acc []uint64) (in, out uint64) {
+	for w, v := range s.words {
+		var a uint64
+		if w < len(acc) {
+			a = acc[w]
+		}
+		in += uint64(bits.OnesCount64(v & a))
+		out += uint64(bits.OnesCount64(v &^ a))
+	}
+	return in, out
+}
+
+// syncSeqSet is a seqSet shared by the publishers: the accepted events.
+// One lock per POST costs nothing next to the POST itself.
+type syncSeqSet struct {
+	mu  sync.Mutex
+	set seqSet
+	n   uint64
+}
+
+func (s *syncSeqSet) add(i uint64) {
+	s.mu.Lock()
+	if s.set.add(i) {
+		s.n++
+	}
+	s.mu.Unlock()
+}
+
+// count returns how many distinct numbers were added.
+func (s *syncSeqSet) count() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+// words returns the bitset; call it only once every writer is done.
+func (s *syncSeqSet) words() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.set.words
+}
