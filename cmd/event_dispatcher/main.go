@@ -34,6 +34,9 @@ func main() {
 // run loads the configuration and serves until ctx ends. ready, when not
 // nil, receives the listening address once the server accepts connections.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready chan<- string) error {
+	if isHealthcheck(args) { // probe a running instance instead of serving
+		return healthcheck(ctx, args[1:], stdout, stderr)
+	}
 	cfg, err := config.Load(args, stderr)
 	if err != nil {
 		return err

@@ -1,0 +1,110 @@
+# Event dispatcher as an image-based App Runner service.
+#
+# App Runner is closed to new customers (AWS recommends ECS Express Mode, or
+# see ../aws-ecs). What this deployment cannot change:
+# - App Runner ends every HTTP request after 120 s, streams included. The
+#   service therefore ends each stream itself after MAX_STREAM_DURATION
+#   (±15 % jitter, at most 115 s with 100s) with a retry hint, and listeners
+#   reconnect about every 100 s.
+# - ONE instance (min_size = max_size = 1): every instance has its own
+#   in-memory hub and there is no shared backplane, so an event POSTed to
+#   one instance never reaches listeners connected to another.
+#
+# deploy/drift_test.go checks this file against the code: variable names,
+# port, health path and MAX_STREAM_DURATION.
+
+locals {
+  container_port = 3569
+  health_path    = "/health"
+
+  # Every name the service reads (event_dispatcher -h); var.environment is
+  # checked against it.
+  known_environment = [
+    "PORT", "LOG_LEVEL", "LOG_FORMAT", "MAX_BODY_BYTES", "BODY_READ_TIMEOUT",
+    "CORS_ALLOWED_ORIGINS", "HEARTBEAT_INTERVAL", "WRITE_TIMEOUT",
+    "SUBSCRIBER_BUFFER_BYTES", "MAX_SUBSCRIBERS", "PUBLISH_QUEUE_SIZE",
+    "MAX_STREAM_DURATION", "SHUTDOWN_TIMEOUT", "CLIENT_IP_FIELD",
+    "TRUSTED_PROXY_CIDRS",
+  ]
+
+  # App Runner sets PORT itself, to image_configuration.port.
+  environment = merge(
+    {
+      MAX_STREAM_DURATION = "100s"
+      LOG_FORMAT          = "json"
+    },
+    var.environment,
+  )
+}
+
+data "aws_iam_policy_document" "apprunner_build_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["build.apprunner.amazonaws.com"]
+    }
+  }
+}
+
+# Lets App Runner pull the image from this account's private ECR.
+resource "aws_iam_role" "ecr_access" {
+  name               = "${var.name}-ecr-access"
+  assume_role_policy = data.aws_iam_policy_document.apprunner_build_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "ecr_access" {
+  role       = aws_iam_role.ecr_access.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AWSAppRunnerServicePolicyForECRAccess"
+}
+
+resource "aws_apprunner_auto_scaling_configuration_version" "single" {
+  auto_scaling_configuration_name = "${var.name}-single"
+
+  # One instance, always: see the top of this file.
+  min_size = 1
+  max_size = 1
+
+  # Requests one instance takes at once (App Runner's maximum); every open
+  # stream counts as one.
+  max_concurrency = 200
+}
+
+resource "aws_apprunner_service" "this" {
+  service_name                   = var.name
+  auto_scaling_configuration_arn = aws_apprunner_auto_scaling_configuration_version.single.arn
+
+  source_configuration {
+    auto_deployments_enabled = var.auto_deployments_enabled
+
+    authentication_configuration {
+      access_role_arn = aws_iam_role.ecr_access.arn
+    }
+
+    image_repository {
+      image_identifier      = var.image
+      image_repository_type = "ECR"
+
+      image_configuration {
+        port                          = tostring(local.container_port)
+        runtime_environment_variables = local.environment
+      }
+    }
+  }
+
+  health_check_configuration {
+    protocol            = "HTTP"
+    path                = local.health_path
+    interval            = 10
+    timeout             = 5
+    healthy_threshold   = 1
+    unhealthy_threshold = 3
+  }
+
+  instance_configuration {
+    cpu    = var.cpu
+    memory = var.memory
+  }
+
+  depends_on = [aws_iam_role_policy_attachment.ecr_access]
+}

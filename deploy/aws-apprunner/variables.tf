@@ -1,0 +1,44 @@
+variable "region" {
+  description = "AWS region to deploy to (one where App Runner is offered)."
+  type        = string
+}
+
+variable "name" {
+  description = "Name of the service and prefix of every resource."
+  type        = string
+  default     = "event-dispatcher"
+}
+
+variable "image" {
+  description = "Image in a private ECR repository of this account, built from the repository's Dockerfile, e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/event-dispatcher:v1.2.3."
+  type        = string
+}
+
+variable "environment" {
+  description = "Extra service variables (see `event_dispatcher -h`), e.g. CORS_ALLOWED_ORIGINS. They override the defaults of main.tf; keep MAX_STREAM_DURATION under 104s (120 s limit, +15 % jitter)."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k in keys(var.environment) : contains(local.known_environment, k)])
+    error_message = "Unknown variable in environment: the service reads only the names listed in local.known_environment (main.tf)."
+  }
+}
+
+variable "cpu" {
+  description = "vCPU of the instance, as App Runner spells it (e.g. \"1 vCPU\")."
+  type        = string
+  default     = "1 vCPU"
+}
+
+variable "memory" {
+  description = "Memory of the instance, as App Runner spells it (e.g. \"2 GB\")."
+  type        = string
+  default     = "2 GB"
+}
+
+variable "auto_deployments_enabled" {
+  description = "Redeploy whenever the image tag is pushed again."
+  type        = bool
+  default     = false
+}

@@ -1,0 +1,339 @@
+# Event dispatcher on ECS Fargate behind an Application Load Balancer.
+#
+# ONE task: every task has its own in-memory hub and there is no shared
+# backplane, so an event POSTed to one task never reaches listeners connected
+# to another. Do not raise desired_count or add auto scaling.
+#
+# deploy/drift_test.go checks this file against the code: variable names,
+# port, health path and the timeouts below.
+
+locals {
+  container_name = "event-dispatcher"
+  container_port = 3569
+  health_path    = "/health"
+
+  # The service's grace period after SIGTERM, and what ECS and the load
+  # balancer allow around it: ECS kills the container stop_timeout seconds
+  # after SIGTERM, so it must exceed SHUTDOWN_TIMEOUT; the target drains for
+  # deregistration_delay seconds before the task is stopped, long enough for
+  # POSTs in flight. Listeners still on the draining task miss the events
+  # POSTed meanwhile (they reach the new task), so the delay stays short.
+  stop_timeout         = 20
+  deregistration_delay = 15
+
+  # Every name the service reads (event_dispatcher -h); var.environment is
+  # checked against it.
+  known_environment = [
+    "PORT", "LOG_LEVEL", "LOG_FORMAT", "MAX_BODY_BYTES", "BODY_READ_TIMEOUT",
+    "CORS_ALLOWED_ORIGINS", "HEARTBEAT_INTERVAL", "WRITE_TIMEOUT",
+    "SUBSCRIBER_BUFFER_BYTES", "MAX_SUBSCRIBERS", "PUBLISH_QUEUE_SIZE",
+    "MAX_STREAM_DURATION", "SHUTDOWN_TIMEOUT", "CLIENT_IP_FIELD",
+    "TRUSTED_PROXY_CIDRS",
+  ]
+
+  environment = merge(
+    {
+      PORT             = "3569"
+      SHUTDOWN_TIMEOUT = "10s"
+      LOG_FORMAT       = "json"
+      # Heartbeat comments keep streams alive through the load balancer's
+      # idle timeout (idle_timeout below) and the consumer's 12 s one.
+      HEARTBEAT_INTERVAL = "5s"
+      # The load balancer's nodes are in the VPC: believe their
+      # X-Forwarded-For, so CLIENT_IP_FIELD (if set) gets the player's IP.
+      TRUSTED_PROXY_CIDRS = data.aws_vpc.this.cidr_block
+    },
+    var.environment,
+  )
+
+  public_listener_port = var.certificate_arn == "" ? 80 : 443
+  listener_protocol    = var.certificate_arn == "" ? "HTTP" : "HTTPS"
+}
+
+data "aws_vpc" "this" {
+  id = var.vpc_id
+}
+
+# --- Load balancer -----------------------------------------------------------
+
+resource "aws_security_group" "alb" {
+  name        = "${var.name}-alb"
+  description = "Load balancer of ${var.name}"
+  vpc_id      = var.vpc_id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "alb_public" {
+  security_group_id = aws_security_group.alb.id
+  description       = "Public listener"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = local.public_listener_port
+  to_port           = local.public_listener_port
+}
+
+resource "aws_vpc_security_group_ingress_rule" "alb_internal" {
+  for_each = toset(var.internal_cidrs)
+
+  security_group_id = aws_security_group.alb.id
+  description       = "Internal listener"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = var.internal_port
+  to_port           = var.internal_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "alb_to_task" {
+  security_group_id            = aws_security_group.alb.id
+  description                  = "To the task"
+  referenced_security_group_id = aws_security_group.task.id
+  ip_protocol                  = "tcp"
+  from_port                    = local.container_port
+  to_port                      = local.container_port
+}
+
+resource "aws_lb" "this" {
+  name               = var.name
+  load_balancer_type = "application"
+  internal           = false
+  security_groups    = [aws_security_group.alb.id]
+  subnets            = var.public_subnet_ids
+
+  # Seconds a connection may stay without a byte in either direction. Above
+  # HEARTBEAT_INTERVAL, so streams (which carry a heartbeat) are never cut;
+  # below the service's own keep-alive timeout (120 s), so the load balancer
+  # never reuses a connection the service is closing (a 502 on a POST).
+  idle_timeout = 100
+
+  drop_invalid_header_fields = true
+}
+
+resource "aws_lb_target_group" "this" {
+  name        = var.name
+  port        = local.container_port
+  protocol    = "HTTP"
+  target_type = "ip"
+  vpc_id      = var.vpc_id
+
+  deregistration_delay = local.deregistration_delay
+
+  health_check {
+    path                = local.health_path
+    port                = "traffic-port"
+    protocol            = "HTTP"
+    matcher             = "200"
+    interval            = 30
+    timeout             = 5
+    healthy_threshold   = 2
+    unhealthy_threshold = 3
+  }
+}
+
+resource "aws_lb_listener" "public" {
+  load_balancer_arn = aws_lb.this.arn
+  port              = local.public_listener_port
+  protocol          = local.listener_protocol
+  certificate_arn   = var.certificate_arn == "" ? null : var.certificate_arn
+  ssl_policy        = var.certificate_arn == "" ? null : "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+  # Everything goes to the service, unless public_paths restricts the
+  # public side to those paths (rule below).
+  dynamic "default_action" {
+    for_each = length(var.public_paths) == 0 ? [1] : []
+    content {
+      type             = "forward"
+      target_group_arn = aws_lb_target_group.this.arn
+    }
+  }
+
+  dynamic "default_action" {
+    for_each = length(var.public_paths) == 0 ? [] : [1]
+    content {
+      type = "fixed-response"
+      fixed_response {
+        content_type = "application/json"
+        message_body = "{\"error\":\"no such path\"}"
+        status_code  = "404"
+      }
+    }
+  }
+}
+
+resource "aws_lb_listener_rule" "public_paths" {
+  count = length(var.public_paths) == 0 ? 0 : 1
+
+  listener_arn = aws_lb_listener.public.arn
+  priority     = 10
+
+  action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.this.arn
+  }
+
+  condition {
+    path_pattern {
+      values = var.public_paths
+    }
+  }
+}
+
+resource "aws_lb_listener" "internal" {
+  count = length(var.internal_cidrs) == 0 ? 0 : 1
+
+  load_balancer_arn = aws_lb.this.arn
+  port              = var.internal_port
+  protocol          = local.listener_protocol
+  certificate_arn   = var.certificate_arn == "" ? null : var.certificate_arn
+  ssl_policy        = var.certificate_arn == "" ? null : "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.this.arn
+  }
+}
+
+# --- Task ----------------------------------------------------------------------
+
+resource "aws_security_group" "task" {
+  name        = "${var.name}-task"
+  description = "Task of ${var.name}"
+  vpc_id      = var.vpc_id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "task_from_alb" {
+  security_group_id            = aws_security_group.task.id
+  description                  = "From the load balancer"
+  referenced_security_group_id = aws_security_group.alb.id
+  ip_protocol                  = "tcp"
+  from_port                    = local.container_port
+  to_port                      = local.container_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "task_https" {
+  security_group_id = aws_security_group.task.id
+  description       = "Image pull and logs"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+resource "aws_cloudwatch_log_group" "this" {
+  name              = "/ecs/${var.name}"
+  retention_in_days = var.log_retention_days
+}
+
+data "aws_iam_policy_document" "ecs_tasks_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "execution" {
+  name               = "${var.name}-execution"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "execution" {
+  role       = aws_iam_role.execution.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+resource "aws_ecs_cluster" "this" {
+  name = var.name
+
+  setting {
+    name  = "containerInsights"
+    value = "enabled"
+  }
+}
+
+resource "aws_ecs_task_definition" "this" {
+  family                   = var.name
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = var.cpu
+  memory                   = var.memory
+  execution_role_arn       = aws_iam_role.execution.arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = "X86_64"
+  }
+
+  container_definitions = jsonencode([
+    {
+      name      = local.container_name
+      image     = var.image
+      essential = true
+
+      portMappings = [{ containerPort = local.container_port, protocol = "tcp" }]
+      environment  = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
+
+      # The image has no shell: the binary probes its own /health.
+      healthCheck = {
+        command     = ["CMD", "/event_dispatcher", "-healthcheck"]
+        interval    = 30
+        timeout     = 5
+        retries     = 3
+        startPeriod = 10
+      }
+
+      stopTimeout            = local.stop_timeout
+      readonlyRootFilesystem = true
+      user                   = "65532:65532"
+
+      # One descriptor per listener: room for MAX_SUBSCRIBERS (10000).
+      ulimits = [{ name = "nofile", softLimit = 65536, hardLimit = 65536 }]
+
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          awslogs-group         = aws_cloudwatch_log_group.this.name
+          awslogs-region        = var.region
+          awslogs-stream-prefix = "ecs"
+        }
+      }
+    }
+  ])
+}
+
+resource "aws_ecs_service" "this" {
+  name            = var.name
+  cluster         = aws_ecs_cluster.this.id
+  task_definition = aws_ecs_task_definition.this.arn
+  launch_type     = "FARGATE"
+
+  # One task: see the top of this file.
+  desired_count = 1
+
+  # Deployments start the new task and wait for it to be healthy before the
+  # old one drains, so reconnecting listeners find a task at once. For those
+  # few seconds two hubs run: events POSTed to the new task do not reach
+  # listeners still on the old one.
+  deployment_minimum_healthy_percent = 100
+  deployment_maximum_percent         = 200
+  health_check_grace_period_seconds  = 10
+
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  network_configuration {
+    subnets          = var.task_subnet_ids
+    security_groups  = [aws_security_group.task.id]
+    assign_public_ip = var.assign_public_ip
+  }
+
+  load_balancer {
+    target_group_arn = aws_lb_target_group.this.arn
+    container_name   = local.container_name
+    container_port   = local.container_port
+  }
+
+  depends_on = [aws_lb_listener.public]
+}

@@ -1,0 +1,94 @@
+variable "region" {
+  description = "AWS region to deploy to."
+  type        = string
+}
+
+variable "name" {
+  description = "Name of the service and prefix of every resource."
+  type        = string
+  default     = "event-dispatcher"
+}
+
+variable "image" {
+  description = "Container image built from the repository's Dockerfile, e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com/event-dispatcher:v1.2.3."
+  type        = string
+}
+
+variable "vpc_id" {
+  description = "VPC of the load balancer and the task."
+  type        = string
+}
+
+variable "public_subnet_ids" {
+  description = "Subnets of the internet-facing load balancer (at least two availability zones)."
+  type        = list(string)
+}
+
+variable "task_subnet_ids" {
+  description = "Subnets of the task. Private subnets need a NAT gateway or VPC endpoints to pull the image and send logs."
+  type        = list(string)
+}
+
+variable "assign_public_ip" {
+  description = "Give the task a public IP (only for tasks in public subnets without NAT)."
+  type        = bool
+  default     = false
+}
+
+variable "certificate_arn" {
+  description = "ACM certificate for HTTPS on 443. Empty: plain HTTP on 80 (for trials only)."
+  type        = string
+  default     = ""
+}
+
+variable "public_paths" {
+  description = "When not empty, the public listener forwards only these paths (e.g. [\"/api/events\", \"/metrics\"], the ingest paths) and answers 404 for the rest; streams and /health are then reached through the internal listener. At most 5 paths."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.public_paths) <= 5
+    error_message = "An ALB listener rule matches at most 5 path patterns."
+  }
+}
+
+variable "internal_cidrs" {
+  description = "CIDRs allowed on the internal listener (every path, for stream consumers and dashboards). Empty: no internal listener."
+  type        = list(string)
+  default     = []
+}
+
+variable "internal_port" {
+  description = "Port of the internal listener."
+  type        = number
+  default     = 8443
+}
+
+variable "environment" {
+  description = "Extra service variables (see `event_dispatcher -h`), e.g. CORS_ALLOWED_ORIGINS or CLIENT_IP_FIELD. They override the defaults of main.tf."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k in keys(var.environment) : contains(local.known_environment, k)])
+    error_message = "Unknown variable in environment: the service reads only the names listed in local.known_environment (main.tf)."
+  }
+}
+
+variable "cpu" {
+  description = "Task CPU units (256 = 0.25 vCPU)."
+  type        = number
+  default     = 512
+}
+
+variable "memory" {
+  description = "Task memory in MiB. Worst case per listener is SUBSCRIBER_BUFFER_BYTES of queued events."
+  type        = number
+  default     = 1024
+}
+
+variable "log_retention_days" {
+  description = "CloudWatch Logs retention."
+  type        = number
+  default     = 30
+}

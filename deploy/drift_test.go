@@ -1,0 +1,583 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/clientip"
+	"event-dispatcher/pkg/config"
+	"event-dispatcher/pkg/server"
+)
+
+// These tests fail when a deployment file stops matching the code: a
+// variable the service does not read, a port it does not listen on, a health
+// path it does not serve, a grace period shorter than its shutdown, more
+// than one replica.
+
+const (
+	ecsDir       = "aws-ecs"
+	appRunnerDir = "aws-apprunner"
+	k8sDir       = "kubernetes"
+
+	// imageUser is the distroless nonroot user the image runs as.
+	imageUser = "65532"
+	// appRunnerRequestLimit is App Runner's cut-off for every request.
+	appRunnerRequestLimit = 120 * time.Second
+	// streamJitter is the spread the hub applies to MAX_STREAM_DURATION.
+	streamJitter = 0.15
+	// fargateMaxStopTimeout is the largest stopTimeout Fargate accepts.
+	fargateMaxStopTimeout = 120 * time.Second
+)
+
+func loadDockerfile(t *testing.T) dockerfile {
+	t.Helper()
+	df, err := parseDockerfile(readFile(t, "Dockerfile"))
+	if err != nil {
+		t.Fatalf("Dockerfile: %v", err)
+	}
+	return df
+}
+
+// dockerfileEnv is the runtime stage's ENV.
+func dockerfileEnv(t *testing.T, df dockerfile) envSource {
+	t.Helper()
+	src := envSource{File: "Dockerfile", Values: map[string]string{}}
+	for _, in := range df.Stages[len(df.Stages)-1].all("ENV") {
+		kv, err := keyValues(in.Args, nil)
+		if err != nil {
+			t.Fatalf("Dockerfile line %d: %v", in.Line, err)
+		}
+		for _, k := range sortedKeys(kv) {
+			src.Names = append(src.Names, k)
+			src.Values[k] = kv[k]
+		}
+	}
+	return src
+}
+
+func loadK8s(t *testing.T) k8sObjects {
+	t.Helper()
+	objs, err := decodeManifests(filepath.Join(repoRoot(t), "deploy", k8sDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs.Deployments) != 1 {
+		t.Fatalf("%s: %d Deployments, want 1", k8sDir, len(objs.Deployments))
+	}
+	return objs
+}
+
+// serviceContainer is the Deployment's container running the image.
+func serviceContainer(t *testing.T, objs k8sObjects) corev1.Container {
+	t.Helper()
+	cs := objs.Deployments[0].Spec.Template.Spec.Containers
+	if len(cs) != 1 {
+		t.Fatalf("%s: %d containers, want 1", k8sDir, len(cs))
+	}
+	return cs[0]
+}
+
+// allEnvSources is every place that sets service variables.
+func allEnvSources(t *testing.T) []envSource {
+	t.Helper()
+	return []envSource{
+		dockerfileEnv(t, loadDockerfile(t)),
+		loadAppRunner(t).envSource(),
+		loadTF(t, filepath.Join("deploy", ecsDir)).envSource(),
+		loadTF(t, filepath.Join("deploy", appRunnerDir)).envSource(),
+		containerEnv(serviceContainer(t, loadK8s(t)), filepath.Join("deploy", k8sDir)),
+	}
+}
+
+func TestEveryVariableSetIsReadByTheService(t *testing.T) {
+	known := configDefaults()
+	for _, src := range allEnvSources(t) {
+		if len(src.Names) == 0 {
+			t.Errorf("%s: found no variables; the file layout changed and this test no longer sees them", src.File)
+		}
+		for _, name := range src.Names {
+			if _, ok := known[name]; !ok {
+				t.Errorf("%s sets %s, which the service does not read (it reads %s)", src.File, name, strings.Join(sortedKeys(known), ", "))
+			}
+		}
+		// The service's own loader validates the literal values.
+		if _, err := loadConfig(t, src); err != nil {
+			t.Errorf("%s: the service rejects these settings: %v", src.File, err)
+		}
+	}
+}
+
+func TestTerraformKnowsExactlyTheServiceVariables(t *testing.T) {
+	want := sortedKeys(configDefaults())
+	for _, dir := range []string{ecsDir, appRunnerDir} {
+		m := loadTF(t, filepath.Join("deploy", dir))
+		got := m.list(t, "known_environment")
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: known_environment = %v, want the service's variables %v", dir, got, want)
+		}
+	}
+}
+
+// mustLoad is the configuration the service reads from src's settings.
+func mustLoad(t *testing.T, src envSource) config.Config {
+	t.Helper()
+	cfg, err := loadConfig(t, src)
+	if err != nil {
+		t.Fatalf("%s: %v", src.File, err)
+	}
+	return cfg
+}
+
+func TestPortsAgree(t *testing.T) {
+	defPort := configDefaults()["PORT"]
+
+	t.Run("Dockerfile", func(t *testing.T) {
+		df := loadDockerfile(t)
+		exposes := df.Stages[len(df.Stages)-1].all("EXPOSE")
+		if len(exposes) != 1 {
+			t.Fatalf("%d EXPOSE instructions, want 1", len(exposes))
+		}
+		exposed := strings.TrimSuffix(exposes[0].Args, "/tcp")
+		if exposed != defPort {
+			t.Errorf("EXPOSE %s, but the service's default PORT is %s", exposed, defPort)
+		}
+		if p := mustLoad(t, dockerfileEnv(t, df)).Port; p != exposed {
+			t.Errorf("EXPOSE %s, but with the image's ENV the service listens on %s", exposed, p)
+		}
+	})
+
+	t.Run("apprunner.yaml", func(t *testing.T) {
+		c := loadAppRunner(t)
+		if p := mustLoad(t, c.envSource()).Port; p != strconv.Itoa(c.Run.Network.Port) {
+			t.Errorf("network.port %d, but the service listens on %s (network.env %q)", c.Run.Network.Port, p, c.Run.Network.Env)
+		}
+	})
+
+	for _, dir := range []string{ecsDir, appRunnerDir} {
+		t.Run(dir, func(t *testing.T) {
+			m := loadTF(t, filepath.Join("deploy", dir))
+			port := m.only(t, "container_port")
+			if p := mustLoad(t, m.envSource()).Port; p != port {
+				t.Errorf("container_port %s, but with its environment the service listens on %s", port, p)
+			}
+		})
+	}
+
+	t.Run(k8sDir, func(t *testing.T) {
+		objs := loadK8s(t)
+		c := serviceContainer(t, objs)
+		p := mustLoad(t, containerEnv(c, k8sDir)).Port
+		byName := map[string]int32{}
+		listens := false
+		for _, cp := range c.Ports {
+			byName[cp.Name] = cp.ContainerPort
+			listens = listens || strconv.Itoa(int(cp.ContainerPort)) == p
+			if strconv.Itoa(int(cp.ContainerPort)) != p {
+				t.Errorf("containerPort %d (%s), but the service listens on %s", cp.ContainerPort, cp.Name, p)
+			}
+		}
+		if !listens {
+			t.Errorf("no containerPort for the service's port %s", p)
+		}
+		resolve := func(what string, v intstr.IntOrString) {
+			n := v.IntVal
+			if v.Type == intstr.String {
+				var ok bool
+				if n, ok = byName[v.StrVal]; !ok {
+					t.Errorf("%s: no container port named %q", what, v.StrVal)
+					return
+				}
+			}
+			if strconv.Itoa(int(n)) != p {
+				t.Errorf("%s targets port %d, but the service listens on %s", what, n, p)
+			}
+		}
+		for _, pr := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
+			if pr != nil && pr.HTTPGet != nil {
+				resolve("probe "+pr.HTTPGet.Path, pr.HTTPGet.Port)
+			}
+		}
+		for _, svc := range objs.Services {
+			for _, sp := range svc.Spec.Ports {
+				resolve("Service "+svc.Name+" port "+sp.Name, sp.TargetPort)
+			}
+		}
+	})
+}
+
+// healthPaths are the health-check paths the deployment files configure.
+func healthPaths(t *testing.T) map[string]string {
+	t.Helper()
+	paths := map[string]string{}
+	for _, dir := range []string{ecsDir, appRunnerDir} {
+		m := loadTF(t, filepath.Join("deploy", dir))
+		paths[dir] = m.only(t, "path")
+	}
+	c := serviceContainer(t, loadK8s(t))
+	for name, pr := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+		if pr == nil || pr.HTTPGet == nil {
+			t.Errorf("%s: no HTTP %s probe", k8sDir, name)
+			continue
+		}
+		paths[k8sDir+" "+name] = pr.HTTPGet.Path
+	}
+	return paths
+}
+
+// newServer is the service's HTTP handler on a real hub, closed at cleanup.
+func newServer(t *testing.T) *server.Server {
+	t.Helper()
+	hub := broadcast.New(broadcast.Options{QueueSize: 16, MaxListeners: 4, BufferBytes: 1 << 16, WriteTimeout: time.Second, Logger: zerolog.Nop()})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = hub.Close(ctx)
+	})
+	return server.New(server.Options{Hub: hub, Logger: zerolog.Nop(), MaxBodyBytes: 1 << 10, BodyReadTimeout: time.Second, ClientIP: clientip.New(nil)})
+}
+
+func TestHealthPathsAreServed(t *testing.T) {
+	ts := httptest.NewServer(newServer(t))
+	t.Cleanup(ts.Close)
+
+	for where, p := range healthPaths(t) {
+		resp, err := ts.Client().Get(ts.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Status string `json:"status"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || err != nil || body.Status != "ok" {
+			t.Errorf("%s checks %s: the service answers %d, status %q (%v); want 200 from its health route", where, p, resp.StatusCode, body.Status, err)
+		}
+	}
+}
+
+func TestGracePeriodsCoverShutdown(t *testing.T) {
+	t.Run(k8sDir, func(t *testing.T) {
+		objs := loadK8s(t)
+		c := serviceContainer(t, objs)
+		shutdown := mustLoad(t, containerEnv(c, k8sDir)).ShutdownTimeout
+		var preStop time.Duration
+		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
+			preStop = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
+		}
+		gp := objs.Deployments[0].Spec.Template.Spec.TerminationGracePeriodSeconds
+		if gp == nil {
+			t.Fatal("terminationGracePeriodSeconds not set (default 30 s): set it explicitly")
+		}
+		if grace := time.Duration(*gp) * time.Second; grace <= preStop+shutdown {
+			t.Errorf("terminationGracePeriodSeconds %v does not exceed the preStop sleep %v + SHUTDOWN_TIMEOUT %v", grace, preStop, shutdown)
+		}
+	})
+
+	t.Run(ecsDir, func(t *testing.T) {
+		m := loadTF(t, filepath.Join("deploy", ecsDir))
+		shutdown := mustLoad(t, m.envSource()).ShutdownTimeout
+		stop := m.seconds(t, "stop_timeout")
+		if stop <= shutdown {
+			t.Errorf("stop_timeout %v does not exceed SHUTDOWN_TIMEOUT %v: ECS kills the task mid-shutdown", stop, shutdown)
+		}
+		if stop > fargateMaxStopTimeout {
+			t.Errorf("stop_timeout %v exceeds Fargate's maximum %v", stop, fargateMaxStopTimeout)
+		}
+		if d := m.seconds(t, "deregistration_delay"); d <= shutdown {
+			t.Errorf("deregistration_delay %v does not exceed SHUTDOWN_TIMEOUT %v", d, shutdown)
+		}
+		if raws := m.attr("stopTimeout"); len(raws) != 1 || raws[0] != "local.stop_timeout" {
+			t.Errorf("the container's stopTimeout = %v, want local.stop_timeout", raws)
+		}
+		if raws := m.attr("deregistration_delay"); len(raws) != 2 { // the local and its use
+			t.Errorf("deregistration_delay assigned %d times, want the local and the target group", len(raws))
+		}
+	})
+}
+
+func TestStreamsOutliveNoTimeout(t *testing.T) {
+	t.Run("App Runner's 120 s request limit", func(t *testing.T) {
+		for _, src := range []envSource{loadAppRunner(t).envSource(), loadTF(t, filepath.Join("deploy", appRunnerDir)).envSource()} {
+			cfg := mustLoad(t, src)
+			longest := time.Duration(float64(cfg.MaxStreamDuration) * (1 + streamJitter)).Round(time.Millisecond)
+			if cfg.MaxStreamDuration <= 0 || longest >= appRunnerRequestLimit {
+				t.Errorf("%s: MAX_STREAM_DURATION %v (up to %v with jitter) must be set and end streams before App Runner's %v limit", src.File, cfg.MaxStreamDuration, longest, appRunnerRequestLimit)
+			}
+		}
+	})
+	t.Run("ALB idle timeout", func(t *testing.T) {
+		m := loadTF(t, filepath.Join("deploy", ecsDir))
+		cfg := mustLoad(t, m.envSource())
+		idle := m.seconds(t, "idle_timeout")
+		if cfg.HeartbeatInterval <= 0 || idle <= cfg.HeartbeatInterval {
+			t.Errorf("idle_timeout %v must exceed HEARTBEAT_INTERVAL %v, or idle streams are cut", idle, cfg.HeartbeatInterval)
+		}
+		// A load balancer keeping idle upstream connections longer than the
+		// service reuses connections the service is closing: 502s.
+		keepAlive := newServer(t).HTTPServer().IdleTimeout
+		if idle >= keepAlive {
+			t.Errorf("idle_timeout %v must stay below the service's keep-alive timeout %v", idle, keepAlive)
+		}
+	})
+}
+
+func TestOneReplicaEverywhere(t *testing.T) {
+	objs := loadK8s(t)
+	if r := objs.Deployments[0].Spec.Replicas; r == nil || *r != 1 {
+		t.Errorf("%s: replicas %s, want 1 (each replica has its own hub)", k8sDir, fmtPtr(r))
+	}
+	ecs := loadTF(t, filepath.Join("deploy", ecsDir))
+	if n := ecs.only(t, "desired_count"); n != "1" {
+		t.Errorf("%s: desired_count %s, want 1", ecsDir, n)
+	}
+	ar := loadTF(t, filepath.Join("deploy", appRunnerDir))
+	if lo, hi := ar.only(t, "min_size"), ar.only(t, "max_size"); lo != "1" || hi != "1" {
+		t.Errorf("%s: min_size %s, max_size %s, want 1 and 1", appRunnerDir, lo, hi)
+	}
+	for _, dir := range []string{ecsDir, appRunnerDir} {
+		text := strings.Join(loadTF(t, filepath.Join("deploy", dir)).lines, "\n")
+		if strings.Contains(text, "aws_appautoscaling_target") {
+			t.Errorf("%s: auto scaling would start a second hub", dir)
+		}
+	}
+}
+
+func TestImageRunsUnprivileged(t *testing.T) {
+	df := loadDockerfile(t)
+	final := df.Stages[len(df.Stages)-1]
+	if !strings.HasPrefix(final.Image, "gcr.io/distroless/static") || !strings.HasSuffix(final.Image, ":nonroot") {
+		t.Errorf("runtime image %s: want distroless static, nonroot tag (the binary is static)", final.Image)
+	}
+	users := final.all("USER")
+	if len(users) != 1 || strings.Split(users[0].Args, ":")[0] != imageUser {
+		t.Errorf("USER %v: want %s (numeric, so runAsNonRoot can verify it)", users, imageUser)
+	}
+
+	bin := findImageBinary(t, df)
+	for _, in := range final.Instrs {
+		if in.Cmd != "HEALTHCHECK" {
+			continue
+		}
+		argv, err := healthcheckArgv(in)
+		if err != nil {
+			t.Fatalf("line %d: %v", in.Line, err)
+		}
+		if !slices.Equal(argv, []string{bin.dest, "-healthcheck"}) {
+			t.Errorf("HEALTHCHECK runs %q, want [%s -healthcheck]", argv, bin.dest)
+		}
+	}
+
+	c := serviceContainer(t, loadK8s(t))
+	pod := loadK8s(t).Deployments[0].Spec.Template.Spec.SecurityContext
+	sc := c.SecurityContext
+	switch {
+	case pod == nil || pod.RunAsNonRoot == nil || !*pod.RunAsNonRoot:
+		t.Errorf("%s: runAsNonRoot not true", k8sDir)
+	case pod.RunAsUser == nil || strconv.FormatInt(*pod.RunAsUser, 10) != imageUser:
+		t.Errorf("%s: runAsUser %v, want the image's %s", k8sDir, pod.RunAsUser, imageUser)
+	case sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+		t.Errorf("%s: readOnlyRootFilesystem not true", k8sDir)
+	case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+		t.Errorf("%s: allowPrivilegeEscalation not false", k8sDir)
+	case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}):
+		t.Errorf("%s: capabilities do not drop ALL", k8sDir)
+	}
+	for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if _, ok := c.Resources.Requests[res]; !ok {
+			t.Errorf("%s: no %s request", k8sDir, res)
+		}
+		if _, ok := c.Resources.Limits[res]; !ok {
+			t.Errorf("%s: no %s limit", k8sDir, res)
+		}
+	}
+
+	ecs := loadTF(t, filepath.Join("deploy", ecsDir))
+	if v := ecs.only(t, "readonlyRootFilesystem"); v != "true" {
+		t.Errorf("%s: readonlyRootFilesystem %s", ecsDir, v)
+	}
+	if u := ecs.only(t, "user"); strings.Split(u, ":")[0] != imageUser {
+		t.Errorf("%s: user %q, want the image's %s", ecsDir, u, imageUser)
+	}
+	var cmd []string
+	for _, q := range tfQuoted.FindAllStringSubmatch(strings.Join(ecs.attr("command"), " "), -1) {
+		cmd = append(cmd, q[1])
+	}
+	if !slices.Equal(cmd, []string{"CMD", bin.dest, "-healthcheck"}) {
+		t.Errorf("%s: container healthCheck command %q, want [CMD %s -healthcheck]", ecsDir, cmd, bin.dest)
+	}
+}
+
+func TestDockerignoreKeepsWhatTheBuildNeeds(t *testing.T) {
+	rules := parseDockerignore(readFile(t, ".dockerignore"))
+	for _, r := range rules {
+		if r.negate {
+			t.Errorf("exception rule !%s: dockerfile_test.go prunes excluded directories and would miss what it re-includes", r.pattern)
+		}
+	}
+	for _, p := range []string{"go.mod", "go.sum", "cmd/event_dispatcher/main.go", "pkg/config/config.go"} {
+		if excluded(rules, p) {
+			t.Errorf("%s is left out of the build context", p)
+		}
+	}
+	for _, p := range []string{".git/config", "deploy/aws-ecs/main.tf", "pkg/config/config_test.go", "README.md", "pkg/event/testdata/x.json"} {
+		if !excluded(rules, p) {
+			t.Errorf("%s is in the build context", p)
+		}
+	}
+}
+
+func fmtPtr[T any](p *T) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
+}
+
+// goMinor returns the minor version of a Go version such as 1.26, 1.26.0,
+// go1.26.8 or a golang:1.26-bookworm tag.
+func goMinor(t *testing.T, v string) int {
+	t.Helper()
+	g := regexp.MustCompile(`(?:^|go|:)1\.(\d+)`).FindStringSubmatch(v)
+	if g == nil {
+		t.Fatalf("no Go version in %q", v)
+	}
+	n, _ := strconv.Atoi(g[1])
+	return n
+}
+
+func TestToolchainsMeetGoMod(t *testing.T) {
+	g := regexp.MustCompile(`(?m)^go (\S+)$`).FindStringSubmatch(readFile(t, "go.mod"))
+	if g == nil {
+		t.Fatal("no go line in go.mod")
+	}
+	need := goMinor(t, g[1])
+
+	df := loadDockerfile(t)
+	builder := findImageBinary(t, df).build
+	if got := goMinor(t, builder.Image); got < need {
+		t.Errorf("Dockerfile builder %s has Go 1.%d; go.mod needs 1.%d", builder.Image, got, need)
+	}
+
+	c := loadAppRunner(t)
+	for _, e := range c.Build.Env {
+		if e.Name == "GO_TOOLCHAIN" {
+			if got := goMinor(t, e.Value); got < need {
+				t.Errorf("apprunner.yaml GO_TOOLCHAIN %s; go.mod needs 1.%d", e.Value, need)
+			}
+		}
+	}
+	script := readFile(t, "scripts", "apprunner-build.sh")
+	def := regexp.MustCompile(`GO_TOOLCHAIN="\$\{GO_TOOLCHAIN:-([^}]*)\}"`).FindStringSubmatch(script)
+	if def == nil || goMinor(t, def[1]) < need {
+		t.Errorf("scripts/apprunner-build.sh default GO_TOOLCHAIN %v; go.mod needs 1.%d", def, need)
+	}
+}
+
+func TestAppRunnerBuildMatchesDockerfile(t *testing.T) {
+	c := loadAppRunner(t)
+	if v, err := c.Version.Float64(); err != nil || v != 1.0 || c.Runtime != "go1" {
+		t.Errorf("apprunner.yaml version %s runtime %s, want 1.0 and go1", c.Version, c.Runtime)
+	}
+	script := readFile(t, "scripts", "apprunner-build.sh")
+	// Build variables must be ones the script reads.
+	for _, e := range c.Build.Env {
+		if !strings.Contains(script, "${"+e.Name+":-") {
+			t.Errorf("apprunner.yaml build env %s is not read by scripts/apprunner-build.sh", e.Name)
+		}
+	}
+	if !slices.Equal(c.Build.Commands.Build, []string{"sh scripts/apprunner-build.sh"}) {
+		t.Errorf("apprunner.yaml build commands %q, want the build script", c.Build.Commands.Build)
+	}
+	out := regexp.MustCompile(`OUT="\$\{OUT:-([^}]*)\}"`).FindStringSubmatch(script)
+	if out == nil || c.Run.Command != out[1] {
+		t.Errorf("apprunner.yaml run.command %q does not run the script's output %v", c.Run.Command, out)
+	}
+
+	// The same go build as the Dockerfile's, apart from the output path.
+	vars := map[string]string{"GO": "go", "VERSION": "v1.2.3", "OUT": "OUT"}
+	argv := func(where, line string) []string {
+		fields, err := shellFields(strings.TrimSpace(line), vars)
+		if err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+		for i := range fields[:max(len(fields)-1, 0)] {
+			if fields[i] == "-o" {
+				fields[i+1] = "OUT"
+			}
+		}
+		return fields
+	}
+	var docker, scriptBuild []string
+	for _, in := range findImageBinary(t, loadDockerfile(t)).build.all("RUN") {
+		if strings.Contains(in.Args, "go build") {
+			docker = argv("Dockerfile", in.Args)
+		}
+	}
+	for _, line := range strings.Split(script, "\n") {
+		if strings.Contains(line, `"$GO" build`) {
+			scriptBuild = argv("scripts/apprunner-build.sh", line)
+		}
+	}
+	if docker == nil || !slices.Equal(docker, scriptBuild) {
+		t.Errorf("go build differs:\nDockerfile: %q\nscript:     %q", docker, scriptBuild)
+	}
+}
+
+func TestAppRunnerBuildScriptBuilds(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh")
+	}
+	goVersion, err := exec.Command("go", "env", "GOVERSION").Output()
+	if err != nil {
+		t.Skipf("no go command: %v", err)
+	}
+	out := filepath.Join(t.TempDir(), "event_dispatcher")
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "scripts/apprunner-build.sh")
+	cmd.Dir = repoRoot(t)
+	// The installed toolchain, so nothing is downloaded: the script's other
+	// branch (a Go older than 1.21 fetching the toolchain) needs the network.
+	cmd.Env = append(os.Environ(), "GO_TOOLCHAIN="+strings.TrimSpace(string(goVersion)), "VERSION=script-test", "OUT="+out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/apprunner-build.sh: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "script-test") {
+		t.Error("the script's binary does not carry the VERSION it was given")
+	}
+}
+
+func TestTerraformFormatted(t *testing.T) {
+	tf, err := exec.LookPath("terraform")
+	if err != nil {
+		t.Skip("terraform not on PATH")
+	}
+	cmd := exec.Command(tf, "fmt", "-check", "-recursive", "-diff", filepath.Join(repoRoot(t), "deploy"))
+	cmd.Env = append(os.Environ(), "CHECKPOINT_DISABLE=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("terraform fmt -check -recursive deploy: %v\n%s", err, out)
+	}
+}
