@@ -68,7 +68,18 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- hs.Shutdown(sctx) }() // closes the listener at once, then waits for handlers
-	err = errors.Join(srv.WaitIngest(sctx), hub.Close(sctx), <-shut)
+	err = errors.Join(srv.WaitIngest(sctx), hub.Close(sctx))
+	if err == nil {
+		// Every POST and stream is done. What Shutdown may still wait for is
+		// a connection that never sent a request (net/http gives those 5 s):
+		// nothing is in flight there, so close it after a short grace.
+		select {
+		case err = <-shut:
+		case <-time.After(time.Second):
+			_ = hs.Close()
+			<-shut
+		}
+	}
 	if err != nil {
 		log.Warn().Err(err).Msg("graceful shutdown incomplete; closing remaining connections")
 		_ = hs.Close()

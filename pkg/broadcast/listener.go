@@ -37,6 +37,7 @@ type listener struct {
 	spare   []byte // drained buffer kept for reuse
 	writing bool   // a drain goroutine is running
 	dead    bool   // dropped or failed: discard everything
+	reason  error  // why it died; the context may already carry net/http's own cancellation
 	drainer sync.WaitGroup
 
 	deadlineAt time.Time // when the write deadline was last pushed; drain and finish only
@@ -65,7 +66,7 @@ func (l *listener) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	if len(l.pending)+len(p) > l.limit {
-		l.dead, l.pending = true, nil
+		l.dead, l.pending, l.reason = true, nil, ErrSlow
 		l.mu.Unlock()
 		l.cancel(ErrSlow)
 		return len(p), nil
@@ -108,7 +109,7 @@ func (l *listener) drain() {
 
 		l.mu.Lock()
 		if err != nil {
-			l.dead, l.pending, l.writing = true, nil, false
+			l.dead, l.pending, l.writing, l.reason = true, nil, false, err
 			l.mu.Unlock()
 			l.cancel(err)
 			return
@@ -143,24 +144,28 @@ func (l *listener) writeOut(buf []byte) error {
 	}
 }
 
-// finish runs after r3labs has let go of the listener. When the server
-// ended the stream (shutdown, maximum duration) it writes what is still
-// queued and a jittered retry hint, so clients reconnect spread out.
-func (l *listener) finish(cause error) {
+// finish runs after r3labs has let go of the listener and returns why the
+// stream ended. When the server ended it (shutdown, maximum duration) it
+// writes what is still queued and a jittered retry hint, so clients
+// reconnect spread out.
+func (l *listener) finish(cause error) error {
 	l.drainer.Wait()
-	if !errors.Is(cause, ErrShutdown) && !errors.Is(cause, ErrMaxDuration) {
-		return
-	}
 	l.mu.Lock()
 	buf, dead := l.pending, l.dead
+	if l.reason != nil {
+		// A failed write also cancels the request context inside net/http,
+		// which can beat our cancel: the recorded reason is the true one.
+		cause = l.reason
+	}
 	l.pending = nil
 	l.mu.Unlock()
-	if dead {
-		return
+	if dead || (!errors.Is(cause, ErrShutdown) && !errors.Is(cause, ErrMaxDuration)) {
+		return cause
 	}
 	buf = append(buf, "retry: "...)
 	buf = strconv.AppendInt(buf, 1000+rand.Int64N(2000), 10)
 	_ = l.writeOut(append(buf, "\n\n"...))
+	return cause
 }
 
 // jitter returns d shifted by a random amount within ±15%.
@@ -194,8 +199,7 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request) error {
 	log.Info().Int64("listeners", h.active.Load()).Msg("listener connected")
 
 	h.subscribe(ctx, l) // returns once r3labs has unsubscribed l
-	cause := context.Cause(ctx)
-	l.finish(cause)
+	cause := l.finish(context.Cause(ctx))
 
 	switch {
 	case errors.Is(cause, ErrSlow), errors.Is(cause, ErrStalled):

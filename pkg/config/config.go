@@ -13,6 +13,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/kelseyhightower/envconfig"
 	"github.com/rs/zerolog"
@@ -93,6 +94,7 @@ func (c *Config) validate(fromFlag bool) error {
 	default:
 		c.Level = lvl
 	}
+	c.LogFormat = strings.ToLower(c.LogFormat)
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		bad("LOG_FORMAT", "%q is not json or console", c.LogFormat)
 	}
@@ -122,10 +124,10 @@ func (c *Config) validate(fromFlag bool) error {
 	if c.PublishQueueSize < 1 {
 		bad("PUBLISH_QUEUE_SIZE", "must be at least 1")
 	}
-	if strings.ContainsFunc(c.ClientIPField, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' || r == 0x7f }) {
+	if !utf8.ValidString(c.ClientIPField) || strings.ContainsFunc(c.ClientIPField, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' || r == 0x7f }) {
 		bad("CLIENT_IP_FIELD", "must be a plain field name")
 	}
-	c.AllowOrigins = nil
+	c.AllowOrigins = []string{}
 	for _, o := range c.CORSAllowedOrigins {
 		if o = strings.TrimSpace(o); o == "*" {
 			c.AllowOrigins = nil
@@ -133,6 +135,10 @@ func (c *Config) validate(fromFlag bool) error {
 		} else if o != "" {
 			c.AllowOrigins = append(c.AllowOrigins, strings.TrimSuffix(o, "/"))
 		}
+	}
+	if c.AllowOrigins != nil && len(c.AllowOrigins) == 0 {
+		// Fail closed: an empty list must not silently mean "any origin".
+		bad("CORS_ALLOWED_ORIGINS", "is empty; list origins, or use * to allow any")
 	}
 	c.TrustedNets = nil
 	for _, s := range c.TrustedProxyCIDRs {
@@ -143,6 +149,9 @@ func (c *Config) validate(fromFlag bool) error {
 		if err != nil {
 			bad("TRUSTED_PROXY_CIDRS", "%q is not a CIDR (e.g. 10.0.0.0/8)", s)
 			continue
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 { // ::ffff:10.0.0.0/104 means 10.0.0.0/8: addresses are compared unmapped
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		c.TrustedNets = append(c.TrustedNets, p.Masked())
 	}
