@@ -8,7 +8,7 @@ import (
 // BenchmarkCompact measures the ingest hot path on each real message, with
 // and without a client-IP field, appending into a reused buffer.
 func BenchmarkCompact(b *testing.B) {
-	all := fixtures(b)
+	all := allFixtures(b)
 	names := make([]string, 0, len(all))
 	for name := range all {
 		if name != invalidFixture {

@@ -4,33 +4,26 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"event-dispatcher/pkg/fixtures"
 )
 
-// fixtureDir holds real player messages (see its README.md).
-const fixtureDir = "testdata/pillarbox"
-
 // invalidFixture is published with a trailing comma and must be refused.
-const invalidFixture = "start-invalid-trailing-comma.json"
+const invalidFixture = fixtures.Invalid
 
-// fixtures returns every fixture by file name.
-func fixtures(tb testing.TB) map[string][]byte {
+// allFixtures returns every real player message by file name.
+func allFixtures(tb testing.TB) map[string][]byte {
 	tb.Helper()
-	paths, err := filepath.Glob(filepath.Join(fixtureDir, "*.json"))
-	if err != nil || len(paths) == 0 {
-		tb.Fatalf("no fixtures in %s: %v", fixtureDir, err)
-	}
 	out := map[string][]byte{}
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
+	for _, name := range fixtures.Names() {
+		b, err := fixtures.Get(name)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		out[filepath.Base(p)] = b
+		out[name] = b
 	}
 	return out
 }
@@ -90,7 +83,7 @@ func checkOutput(tb testing.TB, out []byte) {
 }
 
 func TestCompactAcceptsFixtures(t *testing.T) {
-	for name, body := range fixtures(t) {
+	for name, body := range allFixtures(t) {
 		if name == invalidFixture {
 			continue
 		}
@@ -113,7 +106,7 @@ func TestCompactAcceptsFixtures(t *testing.T) {
 
 // The fixture README states the compact size of the Apple START event.
 func TestCompactStartFixtureSize(t *testing.T) {
-	out, err := Compact(nil, fixtures(t)["start.json"], "", "")
+	out, err := Compact(nil, allFixtures(t)["start.json"], "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +207,7 @@ func TestCompactRejects(t *testing.T) {
 		name string
 		in   string
 		want error
-	}{invalidFixture, string(fixtures(t)[invalidFixture]), ErrSyntax})
+	}{invalidFixture, string(allFixtures(t)[invalidFixture]), ErrSyntax})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := []byte("prefix")
@@ -346,7 +339,7 @@ func TestCompactClientIPFieldNames(t *testing.T) {
 }
 
 func TestCompactClientIPFieldFixtures(t *testing.T) {
-	for name, body := range fixtures(t) {
+	for name, body := range allFixtures(t) {
 		if name == invalidFixture {
 			continue
 		}

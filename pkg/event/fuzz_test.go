@@ -12,7 +12,7 @@ import (
 // accepts exactly the valid UTF-8 JSON objects, its output is their compact
 // form, and with a client-IP field that field is the only change.
 func FuzzCompact(f *testing.F) {
-	for _, body := range fixtures(f) {
+	for _, body := range allFixtures(f) {
 		f.Add(body, "")
 		f.Add(body, "user_ip")
 	}

@@ -29,45 +29,6 @@ const chromiumPath = "/usr/bin/chromium"
 // browserWait bounds each wait on the page: a guard against hangs only.
 const browserWait = time.Minute
 
-// Real Pillarbox messages: the web player's START, and a HEARTBEAT.
-const (
-	pillarboxStartWeb = `{
-  "session_id": "12345",
-  "event_name": "START",
-  "timestamp": 1630000000000,
-  "version": 1,
-  "data": {
-    "browser": {
-      "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/129.0.0.0 Safari/537.36"
-    }
-  }
-}`
-	pillarboxHeartbeat = `{
-  "data": {
-    "airplay": false,
-    "audio": "en",
-    "bandwidth": 23285774,
-    "bitrate": 6129146,
-    "buffered_duration": 36000,
-    "duration": 2386040,
-    "frame_drops": 2,
-    "playback_duration": 10663,
-    "position": 10618,
-    "stall": {
-      "count": 0,
-      "duration": 0
-    },
-    "stream_type": "On-demand",
-    "subtitles": "fr",
-    "url": "https://rts-vod-amd.akamaized.net/ww/14895342/85891228-1e53-371b-997a-094380f533e2/index-f5-v1.m3u8"
-  },
-  "event_name": "HEARTBEAT",
-  "session_id": "ebdb3da7-bc77-454e-9de0-a1dfa8091e84",
-  "timestamp": 1723640608474,
-  "version": 1
-}`
-)
-
 // playerPage is served from its own origin. It listens to the stream like a
 // dashboard and sends like players do: a beacon (text/plain, no preflight,
 // response unreadable) and a JSON fetch (preflighted, response read). With
@@ -128,9 +89,9 @@ func TestBrowserCrossOrigin(t *testing.T) {
 		{"listed origin", func(page string) []string { return []string{page} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			beacon := sessionMessage(t, pillarboxStartWeb, "beacon-"+tc.name)
-			fetched := sessionMessage(t, pillarboxHeartbeat, "fetch-"+tc.name)
-			sentinel := sessionMessage(t, pillarboxHeartbeat, "sentinel-"+tc.name)
+			beacon := sessionMessage(t, string(ssetest.Fixture(t, "start-web.json")), "beacon-"+tc.name)
+			fetched := sessionMessage(t, string(ssetest.Fixture(t, "heartbeat.json")), "fetch-"+tc.name)
+			sentinel := sessionMessage(t, string(ssetest.Fixture(t, "heartbeat.json")), "sentinel-"+tc.name)
 			rig := newBrowserRig(t, tc.origins, true, beacon, fetched)
 			tab := openPage(t, browser, rig.pageURL)
 
@@ -174,9 +135,9 @@ func TestBrowserCrossOrigin(t *testing.T) {
 	// not listed, the preflighted fetch never goes out and the stream is
 	// unreadable, while the beacon (no-cors) is still delivered.
 	t.Run("unlisted origin", func(t *testing.T) {
-		beacon := sessionMessage(t, pillarboxStartWeb, "beacon-unlisted")
-		fetched := sessionMessage(t, pillarboxHeartbeat, "fetch-unlisted")
-		sentinel := sessionMessage(t, pillarboxHeartbeat, "sentinel-unlisted")
+		beacon := sessionMessage(t, string(ssetest.Fixture(t, "start-web.json")), "beacon-unlisted")
+		fetched := sessionMessage(t, string(ssetest.Fixture(t, "heartbeat.json")), "fetch-unlisted")
+		sentinel := sessionMessage(t, string(ssetest.Fixture(t, "heartbeat.json")), "sentinel-unlisted")
 		rig := newBrowserRig(t, func(string) []string { return []string{"http://127.0.0.1:1"} }, false, beacon, fetched)
 		// A listener outside the browser, subscribed before the page loads.
 		tap := ssetest.Subscribe(t, rig.srv.Client, rig.srv.URL+"/events", http.Header{"Content-Type": {"application/json"}})

@@ -13,8 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -22,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/fixtures"
 	"event-dispatcher/pkg/server"
 )
 
@@ -203,26 +202,14 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (b
 	}
 }
 
-// Fixture returns a file of the shared Pillarbox fixtures, found in
-// shared/fixtures/pillarbox in the working directory or one of its parents
-// (the repository is checked out next to shared/).
+// Fixture returns a real player message (see package fixtures).
 func Fixture(t testing.TB, name string) []byte {
 	t.Helper()
-	dir, err := os.Getwd()
+	b, err := fixtures.Get(name)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("fixture %s: %v", name, err)
 	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "shared", "fixtures", "pillarbox", name))
-		if err == nil {
-			return b
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatalf("fixture %s: no shared/fixtures/pillarbox above the working directory", name)
-		}
-		dir = parent
-	}
+	return b
 }
 
 // WithMembers returns a copy of the JSON object obj with members (e.g.
