@@ -39,16 +39,19 @@ type listener struct {
 	dead    bool   // dropped or failed: discard everything
 	reason  error  // why it died; the context may already carry net/http's own cancellation
 	drainer sync.WaitGroup
+	drainFn func() // l.drain, bound once: "go l.drain()" would allocate per event
 
 	deadlineAt time.Time // when the write deadline was last pushed; drain and finish only
 }
 
 func newListener(w http.ResponseWriter, cancel context.CancelCauseFunc, limit int, timeout time.Duration) *listener {
-	return &listener{
+	l := &listener{
 		w: w, rc: http.NewResponseController(w), cancel: cancel, limit: limit, timeout: timeout,
 		header:  http.Header{},
-		pending: append(make([]byte, 0, 512), retryHint...), // sent at r3labs' first Flush, once subscribed
+		pending: []byte(retryHint), // sent at r3labs' first Flush, once subscribed
 	}
+	l.drainFn = l.drain
+	return l
 }
 
 func (l *listener) Header() http.Header { return l.header }
@@ -86,7 +89,7 @@ func (l *listener) Flush() {
 		// Add happens on the r3labs loop's goroutine, which is also the one
 		// that later calls drainer.Wait, so the two never race.
 		l.drainer.Add(1)
-		go l.drain()
+		go l.drainFn()
 	}
 }
 
