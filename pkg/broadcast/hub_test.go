@@ -1,0 +1,65 @@
+package broadcast_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/server"
+	"event-dispatcher/pkg/ssetest"
+)
+
+// Close must fan out everything accepted before it began, and only then end
+// the streams, each with a final retry hint and a clean end.
+func TestCloseDeliversEverythingAcceptedThenEndsStreams(t *testing.T) {
+	srv := ssetest.Start(t, broadcast.Options{QueueSize: 4096}, server.Options{})
+	const listeners, events = 20, 3000
+	streams := make([]*ssetest.Stream, listeners)
+	for i := range streams {
+		streams[i] = ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
+	}
+	for i := range events {
+		if err := srv.Hub.Publish(fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	// The test is only meaningful while events still wait for fan-out.
+	if lag := srv.Hub.Stats().FanoutLag; lag <= 0 {
+		t.Fatalf("fan-out already caught up (lag %d): publish more events so Close has to wait", lag)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- srv.Hub.Close(ctx) }()
+
+	for i, s := range streams {
+		for n := range events {
+			if got, want := s.NextData(t, ctx), fmt.Sprintf(`{"n":%d}`, n); got != want {
+				t.Fatalf("listener %d: event %d is %s, want %s", i, n, got, want)
+			}
+		}
+		last, err := s.Next(ctx)
+		for err == nil && last.IsComment() {
+			last, err = s.Next(ctx)
+		}
+		if err != nil || last.Retry == "" || len(last.Data) > 0 {
+			t.Fatalf("listener %d: after the events got %q, %v; want a retry hint", i, last.Raw, err)
+		}
+		if _, err := s.Next(ctx); !errors.Is(err, io.EOF) {
+			t.Fatalf("listener %d: stream did not end cleanly: %v", i, err)
+		}
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := srv.Hub.Publish([]byte(`{}`)); !errors.Is(err, broadcast.ErrClosed) {
+		t.Fatalf("Publish after Close: %v, want ErrClosed", err)
+	}
+	if got := srv.Hub.Stats().Listeners; got != 0 {
+		t.Fatalf("%d listeners left after Close", got)
+	}
+}
