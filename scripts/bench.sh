@@ -219,9 +219,9 @@ wait $load
 stop_server
 echo
 echo "dispatcher under fan-out ($FANOUT_LISTENERS listeners, $PROFILE_RATE events/s), pprof:"
-go tool pprof -top -nodecount 30 "$OUT/dispatcher-pprof" "$OUT/dispatcher.cpu.pprof" 2>/dev/null | sed -n '4,40p'
+go tool pprof -top -nodecount 30 "$OUT/dispatcher-pprof" "$OUT/dispatcher.cpu.pprof" 2>/dev/null | sed -n '4,40p' || true
 echo "cumulative, by function:"
-go tool pprof -top -cum -nodecount 40 "$OUT/dispatcher-pprof" "$OUT/dispatcher.cpu.pprof" 2>/dev/null | sed -n '6,50p'
+go tool pprof -top -cum -nodecount 40 "$OUT/dispatcher-pprof" "$OUT/dispatcher.cpu.pprof" 2>/dev/null | sed -n '6,50p' || true
 
 if [ $has_perf = 1 ]; then
 	for server in dispatcher reference; do
@@ -236,6 +236,6 @@ if [ $has_perf = 1 ]; then
 		echo
 		echo "$server under the same load, perf (self time by symbol):"
 		perf report -i "$OUT/$server.perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-			grep -E '^ +[0-9]' | head -25
+			grep -E '^ +[0-9]' | head -25 || true
 	done
 fi

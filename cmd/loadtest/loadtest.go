@@ -33,6 +33,7 @@ type config struct {
 	PostTimeout    time.Duration
 	ConnectTimeout time.Duration
 	ServerPID      int
+	CPUProfile     string // the tool's own profile
 
 	FindMax   bool
 	StartRate float64

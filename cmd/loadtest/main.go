@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -61,6 +62,17 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer, progr
 	if err != nil {
 		return err
 	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if asJSON {
 		progress = nil
 	}
@@ -95,6 +107,7 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	fs.DurationVar(&cfg.PostTimeout, "post-timeout", 10*time.Second, "a POST without an answer within this long is a transport error")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "time for one listener to connect and receive its first line")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "pid of the server on this host: report its CPU per event and RSS per listener from /proc")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the summary")
 	fs.BoolVar(&cfg.FindMax, "find-max", false, "raise the rate step by step until loss > 0.1 %, p99 > 1 s, a POST fails or a listener is lost; report the highest passing rate")
 	fs.Float64Var(&cfg.StartRate, "start-rate", 100, "-find-max: first rate, events/s")
