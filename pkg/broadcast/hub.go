@@ -70,9 +70,14 @@ type Hub struct {
 	log  zerolog.Logger
 	sse  *sse.Server
 
-	// pubMu lets Close wait for publishes in progress; closed is set under it.
-	pubMu  sync.RWMutex
+	// pubMu orders publishes: a frame's sequence number, its place in the
+	// ring and its place in the r3labs queue are taken together, which is
+	// what bounds how far the ring must reach back. Close sets closed under it.
+	pubMu  sync.Mutex
+	seq    uint64
 	closed bool
+	frames *frameRing
+	bufs   writeBuffers
 
 	mu        sync.Mutex // guards listeners and draining
 	listeners map[*listener]struct{}
@@ -100,7 +105,10 @@ func New(opts Options) *Hub {
 	s.CreateStream(streamID)
 
 	ctx, stop := context.WithCancel(context.Background())
-	h := &Hub{opts: opts, log: opts.Logger, sse: s, listeners: map[*listener]struct{}{}, stop: stop}
+	h := &Hub{
+		opts: opts, log: opts.Logger, sse: s, listeners: map[*listener]struct{}{}, stop: stop,
+		frames: newFrameRing(opts.QueueSize),
+	}
 	h.probe = startProbe(ctx, h, &h.sent, opts.StallAfter, &h.bg)
 	if opts.Heartbeat > 0 {
 		h.bg.Add(1)
@@ -110,22 +118,26 @@ func New(opts Options) *Hub {
 }
 
 // Publish queues one event (compact JSON, no newline) for every listener.
-// It never blocks: ErrBusy when the fan-out queue is full, ErrClosed after
-// Close began.
+// data is copied: the caller may reuse it. It never blocks: ErrBusy when
+// the fan-out queue is full, ErrClosed after Close began.
 func (h *Hub) Publish(data []byte) error {
-	h.pubMu.RLock()
-	defer h.pubMu.RUnlock()
+	f := newFrame(data)
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
 	if h.closed {
 		return ErrClosed
 	}
-	if !h.send(&sse.Event{Data: data}) {
+	h.frames.put(f, h.seq+1)
+	if !h.send(&f.ev) {
 		h.busy.Add(1)
-		return ErrBusy
+		return ErrBusy // f was not queued: its number is taken again by the next one
 	}
+	h.seq++
 	h.accepted.Add(1)
 	return nil
 }
 
+// send hands ev to r3labs without waiting. Called with pubMu held.
 func (h *Hub) send(ev *sse.Event) bool {
 	h.sent.Add(1) // before the send, so the probe never sees more than was sent
 	if !h.sse.TryPublish(streamID, ev) {
@@ -148,11 +160,11 @@ func (h *Hub) heartbeat(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			h.pubMu.RLock()
+			h.pubMu.Lock()
 			if !h.closed {
 				h.send(ev)
 			}
-			h.pubMu.RUnlock()
+			h.pubMu.Unlock()
 		}
 	}
 }

@@ -12,43 +12,46 @@ import (
 	"time"
 )
 
-// retryHint is the reconnection delay sent when a stream opens.
-const retryHint = "retry: 2000\n\n"
-
-// spareMax is the largest drained buffer kept for reuse; a burst that grew
-// one beyond it gives the memory back.
-const spareMax = 64 << 10
-
 var errClientGone = errors.New("client went away")
 
+// errLost reports a listener whose r3labs loop looked up a frame that was
+// already gone; the ring is sized so that this cannot happen, and should it
+// ever, the listener is dropped rather than silently missing an event.
+var errLost = errors.New("dropped: fell behind the frame ring")
+
 // listener is the http.ResponseWriter the r3labs loop of one subscriber
-// writes to. Its writes only append to a byte-capped queue, so that loop,
-// and with it the hub's fan-out, never waits on this client's socket.
+// writes to. Its writes only queue a shared frame, so that loop, and with it
+// the hub's fan-out, never waits on this client's socket.
 type listener struct {
 	w       http.ResponseWriter // the real response, written only by drain and finish
 	rc      *http.ResponseController
 	cancel  context.CancelCauseFunc
+	frames  *frameRing
+	bufs    *writeBuffers
 	limit   int
 	timeout time.Duration
 	header  http.Header // what r3labs sets here is discarded; the caller set the real headers
 
 	mu      sync.Mutex
-	pending []byte // bytes not yet handed to the socket
-	spare   []byte // drained buffer kept for reuse
-	writing bool   // a drain goroutine is running
-	dead    bool   // dropped or failed: discard everything
-	reason  error  // why it died; the context may already carry net/http's own cancellation
+	pending []*frame // not yet handed to the socket
+	bytes   int      // size of pending
+	spare   []*frame // drained slice kept for reuse
+	writing bool     // a drain goroutine is running
+	dead    bool     // dropped or failed: discard everything
+	reason  error    // why it died; the context may already carry net/http's own cancellation
 	drainer sync.WaitGroup
 	drainFn func() // l.drain, bound once: "go l.drain()" would allocate per event
 
 	deadlineAt time.Time // when the write deadline was last pushed; drain and finish only
 }
 
-func newListener(w http.ResponseWriter, cancel context.CancelCauseFunc, limit int, timeout time.Duration) *listener {
+func (h *Hub) newListener(w http.ResponseWriter, cancel context.CancelCauseFunc) *listener {
 	l := &listener{
-		w: w, rc: http.NewResponseController(w), cancel: cancel, limit: limit, timeout: timeout,
+		w: w, rc: http.NewResponseController(w), cancel: cancel,
+		frames: h.frames, bufs: &h.bufs, limit: h.opts.BufferBytes, timeout: h.opts.WriteTimeout,
 		header:  http.Header{},
-		pending: []byte(retryHint), // sent at r3labs' first Flush, once subscribed
+		pending: []*frame{retryFrame}, // sent at r3labs' first Flush, once subscribed
+		bytes:   len(retryFrame.b),
 	}
 	l.drainFn = l.drain
 	return l
@@ -57,26 +60,53 @@ func newListener(w http.ResponseWriter, cancel context.CancelCauseFunc, limit in
 func (l *listener) Header() http.Header { return l.header }
 func (l *listener) WriteHeader(int)     {}
 
-// Write queues p. r3labs writes an event as "id: \n", "data: ...\n", "\n";
-// the empty id line is dropped (there are no ids: nothing is replayed).
+// Write receives what r3labs prints for one event, "id: \n", "data: <seq>\n",
+// "\n", or for a heartbeat ": hb\n", "\n", and queues the matching shared
+// frame. The id line and the blank lines carry nothing: there are no ids
+// (nothing is replayed) and frames end with their own blank line.
 func (l *listener) Write(p []byte) (int, error) {
-	if bytes.HasPrefix(p, []byte("id: ")) {
-		return len(p), nil
+	switch {
+	case bytes.HasPrefix(p, []byte("data: ")):
+		seq, err := strconv.ParseUint(string(bytes.TrimSpace(p[len("data: "):])), 10, 64)
+		f := l.frames.get(seq)
+		if err != nil || f == nil {
+			l.drop(errLost)
+			break
+		}
+		l.enqueue(f)
+	case bytes.HasPrefix(p, []byte(": ")):
+		l.enqueue(heartbeatFrame)
 	}
-	l.mu.Lock()
-	if l.dead {
-		l.mu.Unlock()
-		return len(p), nil
-	}
-	if len(l.pending)+len(p) > l.limit {
-		l.dead, l.pending, l.reason = true, nil, ErrSlow
-		l.mu.Unlock()
-		l.cancel(ErrSlow)
-		return len(p), nil
-	}
-	l.pending = append(l.pending, p...)
-	l.mu.Unlock()
 	return len(p), nil
+}
+
+func (l *listener) enqueue(f *frame) {
+	l.mu.Lock()
+	switch {
+	case l.dead:
+	case l.bytes+len(f.b) > l.limit:
+		l.mu.Unlock()
+		l.drop(ErrSlow)
+		return
+	default:
+		l.pending = append(l.pending, f)
+		l.bytes += len(f.b)
+	}
+	l.mu.Unlock()
+}
+
+// drop discards everything queued and ends the stream for reason.
+func (l *listener) drop(reason error) {
+	l.mu.Lock()
+	first := !l.dead
+	if first {
+		clear(l.pending)
+		l.dead, l.pending, l.bytes, l.reason = true, nil, 0, reason
+	}
+	l.mu.Unlock()
+	if first {
+		l.cancel(reason)
+	}
 }
 
 // Flush marks the end of one event: start a drain unless one is running.
@@ -104,36 +134,38 @@ func (l *listener) drain() {
 			l.mu.Unlock()
 			return
 		}
-		buf := l.pending
-		l.pending, l.spare = l.spare[:0], nil
+		batch := l.pending
+		l.pending, l.bytes, l.spare = l.spare[:0], 0, nil
 		l.mu.Unlock()
 
-		err := l.writeOut(buf)
-
-		l.mu.Lock()
+		err := l.writeFrames(batch)
+		clear(batch) // let the frames go
 		if err != nil {
-			l.dead, l.pending, l.writing, l.reason = true, nil, false, err
+			l.mu.Lock()
+			l.writing = false
 			l.mu.Unlock()
-			l.cancel(err)
+			l.drop(err)
 			return
 		}
-		if cap(buf) <= spareMax {
-			l.spare = buf[:0]
+		l.mu.Lock()
+		if cap(batch) <= 1024 {
+			l.spare = batch[:0]
 		}
 		l.mu.Unlock()
 	}
 }
 
-// writeOut writes and flushes buf under a write deadline. The deadline is
-// pushed at most every refresh, so a write blocked on a full socket fails
-// between timeout-refresh and timeout after it started.
-func (l *listener) writeOut(buf []byte) error {
+// writeFrames writes and flushes batch, coalescing frames into writes of up
+// to maxBatch bytes, under a write deadline that is pushed at most every
+// refresh, so a write blocked on a full socket fails between
+// timeout-refresh and timeout after it started.
+func (l *listener) writeFrames(batch []*frame) error {
 	refresh := min(time.Second, l.timeout/4)
 	if now := time.Now(); now.Sub(l.deadlineAt) > refresh {
 		_ = l.rc.SetWriteDeadline(now.Add(l.timeout))
 		l.deadlineAt = now
 	}
-	_, err := l.w.Write(buf)
+	err := l.writeAll(batch)
 	if err == nil {
 		err = l.rc.Flush()
 	}
@@ -147,6 +179,25 @@ func (l *listener) writeOut(buf []byte) error {
 	}
 }
 
+func (l *listener) writeAll(batch []*frame) error {
+	if len(batch) == 1 { // the common case: no copy
+		_, err := l.w.Write(batch[0].b)
+		return err
+	}
+	buf := l.bufs.get()
+	defer l.bufs.put(buf)
+	for i, f := range batch {
+		*buf = append(*buf, f.b...)
+		if len(*buf) >= maxBatch || i == len(batch)-1 {
+			if _, err := l.w.Write(*buf); err != nil {
+				return err
+			}
+			*buf = (*buf)[:0]
+		}
+	}
+	return nil
+}
+
 // finish runs after r3labs has let go of the listener and returns why the
 // stream ended. When the server ended it (shutdown, maximum duration) it
 // writes what is still queued and a jittered retry hint, so clients
@@ -154,7 +205,7 @@ func (l *listener) writeOut(buf []byte) error {
 func (l *listener) finish(cause error) error {
 	l.drainer.Wait()
 	l.mu.Lock()
-	buf, dead := l.pending, l.dead
+	batch, dead := l.pending, l.dead
 	if l.reason != nil {
 		// A failed write also cancels the request context inside net/http,
 		// which can beat our cancel: the recorded reason is the true one.
@@ -165,9 +216,8 @@ func (l *listener) finish(cause error) error {
 	if dead || (!errors.Is(cause, ErrShutdown) && !errors.Is(cause, ErrMaxDuration)) {
 		return cause
 	}
-	buf = append(buf, "retry: "...)
-	buf = strconv.AppendInt(buf, 1000+rand.Int64N(2000), 10)
-	_ = l.writeOut(append(buf, "\n\n"...))
+	hint := strconv.AppendInt([]byte("retry: "), 1000+rand.Int64N(2000), 10)
+	_ = l.writeFrames(append(batch, &frame{b: append(hint, "\n\n"...)}))
 	return cause
 }
 
@@ -189,7 +239,7 @@ func jitter(d time.Duration) time.Duration {
 func (h *Hub) Serve(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	l := newListener(w, cancel, h.opts.BufferBytes, h.opts.WriteTimeout)
+	l := h.newListener(w, cancel)
 	if err := h.add(l); err != nil {
 		return err
 	}

@@ -4,17 +4,21 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
-	"os"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"event-dispatcher/pkg/fixtures"
 )
 
 // benchEvent is the real START message, compact, as the hub receives it
 // from the ingest path.
 func benchEvent(b *testing.B) []byte {
 	b.Helper()
-	raw, err := os.ReadFile("../../cmd/loadtest/fixtures/start.json")
+	raw, err := fixtures.Get("start.json")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -35,33 +39,29 @@ func (d *benchDiscard) WriteHeader(int)             {}
 func (d *benchDiscard) Flush()                      {}
 
 // BenchmarkListenerEvent is the per-listener, per-event cost on the
-// fan-out path, for an idle listener (each event starts and ends one drain
-// goroutine). encode=r3labs formats the event exactly as the r3labs
-// subscriber loop does (three fmt.Fprintf calls, then Flush); encode=frame
-// writes a frame formatted once for all listeners, which is what the hub
-// could do if it formatted events itself.
+// fan-out path for an idle listener (each event starts and ends one drain
+// goroutine): what the r3labs subscriber loop prints for one event (three
+// fmt calls, then Flush), resolved to the shared frame and written.
 func BenchmarkListenerEvent(b *testing.B) {
-	data := benchEvent(b)
-	frame := append(append([]byte("data: "), data...), "\n\n"...)
+	h := New(Options{QueueSize: 16, MaxListeners: 1, BufferBytes: 1 << 20, WriteTimeout: 10 * time.Second,
+		Logger: zerolog.New(io.Discard)})
+	defer h.Close(b.Context())
+	f := newFrame(benchEvent(b))
+	h.frames.put(f, 1)
 	var id []byte // r3labs events carry no id here: it writes "id: \n"
-	for _, encode := range []string{"r3labs", "frame"} {
-		b.Run("encode="+encode, func(b *testing.B) {
-			l := newListener(&benchDiscard{header: http.Header{}}, func(error) {}, 1<<20, 10*time.Second)
-			l.Flush() // the retry hint
-			l.drainer.Wait()
-			b.ReportAllocs()
-			b.SetBytes(int64(len(frame)))
-			for b.Loop() {
-				if encode == "r3labs" {
-					fmt.Fprintf(l, "id: %s\n", id)
-					fmt.Fprintf(l, "data: %s\n", data)
-					fmt.Fprint(l, "\n")
-				} else {
-					_, _ = l.Write(frame)
-				}
-				l.Flush()
-				l.drainer.Wait()
-			}
-		})
+	l := h.newListener(&benchDiscard{header: http.Header{}}, func(error) {})
+	l.Flush() // the retry hint
+	l.drainer.Wait()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(f.b)))
+	for b.Loop() {
+		fmt.Fprintf(l, "id: %s\n", id)
+		fmt.Fprintf(l, "data: %s\n", f.ev.Data)
+		fmt.Fprint(l, "\n")
+		l.Flush()
+		l.drainer.Wait()
+	}
+	if l.dead {
+		b.Fatalf("listener dropped: %v", l.reason)
 	}
 }

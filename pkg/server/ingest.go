@@ -46,9 +46,10 @@ func (s *Server) handleIngest() http.Handler {
 		if s.opts.ClientIPField != "" {
 			ip = s.opts.ClientIP.ClientIP(r)
 		}
-		// The event's bytes are shared by every listener until sent: a fresh
-		// slice, never the pooled body buffer.
-		data, err := event.Compact(make([]byte, 0, len(body)+len(s.opts.ClientIPField)+48), body, s.opts.ClientIPField, ip)
+		// Compact into a second pooled buffer: the hub copies what it keeps.
+		out := s.body()
+		defer s.bodies.Put(out)
+		data, err := event.Compact(out.AvailableBuffer(), body, s.opts.ClientIPField, ip)
 		if err != nil {
 			s.reject(w, http.StatusBadRequest, err.Error())
 			return

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/clientip"
+	"event-dispatcher/pkg/fixtures"
 	"event-dispatcher/pkg/server"
 )
 
@@ -47,7 +47,7 @@ func benchIngestServer(b *testing.B) *server.Server {
 // benchStartFixture is the real START message: pretty-printed as stored,
 // and compact as players send it (JSON.stringify).
 func benchStartFixture(b *testing.B) (pretty, compact []byte) {
-	pretty, err := os.ReadFile("../../cmd/loadtest/fixtures/start.json")
+	pretty, err := fixtures.Get("start.json")
 	if err != nil {
 		b.Fatal(err)
 	}
