@@ -2,40 +2,36 @@ package main
 
 import (
 	"bytes"
-	"embed"
 	"encoding/json"
 	"fmt"
 	"math"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
+
+	"event-dispatcher/pkg/fixtures"
 )
 
-// fixtureFS holds real player telemetry messages (Pillarbox START, STOP,
-// HEARTBEAT, ERROR), so the load has the size and shape of production
-// traffic.
-//
-//go:embed fixtures/*.json
-var fixtureFS embed.FS
-
-// fixtureNames lists the embedded fixtures, without the .json suffix.
+// fixtureNames lists the real player messages (Pillarbox START, STOP,
+// HEARTBEAT, ERROR) that can be sent, without the .json suffix, so the load
+// has the size and shape of production traffic.
 func fixtureNames() []string {
-	entries, _ := fixtureFS.ReadDir("fixtures")
-	names := make([]string, 0, len(entries))
-	for _, e := range entries {
-		names = append(names, strings.TrimSuffix(e.Name(), ".json"))
+	var names []string
+	for _, n := range fixtures.Valid() {
+		names = append(names, strings.TrimSuffix(n, ".json"))
 	}
-	slices.Sort(names)
 	return names
 }
 
 // loadFixture returns the named fixture, compacted unless raw is set (real
 // players send JSON.stringify output, which is compact).
 func loadFixture(name string, raw bool) ([]byte, error) {
-	b, err := fixtureFS.ReadFile(path.Join("fixtures", name+".json"))
-	if err != nil {
+	if !slices.Contains(fixtureNames(), name) {
 		return nil, fmt.Errorf("unknown fixture %q (have: %s)", name, strings.Join(fixtureNames(), ", "))
+	}
+	b, err := fixtures.Get(name + ".json")
+	if err != nil {
+		return nil, err
 	}
 	if raw {
 		return b, nil
