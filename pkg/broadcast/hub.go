@@ -78,6 +78,7 @@ type Hub struct {
 	closed bool
 	frames *frameRing
 	bufs   writeBuffers
+	subReq *http.Request // template, see subscribeRequest
 
 	mu        sync.Mutex // guards listeners and draining
 	listeners map[*listener]struct{}
@@ -107,7 +108,7 @@ func New(opts Options) *Hub {
 	ctx, stop := context.WithCancel(context.Background())
 	h := &Hub{
 		opts: opts, log: opts.Logger, sse: s, listeners: map[*listener]struct{}{}, stop: stop,
-		frames: newFrameRing(opts.QueueSize),
+		frames: newFrameRing(opts.QueueSize), subReq: subscribeRequest(),
 	}
 	h.probe = startProbe(ctx, h, &h.sent, opts.StallAfter, &h.bg)
 	if opts.Heartbeat > 0 {
@@ -222,12 +223,16 @@ func (h *Hub) endAll(cause error) {
 
 // subscribe feeds w from the r3labs stream until ctx ends.
 func (h *Hub) subscribe(ctx context.Context, w http.ResponseWriter) {
-	// r3labs reads only the stream name, Last-Event-ID (ignored: no replay)
-	// and the context from the request it is given.
-	req := (&http.Request{
+	h.sse.ServeHTTP(w, h.subReq.WithContext(ctx))
+}
+
+// subscribeRequest is the request handed to r3labs for every subscription.
+// r3labs only reads the stream name, Last-Event-ID (absent: nothing is
+// replayed) and the context, so one read-only template serves everyone.
+func subscribeRequest() *http.Request {
+	return &http.Request{
 		Method: http.MethodGet,
 		URL:    &url.URL{RawQuery: "stream=" + streamID},
 		Header: http.Header{},
-	}).WithContext(ctx)
-	h.sse.ServeHTTP(w, req)
+	}
 }
