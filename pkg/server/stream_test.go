@@ -150,7 +150,7 @@ func TestMaxSubscribersRefusesExtraListenersUntilOneLeaves(t *testing.T) {
 
 func TestMaxStreamDurationEndsStreamsWithRetryHint(t *testing.T) {
 	t.Parallel()
-	srv := ssetest.Start(t, broadcast.Options{MaxStreamDuration: 300 * time.Millisecond}, server.Options{})
+	srv := ssetest.Start(t, broadcast.Options{MaxStreamDuration: time.Second}, server.Options{})
 	s := ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
 	srv.Publish(t, []byte(`{"before":"end"}`))
 	ctx := within(t, 10*time.Second)
