@@ -285,7 +285,7 @@ func TestCountsLossAndDuplicates(t *testing.T) {
 	u, _ := url.Parse(ts.URL)
 	cfg := config{
 		URL: u, IngestPath: "/metrics", StreamPath: "/event-dispatcher", Listeners: 3, Publishers: 2,
-		Duration: time.Minute, Events: 700, Fixture: "heartbeat", Settle: 500 * time.Millisecond,
+		Duration: time.Minute, Events: 700, Fixture: "heartbeat", Settle: 2 * time.Second,
 		PostTimeout: 10 * time.Second, ConnectTimeout: 10 * time.Second,
 	}
 	rep, err := run(guard(t), cfg, nil)

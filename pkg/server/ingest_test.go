@@ -84,7 +84,7 @@ type badInput struct {
 func TestIngestRefusesBadInputPrecisely(t *testing.T) {
 	t.Parallel()
 	const maxBody = 1024
-	const readTimeout = 300 * time.Millisecond
+	const readTimeout = time.Second
 	srv := ssetest.Start(t, broadcast.Options{}, server.Options{MaxBodyBytes: maxBody, BodyReadTimeout: readTimeout})
 	listener := ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
 
