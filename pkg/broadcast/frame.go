@@ -34,22 +34,24 @@ var (
 // r3labs hands each subscriber a copy of what it writes, formatted anew, so
 // sharing one frame among listeners needs a reference that survives being
 // printed: the sequence number. A frame must stay in the ring until every
-// listener's r3labs loop has looked it up. That loop is at most 64 events
-// (its channel) behind the fan-out goroutine, which is at most QueueSize
-// events (the stream's channel) behind the newest publish, so a ring of
-// more than QueueSize+65 slots is never overwritten too early.
+// listener's r3labs loop has looked it up. When a loop looks up frame s,
+// the frames published after s are at most: 64 in its own channel, 1 held
+// by the fan-out goroutine, and QueueSize in the stream's channel. Publish
+// also stores the next frame before it knows whether r3labs takes it, one
+// more. So a ring of QueueSize+67 slots or more never overwrites a frame a
+// loop may still look up.
 type frameRing struct {
 	slots []atomic.Pointer[frame]
 	mask  uint64
 }
 
-// subscriberLag is r3labs' per-subscriber channel capacity plus the event
-// its fan-out goroutine holds.
-const subscriberLag = 64 + 1
+// ringMargin is r3labs' per-subscriber channel capacity, plus the event
+// its fan-out goroutine holds, plus the frame being published, plus one.
+const ringMargin = 64 + 1 + 1 + 1
 
 func newFrameRing(queueSize int) *frameRing {
 	n := uint64(1)
-	for n < uint64(queueSize+subscriberLag+1) {
+	for n < uint64(queueSize+ringMargin) {
 		n <<= 1
 	}
 	return &frameRing{slots: make([]atomic.Pointer[frame], n), mask: n - 1}

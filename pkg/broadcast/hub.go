@@ -140,11 +140,12 @@ func (h *Hub) Publish(data []byte) error {
 
 // send hands ev to r3labs without waiting. Called with pubMu held.
 func (h *Hub) send(ev *sse.Event) bool {
-	h.sent.Add(1) // before the send, so the probe never sees more than was sent
 	if !h.sse.TryPublish(streamID, ev) {
-		h.sent.Add(^uint64(0))
 		return false
 	}
+	// Counted after the send: the probe may briefly have seen one more, but
+	// the watchdog never waits for an event r3labs refused.
+	h.sent.Add(1)
 	return true
 }
 
@@ -176,12 +177,13 @@ func (h *Hub) Healthy() bool { return !h.probe.wedged.Load() }
 
 // Stats returns the current counters.
 func (h *Hub) Stats() Stats {
+	seen := int64(h.probe.seen.Load()) // first: sent only grows
 	return Stats{
 		Listeners:        h.active.Load(),
 		EventsAccepted:   h.accepted.Load(),
 		EventsBusy:       h.busy.Load(),
 		ListenersDropped: h.dropped.Load(),
-		FanoutLag:        int64(h.sent.Load()) - int64(h.probe.seen.Load()),
+		FanoutLag:        max(0, int64(h.sent.Load())-seen),
 	}
 }
 

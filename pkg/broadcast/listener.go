@@ -98,15 +98,21 @@ func (l *listener) enqueue(f *frame) {
 // drop discards everything queued and ends the stream for reason.
 func (l *listener) drop(reason error) {
 	l.mu.Lock()
-	first := !l.dead
-	if first {
-		clear(l.pending)
-		l.dead, l.pending, l.bytes, l.reason = true, nil, 0, reason
-	}
+	first := l.kill(reason)
 	l.mu.Unlock()
 	if first {
 		l.cancel(reason)
 	}
+}
+
+// kill marks the listener dead; true the first time. Called with mu held.
+func (l *listener) kill(reason error) bool {
+	if l.dead {
+		return false
+	}
+	clear(l.pending)
+	l.dead, l.pending, l.bytes, l.reason = true, nil, 0, reason
+	return true
 }
 
 // Flush marks the end of one event: start a drain unless one is running.
@@ -141,10 +147,15 @@ func (l *listener) drain() {
 		err := l.writeFrames(batch)
 		clear(batch) // let the frames go
 		if err != nil {
+			// Dead and not writing in one step, so no Flush can start
+			// another write on the socket that just failed.
 			l.mu.Lock()
 			l.writing = false
+			first := l.kill(err)
 			l.mu.Unlock()
-			l.drop(err)
+			if first {
+				l.cancel(err)
+			}
 			return
 		}
 		l.mu.Lock()
@@ -255,7 +266,7 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request) error {
 	cause := l.finish(context.Cause(ctx))
 
 	switch {
-	case errors.Is(cause, ErrSlow), errors.Is(cause, ErrStalled):
+	case errors.Is(cause, ErrSlow), errors.Is(cause, ErrStalled), errors.Is(cause, errLost):
 		h.dropped.Add(1)
 		log.Warn().Str("reason", cause.Error()).Msg("listener dropped")
 	case errors.Is(cause, context.Canceled):

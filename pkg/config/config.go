@@ -44,6 +44,16 @@ type Config struct {
 	TrustedNets  []netip.Prefix `ignored:"true" json:"-"`
 }
 
+// Sanity limits: beyond them a value is a typo, not a deployment.
+const (
+	maxBody  = 16 << 20
+	maxCount = 1_000_000
+	minTick  = 10 * time.Millisecond
+	// frameOverhead is what a frame adds to an event: "data: ", "\n\n" and,
+	// with CLIENT_IP_FIELD, the quotes, colon, comma and the longest IP.
+	frameOverhead = 8 + 6 + 45
+)
+
 // Addr is the address to listen on, all interfaces.
 func (c Config) Addr() string { return ":" + c.Port }
 
@@ -98,8 +108,8 @@ func (c *Config) validate(fromFlag bool) error {
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		bad("LOG_FORMAT", "%q is not json or console", c.LogFormat)
 	}
-	if c.MaxBodyBytes < 2 {
-		bad("MAX_BODY_BYTES", "must be at least 2 (the size of {})")
+	if c.MaxBodyBytes < 2 || c.MaxBodyBytes > maxBody {
+		bad("MAX_BODY_BYTES", "must be between 2 (the size of {}) and %d", maxBody)
 	}
 	positive := map[string]time.Duration{
 		"BODY_READ_TIMEOUT": c.BodyReadTimeout, "WRITE_TIMEOUT": c.WriteTimeout, "SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
@@ -109,20 +119,29 @@ func (c *Config) validate(fromFlag bool) error {
 			bad(name, "must be a positive duration, got %s", d)
 		}
 	}
-	if c.HeartbeatInterval < 0 {
-		bad("HEARTBEAT_INTERVAL", "must not be negative")
+	if c.HeartbeatInterval < 0 || (c.HeartbeatInterval > 0 && c.HeartbeatInterval < minTick) {
+		bad("HEARTBEAT_INTERVAL", "must be 0 (off) or at least %s", minTick)
+	}
+	if c.WriteTimeout > 0 && c.WriteTimeout < minTick {
+		bad("WRITE_TIMEOUT", "must be at least %s", minTick)
 	}
 	if c.MaxStreamDuration < 0 {
 		bad("MAX_STREAM_DURATION", "must not be negative")
 	}
-	if c.SubscriberBufferBytes < 4096 {
-		bad("SUBSCRIBER_BUFFER_BYTES", "must be at least 4096")
+	// One event of the largest size must fit in an empty listener queue, or
+	// it would drop every listener as too slow.
+	largest := int64(4096)
+	if c.MaxBodyBytes <= maxBody { // else MAX_BODY_BYTES is reported instead
+		largest = max(largest, c.MaxBodyBytes+int64(len(c.ClientIPField))+frameOverhead)
 	}
-	if c.MaxSubscribers < 1 {
-		bad("MAX_SUBSCRIBERS", "must be at least 1")
+	if int64(c.SubscriberBufferBytes) < largest {
+		bad("SUBSCRIBER_BUFFER_BYTES", "must be at least %d bytes: 4096, and enough for one event of the largest accepted size", largest)
 	}
-	if c.PublishQueueSize < 1 {
-		bad("PUBLISH_QUEUE_SIZE", "must be at least 1")
+	if c.MaxSubscribers < 1 || c.MaxSubscribers > maxCount {
+		bad("MAX_SUBSCRIBERS", "must be between 1 and %d", maxCount)
+	}
+	if c.PublishQueueSize < 1 || c.PublishQueueSize > maxCount {
+		bad("PUBLISH_QUEUE_SIZE", "must be between 1 and %d", maxCount)
 	}
 	if !utf8.ValidString(c.ClientIPField) || strings.ContainsFunc(c.ClientIPField, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' || r == 0x7f }) {
 		bad("CLIENT_IP_FIELD", "must be a plain field name")

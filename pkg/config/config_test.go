@@ -211,6 +211,11 @@ func TestInvalidValues(t *testing.T) {
 		{"MAX_SUBSCRIBERS", "many"},
 		{"PUBLISH_QUEUE_SIZE", "0"},
 		{"PUBLISH_QUEUE_SIZE", "1.5"},
+		{"PUBLISH_QUEUE_SIZE", "100000000"},
+		{"MAX_BODY_BYTES", "16777217"},
+		{"HEARTBEAT_INTERVAL", "1ns"},
+		{"WRITE_TIMEOUT", "1ns"},
+		{"SUBSCRIBER_BUFFER_BYTES", "65536"}, // the default MAX_BODY_BYTES event would not fit
 		{"MAX_STREAM_DURATION", "-1m"},
 		{"MAX_STREAM_DURATION", "forever"},
 		{"SHUTDOWN_TIMEOUT", "0"},
@@ -269,6 +274,19 @@ func TestClientIPFieldInvalidUTF8(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "CLIENT_IP_FIELD") {
 		t.Errorf("error %q does not name CLIENT_IP_FIELD", err)
+	}
+}
+
+// A listener queue must hold the largest event, or that one event would
+// drop every listener as too slow.
+func TestSubscriberBufferMustHoldTheLargestEvent(t *testing.T) {
+	_, _, err := load(t, map[string]string{"MAX_BODY_BYTES": "8192", "SUBSCRIBER_BUFFER_BYTES": "8192"})
+	if err == nil || !strings.HasPrefix(err.Error(), "SUBSCRIBER_BUFFER_BYTES: ") {
+		t.Fatalf("err = %v, want SUBSCRIBER_BUFFER_BYTES refused", err)
+	}
+	if _, _, err := load(t, map[string]string{"MAX_BODY_BYTES": "8192", "SUBSCRIBER_BUFFER_BYTES": "8300",
+		"CLIENT_IP_FIELD": "user_ip"}); err != nil {
+		t.Fatalf("a queue with room for the largest event was refused: %v", err)
 	}
 }
 

@@ -7,20 +7,29 @@ import (
 
 // cors adds CORS headers to every response, errors included, so a browser
 // fetch can read the outcome. With a list of origins, a matching Origin is
-// echoed and Vary: Origin keeps caches from mixing origins.
+// echoed and Vary: Origin keeps caches from mixing origins; a request from
+// a page on another origin is refused with 403, because CORS alone would
+// only hide the answer: sendBeacon and no-cors fetch still publish. Clients
+// that send no Origin (apps, the consumer, curl) are not affected.
 func (s *Server) cors(next http.Handler) http.Handler {
 	origins := s.opts.AllowOrigins
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
+		h.Set("Access-Control-Expose-Headers", "Retry-After")
 		if origins == nil {
 			h.Set("Access-Control-Allow-Origin", "*")
-		} else {
-			h.Add("Vary", "Origin")
-			if o := r.Header.Get("Origin"); o != "" && slices.Contains(origins, o) {
-				h.Set("Access-Control-Allow-Origin", o)
-			}
+			next.ServeHTTP(w, r)
+			return
 		}
-		h.Set("Access-Control-Expose-Headers", "Retry-After")
+		h.Add("Vary", "Origin")
+		switch o := r.Header.Get("Origin"); {
+		case o == "":
+		case slices.Contains(origins, o):
+			h.Set("Access-Control-Allow-Origin", o)
+		case r.Method != http.MethodOptions: // a preflight just gets no Allow-Origin
+			s.reject(w, http.StatusForbidden, "origin not allowed")
+			return
+		}
 		next.ServeHTTP(w, r)
 	})
 }

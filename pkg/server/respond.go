@@ -45,7 +45,7 @@ func (s *Server) methods(handlers map[string]http.Handler) http.Handler {
 			preflight(w, allow)
 			return
 		}
-		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+allow)
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed; use "+allow)
 	})
 }
 

@@ -40,6 +40,9 @@ type Server struct {
 
 // New returns a Server with every route in place.
 func New(opts Options) *Server {
+	if opts.ClientIP == nil {
+		opts.ClientIP = clientip.New(nil) // the TCP peer
+	}
 	s := &Server{opts: opts, started: time.Now()}
 	mux := http.NewServeMux()
 	s.addRoutes(mux)
