@@ -71,11 +71,12 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	err = errors.Join(srv.WaitIngest(sctx), hub.Close(sctx))
 	if err == nil {
 		// Every POST and stream is done. What Shutdown may still wait for is
-		// a connection that never sent a request (net/http gives those 5 s):
-		// nothing is in flight there, so close it after a short grace.
+		// a connection that never sent a request (net/http gives those 5 s)
+		// or a late request on a kept-alive one, refused at once with 503:
+		// close whatever is left after a short grace.
 		select {
 		case err = <-shut:
-		case <-time.After(time.Second):
+		case <-time.After(250 * time.Millisecond):
 			_ = hs.Close()
 			<-shut
 		}
