@@ -39,3 +39,16 @@ func TestFrameRingForgetsOverwrittenFrames(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSeqReadsWhatR3labsPrints(t *testing.T) {
+	for in, want := range map[string]uint64{"1\n": 1, "18446744073\n": 18446744073, "42": 42} {
+		if got, ok := parseSeq([]byte(in)); !ok || got != want {
+			t.Errorf("parseSeq(%q) = %d, %v", in, got, ok)
+		}
+	}
+	for _, in := range []string{"\n", "", "x\n", "-1\n", "1 2\n", "12345678901234567890\n"} {
+		if got, ok := parseSeq([]byte(in)); ok {
+			t.Errorf("parseSeq(%q) = %d, accepted", in, got)
+		}
+	}
+}

@@ -67,9 +67,9 @@ func (l *listener) WriteHeader(int)     {}
 func (l *listener) Write(p []byte) (int, error) {
 	switch {
 	case bytes.HasPrefix(p, []byte("data: ")):
-		seq, err := strconv.ParseUint(string(bytes.TrimSpace(p[len("data: "):])), 10, 64)
+		seq, ok := parseSeq(p[len("data: "):])
 		f := l.frames.get(seq)
-		if err != nil || f == nil {
+		if !ok || f == nil {
 			l.drop(errLost)
 			break
 		}
@@ -78,6 +78,24 @@ func (l *listener) Write(p []byte) (int, error) {
 		l.enqueue(heartbeatFrame)
 	}
 	return len(p), nil
+}
+
+// parseSeq reads the decimal sequence number r3labs printed, up to the
+// newline. Hand-rolled: it runs once per delivery and must not allocate.
+func parseSeq(b []byte) (uint64, bool) {
+	var n uint64
+	digits := 0
+	for _, c := range b {
+		if c == '\n' {
+			break
+		}
+		if c < '0' || c > '9' || digits == 19 {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+		digits++
+	}
+	return n, digits > 0
 }
 
 func (l *listener) enqueue(f *frame) {
