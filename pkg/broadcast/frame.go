@@ -76,8 +76,10 @@ func (r *frameRing) get(seq uint64) *frame {
 // write, so an idle listener holds none.
 type writeBuffers struct{ pool sync.Pool }
 
-// maxBatch is the most bytes coalesced into one write.
-const maxBatch = 64 << 10
+// maxBatch is the most bytes coalesced into one write: large enough to
+// amortise the syscall, small enough that a slow but reading client gets a
+// fresh write deadline every maxBatch bytes.
+const maxBatch = 16 << 10
 
 func (w *writeBuffers) get() *[]byte {
 	if b, ok := w.pool.Get().(*[]byte); ok {

@@ -185,17 +185,13 @@ func (l *listener) drain() {
 }
 
 // writeFrames writes and flushes batch, coalescing frames into writes of up
-// to maxBatch bytes, under a write deadline that is pushed at most every
-// refresh, so a write blocked on a full socket fails between
-// timeout-refresh and timeout after it started.
+// to maxBatch bytes. Each write runs under a write deadline, so a socket
+// that takes nothing fails the write within WRITE_TIMEOUT, while a slow
+// reader that keeps taking maxBatch bytes per WRITE_TIMEOUT stays.
 func (l *listener) writeFrames(batch []*frame) error {
-	refresh := min(time.Second, l.timeout/4)
-	if now := time.Now(); now.Sub(l.deadlineAt) > refresh {
-		_ = l.rc.SetWriteDeadline(now.Add(l.timeout))
-		l.deadlineAt = now
-	}
 	err := l.writeAll(batch)
 	if err == nil {
+		l.arm()
 		err = l.rc.Flush()
 	}
 	switch {
@@ -208,8 +204,20 @@ func (l *listener) writeFrames(batch []*frame) error {
 	}
 }
 
+// arm pushes the write deadline to timeout from now, at most once per
+// refresh (it costs a timer update), so a blocked write fails between
+// timeout-refresh and timeout after it started.
+func (l *listener) arm() {
+	refresh := min(time.Second, l.timeout/4)
+	if now := time.Now(); now.Sub(l.deadlineAt) > refresh {
+		_ = l.rc.SetWriteDeadline(now.Add(l.timeout))
+		l.deadlineAt = now
+	}
+}
+
 func (l *listener) writeAll(batch []*frame) error {
 	if len(batch) == 1 { // the common case: no copy
+		l.arm()
 		_, err := l.w.Write(batch[0].b)
 		return err
 	}
@@ -218,6 +226,7 @@ func (l *listener) writeAll(batch []*frame) error {
 	for i, f := range batch {
 		*buf = append(*buf, f.b...)
 		if len(*buf) >= maxBatch || i == len(batch)-1 {
+			l.arm()
 			if _, err := l.w.Write(*buf); err != nil {
 				return err
 			}
