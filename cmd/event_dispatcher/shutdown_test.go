@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"event-dispatcher/pkg/ssetest"
+	"event-dispatcher/internal/ssetest"
 )
 
 // shutdownEnv is the configuration of the shutdown scenario: a free port,

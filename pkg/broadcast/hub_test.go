@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/server"
-	"event-dispatcher/pkg/ssetest"
 )
 
 // Close must fan out everything accepted before it began, and only then end

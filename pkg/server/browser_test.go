@@ -17,9 +17,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/server"
-	"event-dispatcher/pkg/ssetest"
 )
 
 // chromiumPath is where Debian's chromium package puts the browser; .ci/run

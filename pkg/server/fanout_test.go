@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/server"
-	"event-dispatcher/pkg/ssetest"
 )
 
 // outcome is what the service answered to one tagged POST.

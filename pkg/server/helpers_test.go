@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"event-dispatcher/pkg/ssetest"
+	"event-dispatcher/internal/ssetest"
 )
 
 // validFixtures names the real player messages that must be accepted.

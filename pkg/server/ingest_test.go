@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/event"
 	"event-dispatcher/pkg/server"
-	"event-dispatcher/pkg/ssetest"
 )
 
 func TestIngestDeliversOneCompactDataLineByteForByte(t *testing.T) {

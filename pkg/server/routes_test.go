@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/server"
-	"event-dispatcher/pkg/ssetest"
 )
 
 func TestWrongMethodGets405WithAllowAndJSONError(t *testing.T) {

@@ -15,9 +15,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/server"
-	"event-dispatcher/pkg/ssetest"
 )
 
 // Not parallel: it counts the process's goroutines.

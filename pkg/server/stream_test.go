@@ -12,9 +12,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/server"
-	"event-dispatcher/pkg/ssetest"
 )
 
 func TestStreamSendsSSEHeadersAndRetryBeforeAnyEvent(t *testing.T) {
