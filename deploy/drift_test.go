@@ -245,7 +245,10 @@ func healthPaths(t *testing.T) map[string]string {
 // newServer is the service's HTTP handler on a real hub, closed at cleanup.
 func newServer(t *testing.T) *server.Server {
 	t.Helper()
-	hub := broadcast.New(broadcast.Options{QueueSize: 16, MaxListeners: 4, BufferBytes: 1 << 16, WriteTimeout: time.Second, Logger: zerolog.Nop()})
+	hub, err := broadcast.New(broadcast.Options{QueueSize: 16, MaxListeners: 4, BufferBytes: 1 << 16, WriteTimeout: time.Second, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -175,10 +175,13 @@ func main() {
 		log.Fatal(err)
 	}
 	lg := zerolog.New(os.Stderr).Level(cfg.Level)
-	hub := broadcast.New(broadcast.Options{
-		QueueSize: cfg.PublishQueueSize, MaxListeners: cfg.MaxSubscribers, BufferBytes: cfg.SubscriberBufferBytes,
+	hub, err := broadcast.New(broadcast.Options{
+		QueueSize: cfg.PublishQueueSize, MaxLag: cfg.MaxFanoutLag, MaxListeners: cfg.MaxSubscribers, BufferBytes: cfg.SubscriberBufferBytes,
 		WriteTimeout: cfg.WriteTimeout, Heartbeat: cfg.HeartbeatInterval, MaxStreamDuration: cfg.MaxStreamDuration, Logger: lg,
 	})
+	if err != nil {
+		log.Fatal(err)
+	}
 	srv := server.New(server.Options{Hub: hub, Logger: lg, MaxBodyBytes: cfg.MaxBodyBytes, BodyReadTimeout: cfg.BodyReadTimeout,
 		AllowOrigins: cfg.AllowOrigins, ClientIPField: cfg.ClientIPField, ClientIP: clientip.New(cfg.TrustedNets)})
 	hs := srv.HTTPServer()

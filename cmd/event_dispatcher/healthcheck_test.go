@@ -107,7 +107,10 @@ func TestHealthcheckFailsWhenNothingListens(t *testing.T) {
 }
 
 func TestHealthcheckFailsOnDrainingServer(t *testing.T) {
-	hub := broadcast.New(broadcast.Options{QueueSize: 16, MaxListeners: 4, BufferBytes: 1 << 16, WriteTimeout: time.Second, Logger: zerolog.Nop()})
+	hub, err := broadcast.New(broadcast.Options{QueueSize: 16, MaxListeners: 4, BufferBytes: 1 << 16, WriteTimeout: time.Second, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

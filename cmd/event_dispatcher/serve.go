@@ -23,8 +23,9 @@ import (
 // stream ends with a retry hint, all within cfg.ShutdownTimeout.
 func serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<- string) error {
 	log := newLogger(cfg, logOut)
-	hub := broadcast.New(broadcast.Options{
+	hub, err := broadcast.New(broadcast.Options{
 		QueueSize:         cfg.PublishQueueSize,
+		MaxLag:            cfg.MaxFanoutLag,
 		MaxListeners:      cfg.MaxSubscribers,
 		BufferBytes:       cfg.SubscriberBufferBytes,
 		WriteTimeout:      cfg.WriteTimeout,
@@ -32,6 +33,9 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 		MaxStreamDuration: cfg.MaxStreamDuration,
 		Logger:            log,
 	})
+	if err != nil {
+		return err // config.Load validated every value: this is a bug
+	}
 	srv := server.New(server.Options{
 		Hub:             hub,
 		Logger:          log,

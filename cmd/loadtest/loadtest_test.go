@@ -26,14 +26,14 @@ import (
 // startDispatcher runs the real dispatcher handler on a loopback port.
 func startDispatcher(t *testing.T) (*httptest.Server, *broadcast.Hub) {
 	t.Helper()
-	hub := broadcast.New(broadcast.Options{
-		QueueSize:    1024,
+	hub, err := broadcast.New(broadcast.Options{
 		MaxListeners: 100,
-		BufferBytes:  1 << 20,
-		WriteTimeout: 10 * time.Second,
 		Heartbeat:    50 * time.Millisecond, // comments mixed into the stream must be ignored
 		Logger:       zerolog.Nop(),
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ts := httptest.NewServer(server.New(server.Options{
 		Hub:             hub,
 		Logger:          zerolog.Nop(),

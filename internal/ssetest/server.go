@@ -35,10 +35,10 @@ type Server struct {
 	Client *http.Client // keeps connections alive across short requests
 }
 
-// Start serves server.New(srv) with a hub built from hub. Zero fields of
-// either get the service's defaults (queue 1024, 10000 listeners, 1 MiB per
-// listener, 10 s write and body timeouts, 64 KiB bodies), except Heartbeat
-// and MaxStreamDuration, where zero means off. A zero Logger discards
+// Start serves server.New(srv) with a hub built by broadcast.New(hub). Zero
+// fields of either get the service's defaults (see broadcast.Options; 64 KiB
+// bodies and a 10 s body timeout for the server); zero Heartbeat and
+// MaxStreamDuration mean off. A zero Logger discards
 // everything at info level, as in production. The http.Server is the one
 // server.HTTPServer configures, so its header and idle limits apply.
 func Start(t testing.TB, hub broadcast.Options, srv server.Options) *Server {
@@ -50,14 +50,13 @@ func Start(t testing.TB, hub broadcast.Options, srv server.Options) *Server {
 	if reflect.ValueOf(srv.Logger).IsZero() {
 		srv.Logger = quiet
 	}
-	hub.QueueSize = orDefault(hub.QueueSize, 1024)
-	hub.MaxListeners = orDefault(hub.MaxListeners, 10000)
-	hub.BufferBytes = orDefault(hub.BufferBytes, 1<<20)
-	hub.WriteTimeout = orDefault(hub.WriteTimeout, 10*time.Second)
 	srv.MaxBodyBytes = orDefault(srv.MaxBodyBytes, 64<<10)
 	srv.BodyReadTimeout = orDefault(srv.BodyReadTimeout, 10*time.Second)
 
-	h := broadcast.New(hub)
+	h, err := broadcast.New(hub)
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv.Hub = h
 	s := server.New(srv)
 	ts := httptest.NewUnstartedServer(s)

@@ -1,11 +1,9 @@
 package broadcast
 
 import (
-	"strconv"
 	"sync"
 	"sync/atomic"
-
-	"github.com/r3labs/sse/v2"
+	"time"
 )
 
 // frame is one event formatted once for the wire, "data: <json>\n\n",
@@ -13,8 +11,7 @@ import (
 type frame struct {
 	b   []byte
 	seq uint64
-	ev  sse.Event // what travels through r3labs: Data is seq in decimal
-	id  [20]byte  // backing array for ev.Data
+	at  time.Time // when it was accepted: the fan-out lag is measured from it
 }
 
 func newFrame(data []byte) *frame {
@@ -34,20 +31,24 @@ var (
 // r3labs hands each subscriber a copy of what it writes, formatted anew, so
 // sharing one frame among listeners needs a reference that survives being
 // printed: the sequence number. A frame must stay in the ring until every
-// listener's r3labs loop has looked it up. When a loop looks up frame s,
-// the frames published after s are at most: 64 in its own channel, 1 held
-// by the fan-out goroutine, and QueueSize in the stream's channel. Publish
-// also stores the next frame before it knows whether r3labs takes it, one
-// more. So a ring of QueueSize+67 slots or more never overwrites a frame a
-// loop may still look up.
+// listener's r3labs loop has looked it up.
+//
+// How far back can a loop look? Publish refuses an event once QueueSize
+// events wait to be handed to every shard, and the pump gives a shard its
+// next batch (at most batchSize numbers) only after that shard's goroutine
+// has taken the previous one, which it can do only after pushing the batch
+// before into every loop's 64-slot channel. So when a loop looks up a
+// batch, at most 64 more batches wait in its channel and 1 in its shard
+// goroutine's hands, and the numbers after those are among the QueueSize
+// waiting: QueueSize + 66 × batchSize numbers in all, its own batch
+// included. TestRingOutlivesAStalledLoop drives real r3labs to that edge.
 type frameRing struct {
 	slots []atomic.Pointer[frame]
 	mask  uint64
 }
 
-// ringMargin is r3labs' per-subscriber channel capacity, plus the event
-// its fan-out goroutine holds, plus the frame being published, plus one.
-const ringMargin = 64 + 1 + 1 + 1
+// ringMargin is what the ring must hold beyond QueueSize: see frameRing.
+const ringMargin = 66 * batchSize
 
 func newFrameRing(queueSize int) *frameRing {
 	n := uint64(1)
@@ -60,7 +61,6 @@ func newFrameRing(queueSize int) *frameRing {
 // put numbers f with seq and stores it.
 func (r *frameRing) put(f *frame, seq uint64) {
 	f.seq = seq
-	f.ev.Data = strconv.AppendUint(f.id[:0], seq, 10)
 	r.slots[seq&r.mask].Store(f)
 }
 

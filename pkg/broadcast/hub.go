@@ -1,21 +1,31 @@
 // Package broadcast fans events out to SSE listeners through the r3labs/sse
-// hub, built so that no listener can slow down another or a publisher.
+// hub, built so that no listener can slow down another or a publisher, and
+// so that listeners can still come and go while the fan-out is saturated.
 //
-// The r3labs stream has one fan-out goroutine that blocks on each
-// subscriber's 64-slot channel, and its per-subscriber loop writes straight
-// to the socket, so one listener that stops reading would wedge everyone.
-// Here the r3labs loop writes into a [listener]: an in-memory, byte-capped
-// queue that never blocks. A separate short-lived goroutine per listener
-// drains the queue to the socket under a write deadline, coalescing whatever
-// queued up meanwhile into one write and one flush. A listener whose queue
-// overflows or whose socket stalls is dropped instead of slowing the hub.
+// The path of one event:
+//
+//  1. [Hub.Publish] formats it once into a shared [frame], numbers it and
+//     stores it in the frame ring. It is refused (ErrBusy) when the oldest
+//     event still waiting for fan-out is older than MaxLag: the backlog is
+//     bounded in time, whatever the number of listeners.
+//  2. The pump (pump.go) hands runs of up to [batchSize] sequence numbers to
+//     each shard in turn. A shard is one r3labs stream with its own fan-out
+//     goroutine, holding a part of the listeners.
+//  3. r3labs' loop for each subscriber writes what it prints into a
+//     [listener] (listener.go): an in-memory byte-capped queue that resolves
+//     the numbers to the shared frames and never blocks.
+//  4. A short-lived goroutine per listener drains that queue to the socket
+//     under a write deadline. A listener whose queue overflows or whose
+//     socket stalls is dropped instead of slowing the hub.
 package broadcast
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,12 +34,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// streamID is the single r3labs stream every listener subscribes to.
-const streamID = "events"
-
 // Errors from [Hub.Publish] and [Hub.Serve].
 var (
-	ErrBusy    = errors.New("the broadcast queue is full")
+	ErrBusy    = errors.New("the fan-out is saturated; retry shortly")
 	ErrClosed  = errors.New("the service is shutting down")
 	ErrTooMany = errors.New("too many listeners")
 )
@@ -42,25 +49,74 @@ var (
 	ErrShutdown    = errors.New("server shutting down")
 )
 
-// Options configure a Hub. Zero durations disable the matching feature.
+// Options configure a Hub. The zero value of every field works: [New]
+// replaces a zero size or timeout by the service's default, and a zero
+// Heartbeat or MaxStreamDuration leaves that feature off.
 type Options struct {
-	QueueSize         int           // events waiting for fan-out before Publish fails with ErrBusy
-	MaxListeners      int           // concurrent listeners before Serve fails with ErrTooMany
-	BufferBytes       int           // bytes queued for one listener before it is dropped
-	WriteTimeout      time.Duration // a socket accepting nothing this long is dropped
-	Heartbeat         time.Duration // comment keep-alive period
-	MaxStreamDuration time.Duration // end streams after about this long
-	StallAfter        time.Duration // fan-out lag that makes Healthy false; default 5s
+	QueueSize         int           // events waiting for fan-out before Publish fails with ErrBusy; default 1024
+	MaxLag            time.Duration // age of the oldest waiting event beyond which Publish fails with ErrBusy; default 1s
+	MaxListeners      int           // concurrent listeners before Serve fails with ErrTooMany; default 10000
+	BufferBytes       int           // bytes queued for one listener before it is dropped; default 1 MiB
+	WriteTimeout      time.Duration // a socket accepting nothing this long is dropped; default 10s
+	Heartbeat         time.Duration // comment keep-alive period; zero: none
+	MaxStreamDuration time.Duration // end streams after about this long; zero: never
+	StallAfter        time.Duration // no fan-out progress this long, with work pending, makes Healthy false; default 5s
+	Shards            int           // r3labs streams listeners are spread over; default 4 × GOMAXPROCS
 	Logger            zerolog.Logger
+}
+
+// Defaults applied by [New] to zero fields.
+const (
+	DefaultQueueSize    = 1024
+	DefaultMaxLag       = time.Second
+	DefaultMaxListeners = 10000
+	DefaultBufferBytes  = 1 << 20
+	DefaultWriteTimeout = 10 * time.Second
+	DefaultStallAfter   = 5 * time.Second
+)
+
+// withDefaults fills zero fields and rejects values no hub can work with.
+func (o Options) withDefaults() (Options, error) {
+	fill := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	fillDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	fill(&o.QueueSize, DefaultQueueSize)
+	fill(&o.MaxListeners, DefaultMaxListeners)
+	fill(&o.BufferBytes, DefaultBufferBytes)
+	fill(&o.Shards, 4*runtime.GOMAXPROCS(0))
+	fillDur(&o.MaxLag, DefaultMaxLag)
+	fillDur(&o.WriteTimeout, DefaultWriteTimeout)
+	fillDur(&o.StallAfter, DefaultStallAfter)
+	var errs []error
+	for name, v := range map[string]int{"QueueSize": o.QueueSize, "MaxListeners": o.MaxListeners, "BufferBytes": o.BufferBytes, "Shards": o.Shards} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("broadcast: %s must not be negative, got %d", name, v))
+		}
+	}
+	for name, v := range map[string]time.Duration{"MaxLag": o.MaxLag, "WriteTimeout": o.WriteTimeout, "Heartbeat": o.Heartbeat,
+		"MaxStreamDuration": o.MaxStreamDuration, "StallAfter": o.StallAfter} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("broadcast: %s must not be negative, got %s", name, v))
+		}
+	}
+	return o, errors.Join(errs...)
 }
 
 // Stats are the hub's counters since start.
 type Stats struct {
-	Listeners        int64  `json:"listeners"`
-	EventsAccepted   uint64 `json:"events_accepted"`
-	EventsBusy       uint64 `json:"events_refused_busy"`
-	ListenersDropped uint64 `json:"listeners_dropped"`
-	FanoutLag        int64  `json:"fanout_lag_events"`
+	Listeners        int64   `json:"listeners"`
+	EventsAccepted   uint64  `json:"events_accepted"`
+	EventsBusy       uint64  `json:"events_refused_busy"`
+	ListenersDropped uint64  `json:"listeners_dropped"`
+	FanoutLag        int64   `json:"fanout_lag_events"`  // accepted, not yet handed to every shard
+	FanoutLagSeconds float64 `json:"fanout_lag_seconds"` // age of the oldest of those
 }
 
 // Hub is the broadcast hub. Create it with [New] and stop it with
@@ -70,15 +126,15 @@ type Hub struct {
 	log  zerolog.Logger
 	sse  *sse.Server
 
-	// pubMu orders publishes: a frame's sequence number, its place in the
-	// ring and its place in the r3labs queue are taken together, which is
-	// what bounds how far the ring must reach back. Close sets closed under it.
+	// pubMu orders publishes: a frame's sequence number and its place in the
+	// ring are taken together. Close sets closed under it.
 	pubMu  sync.Mutex
-	seq    uint64
 	closed bool
+	seq    atomic.Uint64 // last sequence number published; written under pubMu
 	frames *frameRing
 	bufs   writeBuffers
-	subReq *http.Request // template, see subscribeRequest
+
+	pump *pump
 
 	mu        sync.Mutex // guards listeners and draining
 	listeners map[*listener]struct{}
@@ -87,110 +143,85 @@ type Hub struct {
 	gone      sync.WaitGroup // one per listener, for Close
 
 	accepted, busy, dropped atomic.Uint64
-	sent                    atomic.Uint64 // everything handed to r3labs, heartbeats included
-	probe                   *probe
 	stop                    context.CancelFunc
 	bg                      sync.WaitGroup
 }
 
-// New starts a hub: the r3labs server with its replay log disabled, the
-// liveness probe and the heartbeat.
-func New(opts Options) *Hub {
-	if opts.StallAfter <= 0 {
-		opts.StallAfter = 5 * time.Second
+// New starts a hub: its r3labs shards, with the replay log disabled, and
+// the pump that feeds them.
+func New(opts Options) (*Hub, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	s := sse.New()
 	s.AutoReplay = false // its event log keeps every event forever
 	s.AutoStream = false
-	s.BufferSize = opts.QueueSize
-	s.CreateStream(streamID)
+	// Unbuffered: a hand-over succeeds only while the shard's goroutine is
+	// idle, so pending sign-ups and departures go first (see pump).
+	s.BufferSize = 0
 
 	ctx, stop := context.WithCancel(context.Background())
 	h := &Hub{
 		opts: opts, log: opts.Logger, sse: s, listeners: map[*listener]struct{}{}, stop: stop,
-		frames: newFrameRing(opts.QueueSize), subReq: subscribeRequest(),
+		frames: newFrameRing(opts.QueueSize),
 	}
-	h.probe = startProbe(ctx, h, &h.sent, opts.StallAfter, &h.bg)
-	if opts.Heartbeat > 0 {
-		h.bg.Add(1)
-		go h.heartbeat(ctx)
-	}
-	return h
+	h.pump = newPump(h, opts)
+	h.bg.Add(1)
+	go func() { defer h.bg.Done(); h.pump.run(ctx) }()
+	return h, nil
 }
 
 // Publish queues one event (compact JSON, no newline) for every listener.
 // data is copied: the caller may reuse it. It never blocks: ErrBusy when
-// the fan-out queue is full, ErrClosed after Close began.
+// the oldest event waiting for fan-out is older than MaxLag or QueueSize
+// events wait, ErrClosed after Close began.
 func (h *Hub) Publish(data []byte) error {
 	f := newFrame(data)
+	now := time.Now()
 	h.pubMu.Lock()
-	defer h.pubMu.Unlock()
 	if h.closed {
+		h.pubMu.Unlock()
 		return ErrClosed
 	}
-	h.frames.put(f, h.seq+1)
-	if !h.send(&f.ev) {
+	seq := h.seq.Load()
+	if h.pump.saturated(seq, now) {
+		h.pubMu.Unlock()
 		h.busy.Add(1)
-		return ErrBusy // f was not queued: its number is taken again by the next one
+		return ErrBusy
 	}
-	h.seq++
+	f.at = now
+	h.frames.put(f, seq+1)
+	h.seq.Store(seq + 1)
+	h.pubMu.Unlock()
 	h.accepted.Add(1)
+	h.pump.wake()
 	return nil
 }
 
-// send hands ev to r3labs without waiting. Called with pubMu held.
-func (h *Hub) send(ev *sse.Event) bool {
-	if !h.sse.TryPublish(streamID, ev) {
-		return false
-	}
-	// Counted after the send: the probe may briefly have seen one more, but
-	// the watchdog never waits for an event r3labs refused.
-	h.sent.Add(1)
-	return true
-}
-
-// heartbeat sends one comment through the hub each period, so every listener
-// gets a byte well within common idle timeouts, and a wedged fan-out shows up
-// in the probe even when no events flow.
-func (h *Hub) heartbeat(ctx context.Context) {
-	defer h.bg.Done()
-	t := time.NewTicker(h.opts.Heartbeat)
-	defer t.Stop()
-	ev := &sse.Event{Comment: []byte("hb")} // shared: r3labs does not modify it without replay
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			h.pubMu.Lock()
-			if !h.closed {
-				h.send(ev)
-			}
-			h.pubMu.Unlock()
-		}
-	}
-}
-
-// Healthy reports whether the fan-out keeps up: false when an event handed
-// to the hub more than StallAfter ago has still not been fanned out.
-func (h *Hub) Healthy() bool { return !h.probe.wedged.Load() }
+// Healthy reports whether the fan-out makes progress: false only when work
+// has been pending for StallAfter without a single hand-over to a shard. A
+// hub that is behind but moving is healthy; its lag shows in [Hub.Stats].
+func (h *Hub) Healthy() bool { return !h.pump.wedged(time.Now()) }
 
 // Stats returns the current counters.
 func (h *Hub) Stats() Stats {
-	seen := int64(h.probe.seen.Load()) // first: sent only grows
+	lag, age := h.pump.lag(time.Now())
 	return Stats{
 		Listeners:        h.active.Load(),
 		EventsAccepted:   h.accepted.Load(),
 		EventsBusy:       h.busy.Load(),
 		ListenersDropped: h.dropped.Load(),
-		FanoutLag:        max(0, int64(h.sent.Load())-seen),
+		FanoutLag:        lag,
+		FanoutLagSeconds: age.Seconds(),
 	}
 }
 
 // Close ends the hub gracefully: it refuses new publishes and listeners,
-// waits (within ctx) until everything accepted has been fanned out, then ends
-// every stream after flushing what its listener has queued, and waits for
-// the listeners' handlers to finish. Calling Close again is harmless.
+// waits (within ctx) until everything accepted has been handed to every
+// shard, then ends every stream after flushing what its listener has
+// queued, and waits for the listeners' handlers to finish. Calling Close
+// again is harmless.
 func (h *Hub) Close(ctx context.Context) error {
 	h.pubMu.Lock()
 	h.closed = true
@@ -199,7 +230,9 @@ func (h *Hub) Close(ctx context.Context) error {
 	h.draining = true
 	h.mu.Unlock()
 
-	err := h.probe.waitCaughtUp(ctx, h.sent.Load())
+	// A listener ends only after its r3labs loop has written everything
+	// handed to its shard before the end, so handed out is delivered.
+	err := h.pump.waitHanded(ctx, h.seq.Load())
 	h.endAll(ErrShutdown)
 	done := make(chan struct{})
 	go func() { h.gone.Wait(); close(done) }()
@@ -208,7 +241,7 @@ func (h *Hub) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		return errors.Join(err, ctx.Err())
 	}
-	// No subscriber is left, so stopping the r3labs stream leaks nothing.
+	// No subscriber is left, so stopping the r3labs streams leaks nothing.
 	h.stop()
 	h.bg.Wait()
 	h.sse.Close()
@@ -223,18 +256,19 @@ func (h *Hub) endAll(cause error) {
 	}
 }
 
-// subscribe feeds w from the r3labs stream until ctx ends.
-func (h *Hub) subscribe(ctx context.Context, w http.ResponseWriter) {
-	h.sse.ServeHTTP(w, h.subReq.WithContext(ctx))
+// subscribe feeds w from the r3labs stream of shard sh until ctx ends.
+func (h *Hub) subscribe(ctx context.Context, sh *shard, w http.ResponseWriter) {
+	h.sse.ServeHTTP(w, sh.req.WithContext(ctx))
 }
 
-// subscribeRequest is the request handed to r3labs for every subscription.
-// r3labs only reads the stream name, Last-Event-ID (absent: nothing is
-// replayed) and the context, so one read-only template serves everyone.
-func subscribeRequest() *http.Request {
+// subscribeRequest is the request handed to r3labs for every subscription
+// to one stream. r3labs only reads the stream name, Last-Event-ID (absent:
+// nothing is replayed) and the context, so one read-only template per
+// shard serves everyone.
+func subscribeRequest(stream string) *http.Request {
 	return &http.Request{
 		Method: http.MethodGet,
-		URL:    &url.URL{RawQuery: "stream=" + streamID},
+		URL:    &url.URL{RawQuery: "stream=" + stream},
 		Header: http.Header{},
 	}
 }

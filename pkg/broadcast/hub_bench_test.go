@@ -16,13 +16,10 @@ import (
 )
 
 func benchHub(b *testing.B, listeners int) *Hub {
-	hub := New(Options{
-		QueueSize:    1024,
-		MaxListeners: listeners + 1,
-		BufferBytes:  1 << 20,
-		WriteTimeout: 10 * time.Second,
-		Logger:       zerolog.Nop(),
-	})
+	hub, err := New(Options{MaxListeners: listeners + 1, Logger: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -31,6 +31,12 @@ type listener struct {
 	limit   int
 	timeout time.Duration
 	header  http.Header // what r3labs sets here is discarded; the caller set the real headers
+	sh      *shard
+
+	// Owned by the r3labs loop (the Serve goroutine): see shard.
+	confirmed bool   // registered with r3labs: its first Flush has come
+	joined    uint64 // the shard's batch in flight when it registered
+	taken     uint64 // last batch it took
 
 	mu      sync.Mutex
 	pending []*frame // not yet handed to the socket
@@ -60,42 +66,48 @@ func (h *Hub) newListener(w http.ResponseWriter, cancel context.CancelCauseFunc)
 func (l *listener) Header() http.Header { return l.header }
 func (l *listener) WriteHeader(int)     {}
 
-// Write receives what r3labs prints for one event, "id: \n", "data: <seq>\n",
-// "\n", or for a heartbeat ": hb\n", "\n", and queues the matching shared
-// frame. The id line and the blank lines carry nothing: there are no ids
-// (nothing is replayed) and frames end with their own blank line.
+// Write receives what r3labs prints for one batch, "id: \n",
+// "data: <first>-<last>\n", "\n", or for a heartbeat ": hb\n", "\n", and
+// queues the matching shared frames. The id line and the blank lines carry
+// nothing: there are no ids (nothing is replayed) and frames end with their
+// own blank line.
 func (l *listener) Write(p []byte) (int, error) {
 	switch {
 	case bytes.HasPrefix(p, []byte("data: ")):
-		seq, ok := parseSeq(p[len("data: "):])
-		f := l.frames.get(seq)
-		if !ok || f == nil {
+		first, last, ok := parseRange(p[len("data: "):])
+		if !ok {
 			l.drop(errLost)
 			break
 		}
-		l.enqueue(f)
+		l.enqueueRange(first, last)
+		l.sh.took(l, last)
 	case bytes.HasPrefix(p, []byte(": ")):
 		l.enqueue(heartbeatFrame)
 	}
 	return len(p), nil
 }
 
-// parseSeq reads the decimal sequence number r3labs printed, up to the
-// newline. Hand-rolled: it runs once per delivery and must not allocate.
-func parseSeq(b []byte) (uint64, bool) {
-	var n uint64
-	digits := 0
-	for _, c := range b {
-		if c == '\n' {
+// enqueueRange queues the frames numbered first to last.
+func (l *listener) enqueueRange(first, last uint64) {
+	l.mu.Lock()
+	var reason error
+	for seq := first; seq <= last && !l.dead; seq++ {
+		f := l.frames.get(seq)
+		if f == nil {
+			reason = errLost
 			break
 		}
-		if c < '0' || c > '9' || digits == 19 {
-			return 0, false
+		if l.bytes+len(f.b) > l.limit {
+			reason = ErrSlow
+			break
 		}
-		n = n*10 + uint64(c-'0')
-		digits++
+		l.pending = append(l.pending, f)
+		l.bytes += len(f.b)
 	}
-	return n, digits > 0
+	l.mu.Unlock()
+	if reason != nil {
+		l.drop(reason)
+	}
 }
 
 func (l *listener) enqueue(f *frame) {
@@ -133,8 +145,13 @@ func (l *listener) kill(reason error) bool {
 	return true
 }
 
-// Flush marks the end of one event: start a drain unless one is running.
+// Flush marks the end of one batch: start a drain unless one is running.
+// The first Flush comes from r3labs once the subscription is registered.
 func (l *listener) Flush() {
+	if !l.confirmed {
+		l.confirmed = true
+		l.sh.confirm(l)
+	}
 	l.mu.Lock()
 	start := !l.writing && !l.dead && len(l.pending) > 0
 	l.writing = l.writing || start
@@ -257,72 +274,4 @@ func (l *listener) finish(cause error) error {
 	hint := strconv.AppendInt([]byte("retry: "), 1000+rand.Int64N(2000), 10)
 	_ = l.writeFrames(append(batch, &frame{b: append(hint, "\n\n"...)}))
 	return cause
-}
-
-// jitter returns d shifted by a random amount within ±15%.
-func jitter(d time.Duration) time.Duration {
-	spread := int64(d) * 3 / 10
-	if spread <= 0 {
-		return d
-	}
-	return d - time.Duration(spread/2) + time.Duration(rand.Int64N(spread+1))
-}
-
-// Serve streams events to w until the client leaves, the listener is
-// dropped, its maximum duration passes or the hub closes, and returns why
-// the stream ended. The caller sets the response headers; nothing is
-// written before the listener is subscribed, so a client that has read the
-// first line will receive every event published afterwards. ErrTooMany and
-// ErrClosed come back before anything is written.
-func (h *Hub) Serve(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithCancelCause(r.Context())
-	defer cancel(nil)
-	l := h.newListener(w, cancel)
-	if err := h.add(l); err != nil {
-		return err
-	}
-	defer h.remove(l)
-	if d := h.opts.MaxStreamDuration; d > 0 {
-		t := time.AfterFunc(jitter(d), func() { cancel(ErrMaxDuration) })
-		defer t.Stop()
-	}
-	log := h.log.With().Str("remote", r.RemoteAddr).Str("user_agent", r.UserAgent()).Logger()
-	log.Info().Int64("listeners", h.active.Load()).Msg("listener connected")
-
-	h.subscribe(ctx, l) // returns once r3labs has unsubscribed l
-	cause := l.finish(context.Cause(ctx))
-
-	switch {
-	case errors.Is(cause, ErrSlow), errors.Is(cause, ErrStalled), errors.Is(cause, errLost):
-		h.dropped.Add(1)
-		log.Warn().Str("reason", cause.Error()).Msg("listener dropped")
-	case errors.Is(cause, context.Canceled):
-		log.Info().Str("reason", errClientGone.Error()).Msg("listener disconnected")
-	default:
-		log.Info().Str("reason", cause.Error()).Msg("listener disconnected")
-	}
-	return cause
-}
-
-func (h *Hub) add(l *listener) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	switch {
-	case h.draining:
-		return ErrClosed
-	case h.active.Load() >= int64(h.opts.MaxListeners):
-		return ErrTooMany
-	}
-	h.active.Add(1)
-	h.listeners[l] = struct{}{}
-	h.gone.Add(1) // under mu with the draining check, so never after Close's Wait began
-	return nil
-}
-
-func (h *Hub) remove(l *listener) {
-	h.mu.Lock()
-	delete(h.listeners, l)
-	h.active.Add(-1)
-	h.mu.Unlock()
-	h.gone.Done()
 }

@@ -33,6 +33,7 @@ type Config struct {
 	SubscriberBufferBytes int           `envconfig:"SUBSCRIBER_BUFFER_BYTES" default:"1048576" desc:"bytes queued for one listener before it is dropped as too slow" json:"SUBSCRIBER_BUFFER_BYTES"`
 	MaxSubscribers        int           `envconfig:"MAX_SUBSCRIBERS" default:"10000" desc:"concurrent listeners; beyond it new ones get 503" json:"MAX_SUBSCRIBERS"`
 	PublishQueueSize      int           `envconfig:"PUBLISH_QUEUE_SIZE" default:"1024" desc:"events waiting for fan-out before POSTs get 503" json:"PUBLISH_QUEUE_SIZE"`
+	MaxFanoutLag          time.Duration `envconfig:"MAX_FANOUT_LAG" default:"1s" desc:"when the oldest event waiting for fan-out is older than this, POSTs get 503 at once" json:"MAX_FANOUT_LAG"`
 	MaxStreamDuration     time.Duration `envconfig:"MAX_STREAM_DURATION" default:"0" desc:"end each stream after about this long (±15% jitter) with a retry hint; 0 = never" json:"MAX_STREAM_DURATION"`
 	ShutdownTimeout       time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"grace period after SIGTERM/SIGINT" json:"SHUTDOWN_TIMEOUT"`
 	ClientIPField         string        `envconfig:"CLIENT_IP_FIELD" desc:"when set (e.g. user_ip), each event gets this top-level field set to the client IP" json:"CLIENT_IP_FIELD"`
@@ -124,6 +125,9 @@ func (c *Config) validate(fromFlag bool) error {
 	}
 	if c.WriteTimeout > 0 && c.WriteTimeout < minTick {
 		bad("WRITE_TIMEOUT", "must be at least %s", minTick)
+	}
+	if c.MaxFanoutLag < minTick || c.MaxFanoutLag > time.Minute {
+		bad("MAX_FANOUT_LAG", "must be between %s and 1m", minTick)
 	}
 	if c.MaxStreamDuration < 0 {
 		bad("MAX_STREAM_DURATION", "must not be negative")

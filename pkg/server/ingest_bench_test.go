@@ -23,13 +23,10 @@ import (
 // but the hub's own probe, and a queue deep enough that the fan-out keeps
 // up with a benchmark loop.
 func benchIngestServer(b *testing.B) *server.Server {
-	hub := broadcast.New(broadcast.Options{
-		QueueSize:    1 << 16,
-		MaxListeners: 10,
-		BufferBytes:  1 << 20,
-		WriteTimeout: 10 * time.Second,
-		Logger:       zerolog.Nop(),
-	})
+	hub, err := broadcast.New(broadcast.Options{QueueSize: 1 << 16, Logger: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -1,0 +1,356 @@
+package broadcast
+
+import (
+	"context"
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/r3labs/sse/v2"
+)
+
+// The pump keeps r3labs responsive at saturation. r3labs gives each stream
+// one goroutine that selects among sign-ups, departures and events, and
+// fans each event out by sending it to every subscriber's 64-slot channel.
+// Fed one event at a time from a deep queue, that goroutine is always busy:
+// sign-ups and departures wait behind whole rounds over every listener
+// (tens of seconds at 10,000 listeners), and once registered a newcomer
+// queues behind the thousands of loops each round wakes. So:
+//
+//   - One r3labs event carries a run of up to batchSize sequence numbers:
+//     far fewer rounds for the same events.
+//   - Listeners are spread over several shards (r3labs streams), served one
+//     after another: a round wakes only the loops of one shard.
+//   - A shard's streams are unbuffered and a batch is first offered with
+//     TryPublish, which succeeds only while the shard's goroutine is idle,
+//     so sign-ups and departures already waiting go first. After
+//     handPatience the pump waits its turn, so events are not starved.
+//   - The gate: a shard gets its next batch only once every loop that was
+//     registered when the last one was handed over has taken it (the last
+//     one to take it wakes the pump), or after gateTimeout. Rounds then
+//     never block on a full subscriber channel.
+const (
+	batchSize    = 15
+	gateTimeout  = 100 * time.Millisecond
+	handPatience = 10 * time.Millisecond
+)
+
+// shard is one r3labs stream and the listeners placed on it.
+type shard struct {
+	id  string        // r3labs stream name
+	req *http.Request // subscription template, see subscribeRequest
+
+	assigned int // listeners placed here, for choosing the least loaded; guarded by Hub.mu
+
+	mu       sync.Mutex
+	live     int       // listeners registered with r3labs and not yet gone
+	openedAt time.Time // when the batch in flight was handed over; pump only
+
+	cur  atomic.Uint64 // last sequence number of the batch in flight
+	need atomic.Int64  // loops that still have to take it
+	gate chan struct{} // capacity 1: the last of them wakes the pump
+}
+
+// open marks the batch ending at last as handed over to every loop
+// registered now.
+func (sh *shard) open(last uint64) {
+	sh.mu.Lock()
+	sh.cur.Store(last)
+	sh.need.Store(int64(sh.live))
+	select { // a late wake-up for the previous batch
+	case <-sh.gate:
+	default:
+	}
+	sh.mu.Unlock()
+	sh.openedAt = time.Now()
+}
+
+// confirm counts l as registered with r3labs: it receives every batch
+// handed over from now on. Called from l's r3labs loop.
+func (sh *shard) confirm(l *listener) {
+	sh.mu.Lock()
+	sh.live++
+	l.joined = sh.cur.Load()
+	sh.mu.Unlock()
+}
+
+// took records that l's loop has taken the batch ending at last. A loop
+// that was not counted for it (joined later) or takes a batch the gate has
+// already given up on changes nothing. A late take racing with the next
+// open can open the next gate one loop early: that costs only an earlier
+// hand-over, never an event.
+func (sh *shard) took(l *listener, last uint64) {
+	l.taken = last
+	if last > l.joined && last == sh.cur.Load() {
+		sh.taken()
+	}
+}
+
+// leave uncounts l once r3labs has let go of it, and stops the gate from
+// waiting for a batch it will never take.
+func (sh *shard) leave(l *listener) {
+	if !l.confirmed {
+		return
+	}
+	sh.mu.Lock()
+	sh.live--
+	if cur := sh.cur.Load(); cur > l.joined && l.taken < cur {
+		sh.taken()
+	}
+	sh.mu.Unlock()
+}
+
+func (sh *shard) taken() {
+	if sh.need.Add(-1) == 0 {
+		select {
+		case sh.gate <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// pump is the single goroutine that hands accepted events to the shards.
+type pump struct {
+	h         *Hub
+	shards    []*shard
+	wakeC     chan struct{} // capacity 1
+	queue     uint64
+	maxLag    time.Duration
+	stall     time.Duration
+	heartbeat time.Duration
+	gateWait  time.Duration // gateTimeout; tests shorten it
+	hb        *sse.Event // shared: r3labs does not modify events without replay
+
+	handed       atomic.Uint64 // last sequence number handed to every shard
+	handStart    atomic.Int64  // UnixNano when the hand-over under way began; 0 if none
+	lastProgress atomic.Int64  // UnixNano of the last hand-over
+}
+
+func newPump(h *Hub, opts Options) *pump {
+	p := &pump{
+		h: h, wakeC: make(chan struct{}, 1), queue: uint64(opts.QueueSize), maxLag: opts.MaxLag,
+		stall: opts.StallAfter, heartbeat: opts.Heartbeat, gateWait: gateTimeout, hb: &sse.Event{Comment: []byte("hb")},
+	}
+	p.lastProgress.Store(time.Now().UnixNano())
+	for i := range opts.Shards {
+		id := "events-" + strconv.Itoa(i)
+		h.sse.CreateStream(id)
+		p.shards = append(p.shards, &shard{id: id, req: subscribeRequest(id), gate: make(chan struct{}, 1)})
+	}
+	return p
+}
+
+// leastLoaded returns the shard with the fewest listeners. Called with
+// Hub.mu held.
+func (p *pump) leastLoaded() *shard {
+	best := p.shards[0]
+	for _, sh := range p.shards[1:] {
+		if sh.assigned < best.assigned {
+			best = sh
+		}
+	}
+	return best
+}
+
+func (p *pump) wake() {
+	select {
+	case p.wakeC <- struct{}{}:
+	default:
+	}
+}
+
+// saturated reports whether a publish must be refused: QueueSize events
+// already wait, or the oldest of them has waited longer than MaxLag.
+// Called with Hub.pubMu held; seq is the last number published.
+func (p *pump) saturated(seq uint64, now time.Time) bool {
+	done := p.handed.Load()
+	if seq-done >= p.queue {
+		return true
+	}
+	if seq > done {
+		if f := p.h.frames.get(done + 1); f != nil && now.Sub(f.at) > p.maxLag {
+			return true
+		}
+	}
+	return false
+}
+
+// lag returns how many accepted events have not been handed to every shard
+// yet, and how long the oldest of them has waited.
+func (p *pump) lag(now time.Time) (int64, time.Duration) {
+	done := p.handed.Load() // first: seq only grows
+	seq := p.h.seq.Load()
+	if seq <= done {
+		return 0, 0
+	}
+	var age time.Duration
+	if f := p.h.frames.get(done + 1); f != nil {
+		age = max(0, now.Sub(f.at))
+	}
+	return int64(seq - done), age
+}
+
+// wedged reports a fan-out that has made no progress at all for the stall
+// period while work was pending: a hand-over stuck that long, or events
+// waiting that long with no hand-over since.
+func (p *pump) wedged(now time.Time) bool {
+	if start := p.handStart.Load(); start != 0 && now.UnixNano()-start > int64(p.stall) {
+		return true
+	}
+	_, age := p.lag(now)
+	return age > p.stall && now.UnixNano()-p.lastProgress.Load() > int64(p.stall)
+}
+
+// run hands everything accepted to every shard, batch by batch, until ctx
+// ends, with a heartbeat every period.
+func (p *pump) run(ctx context.Context) {
+	var beat <-chan time.Time
+	if p.heartbeat > 0 {
+		t := time.NewTicker(p.heartbeat)
+		defer t.Stop()
+		beat = t.C
+	}
+	gate := time.NewTimer(time.Hour)
+	gate.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-beat:
+			p.handAll(ctx, p.hb)
+		case <-p.wakeC:
+		}
+		for {
+			done := p.handed.Load()
+			if p.h.seq.Load() == done {
+				break
+			}
+			// Events that arrive while the first shard's gate is shut join
+			// the batch.
+			p.await(ctx, p.shards[0], gate)
+			last := min(p.h.seq.Load(), done+batchSize)
+			ev := &sse.Event{Data: appendRange(make([]byte, 0, 41), done+1, last)}
+			for _, sh := range p.shards {
+				p.await(ctx, sh, gate)
+				sh.open(last)
+				if !p.hand(ctx, sh, ev) {
+					return
+				}
+			}
+			p.handed.Store(last)
+			select { // a long backlog must not hold heartbeats back
+			case <-beat:
+				p.handAll(ctx, p.hb)
+			default:
+			}
+		}
+	}
+}
+
+// handAll hands an ungated event (a heartbeat) to every shard.
+func (p *pump) handAll(ctx context.Context, ev *sse.Event) {
+	for _, sh := range p.shards {
+		if !p.hand(ctx, sh, ev) {
+			return
+		}
+	}
+}
+
+// await waits until the shard's loops have all taken its previous batch,
+// or gateTimeout after it was handed over.
+func (p *pump) await(ctx context.Context, sh *shard, t *time.Timer) {
+	if sh.need.Load() <= 0 {
+		return
+	}
+	wait := p.gateWait - time.Since(sh.openedAt)
+	if wait <= 0 {
+		return
+	}
+	t.Reset(wait)
+	select {
+	case <-sh.gate:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
+}
+
+// hand gives ev to the shard's goroutine: first only while it is idle, so
+// that waiting sign-ups and departures go first, then, after handPatience,
+// waiting its turn. False when ctx ended.
+func (p *pump) hand(ctx context.Context, sh *shard, ev *sse.Event) bool {
+	start := time.Now()
+	p.handStart.Store(start.UnixNano())
+	defer p.handStart.Store(0)
+	for try := 0; !p.h.sse.TryPublish(sh.id, ev); try++ {
+		if ctx.Err() != nil {
+			return false
+		}
+		switch {
+		case try < 8:
+			runtime.Gosched()
+		case time.Since(start) < handPatience:
+			time.Sleep(50 * time.Microsecond)
+		default:
+			// Returns once taken, or when the stream is closed (Hub.Close,
+			// after every listener is gone).
+			p.h.sse.Publish(sh.id, ev)
+			p.lastProgress.Store(time.Now().UnixNano())
+			return ctx.Err() == nil
+		}
+	}
+	p.lastProgress.Store(time.Now().UnixNano())
+	return true
+}
+
+// waitHanded waits until everything up to target has been handed to every
+// shard, or ctx ends.
+func (p *pump) waitHanded(ctx context.Context, target uint64) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for p.handed.Load() < target {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// appendRange appends "first-last", the batch r3labs carries.
+func appendRange(b []byte, first, last uint64) []byte {
+	b = strconv.AppendUint(b, first, 10)
+	b = append(b, '-')
+	return strconv.AppendUint(b, last, 10)
+}
+
+// parseRange reads the batch r3labs printed, "first-last", up to the
+// newline. Hand-rolled: it runs once per batch per listener and must not
+// allocate.
+func parseRange(b []byte) (first, last uint64, ok bool) {
+	first, rest, ok := parseUint(b)
+	if !ok || len(rest) == 0 || rest[0] != '-' {
+		return 0, 0, false
+	}
+	last, rest, ok = parseUint(rest[1:])
+	if !ok || (len(rest) > 0 && rest[0] != '\n') || last < first || last-first >= batchSize {
+		return 0, 0, false
+	}
+	return first, last, true
+}
+
+func parseUint(b []byte) (uint64, []byte, bool) {
+	var n uint64
+	i := 0
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		if i == 19 {
+			return 0, nil, false
+		}
+		n = n*10 + uint64(b[i]-'0')
+	}
+	return n, b[i:], i > 0
+}

@@ -1,0 +1,81 @@
+package broadcast
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"time"
+)
+
+// jitter returns d shifted by a random amount within ±15%.
+func jitter(d time.Duration) time.Duration {
+	spread := int64(d) * 3 / 10
+	if spread <= 0 {
+		return d
+	}
+	return d - time.Duration(spread/2) + time.Duration(rand.Int64N(spread+1))
+}
+
+// Serve streams events to w until the client leaves, the listener is
+// dropped, its maximum duration passes or the hub closes, and returns why
+// the stream ended. The caller sets the response headers; nothing is
+// written before the listener is subscribed, so a client that has read the
+// first line will receive every event published afterwards. ErrTooMany and
+// ErrClosed come back before anything is written.
+func (h *Hub) Serve(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	l := h.newListener(w, cancel)
+	if err := h.add(l); err != nil {
+		return err
+	}
+	defer h.remove(l)
+	if d := h.opts.MaxStreamDuration; d > 0 {
+		t := time.AfterFunc(jitter(d), func() { cancel(ErrMaxDuration) })
+		defer t.Stop()
+	}
+	log := h.log.With().Str("remote", r.RemoteAddr).Str("user_agent", r.UserAgent()).Logger()
+	log.Info().Int64("listeners", h.active.Load()).Msg("listener connected")
+
+	h.subscribe(ctx, l.sh, l) // returns once r3labs has unsubscribed l
+	l.sh.leave(l)
+	cause := l.finish(context.Cause(ctx))
+
+	switch {
+	case errors.Is(cause, ErrSlow), errors.Is(cause, ErrStalled), errors.Is(cause, errLost):
+		h.dropped.Add(1)
+		log.Warn().Str("reason", cause.Error()).Msg("listener dropped")
+	case errors.Is(cause, context.Canceled):
+		log.Info().Str("reason", errClientGone.Error()).Msg("listener disconnected")
+	default:
+		log.Info().Str("reason", cause.Error()).Msg("listener disconnected")
+	}
+	return cause
+}
+
+func (h *Hub) add(l *listener) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.draining:
+		return ErrClosed
+	case h.active.Load() >= int64(h.opts.MaxListeners):
+		return ErrTooMany
+	}
+	h.active.Add(1)
+	h.listeners[l] = struct{}{}
+	l.sh = h.pump.leastLoaded()
+	l.sh.assigned++
+	h.gone.Add(1) // under mu with the draining check, so never after Close's Wait began
+	return nil
+}
+
+func (h *Hub) remove(l *listener) {
+	h.mu.Lock()
+	delete(h.listeners, l)
+	l.sh.assigned--
+	h.active.Add(-1)
+	h.mu.Unlock()
+	h.gone.Done()
+}
