@@ -1,75 +1,16 @@
 package broadcast
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 )
-
-// stalledLoop is an r3labs subscriber whose loop stops at its first batch
-// until released, counted by its shard like a listener, so the gate waits
-// for it and every batch handed over meanwhile is full. Once released it
-// resolves every batch it was handed through the ring, as a listener does.
-type stalledLoop struct {
-	h       *Hub
-	l       listener // only the shard bookkeeping
-	header  http.Header
-	release chan struct{}
-	stalled chan struct{} // closed when the loop blocks
-
-	mu       sync.Mutex
-	batches  int
-	numbers  uint64
-	oldest   uint64 // smallest number it looked up
-	lost     []uint64
-	released bool
-}
-
-func (s *stalledLoop) Header() http.Header { return s.header }
-func (s *stalledLoop) WriteHeader(int)     {}
-func (s *stalledLoop) Flush() {
-	if !s.l.confirmed {
-		s.l.confirmed = true
-		s.l.sh.confirm(&s.l)
-	}
-}
-
-func (s *stalledLoop) Write(p []byte) (int, error) {
-	if !bytes.HasPrefix(p, []byte("data: ")) {
-		return len(p), nil
-	}
-	if !s.released {
-		close(s.stalled)
-		<-s.release
-		s.released = true
-	}
-	first, last, ok := parseRange(p[len("data: "):])
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !ok {
-		s.lost = append(s.lost, 0)
-		return len(p), nil
-	}
-	if s.oldest == 0 {
-		s.oldest = first
-	}
-	s.batches++
-	for seq := first; seq <= last; seq++ {
-		s.numbers++
-		if s.h.frames.get(seq) == nil {
-			s.lost = append(s.lost, seq)
-		}
-	}
-	return len(p), nil
-}
 
 // The ring must hold every frame a subscriber loop may still look up. This
 // drives the real r3labs to the worst case: one loop stops while events
@@ -92,12 +33,11 @@ func TestRingOutlivesAStalledLoop(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- h.Serve(sink, (&http.Request{}).WithContext(ctx)) }()
 
-	stall := &stalledLoop{h: h, header: http.Header{}, release: make(chan struct{}), stalled: make(chan struct{})}
-	stall.l.sh = h.pump.shards[0]
-	loopDone := make(chan struct{})
-	go func() { defer close(loopDone); h.subscribe(ctx, stall.l.sh, stall) }()
-	for !registered(h.pump.shards[0], 2) {
-		time.Sleep(time.Millisecond)
+	stall := newTestLoop(h, 0)
+	stall.stall()
+	loopDone := stall.start(ctx)
+	for live(h.pump.shards[0]) < 2 {
+		time.Sleep(time.Millisecond) // the listener registered with r3labs too
 	}
 
 	// Shut the gate as if a batch were in flight, so the first batch the
@@ -123,7 +63,7 @@ func TestRingOutlivesAStalledLoop(t *testing.T) {
 	}
 	<-stall.stalled
 	newest := h.seq.Load()
-	close(stall.release)
+	stall.release()
 	if err := h.pump.waitHanded(t.Context(), newest); err != nil {
 		t.Fatal(err)
 	}
@@ -150,27 +90,6 @@ func TestRingOutlivesAStalledLoop(t *testing.T) {
 		t.Fatalf("spanned only %d numbers (%d batches); the worst case is %d", span, stall.batches, worst)
 	}
 	t.Logf("accepted %d; the stalled loop spanned %d numbers over %d batches; ring of %d", accepted, span, stall.batches, len(h.frames.slots))
-}
-
-// registered reports whether n loops of sh are registered with r3labs.
-func registered(sh *shard, n int) bool {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.live >= n
-}
-
-// countingSink counts the events written to one listener.
-type countingSink struct {
-	header http.Header
-	data   *atomic.Int64
-}
-
-func (s *countingSink) Header() http.Header { return s.header }
-func (s *countingSink) WriteHeader(int)     {}
-func (s *countingSink) Flush()              {}
-func (s *countingSink) Write(p []byte) (int, error) {
-	s.data.Add(int64(bytes.Count(p, []byte("data: "))))
-	return len(p), nil
 }
 
 func TestFrameRingForgetsOverwrittenFrames(t *testing.T) {

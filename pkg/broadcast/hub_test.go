@@ -14,9 +14,9 @@ import (
 )
 
 // Close must fan out everything accepted before it began, and only then end
-// the streams, each with a final retry hint and a clean end.
+// the streams, each with a final retry hint and a clean end, over real HTTP.
 func TestCloseDeliversEverythingAcceptedThenEndsStreams(t *testing.T) {
-	srv := ssetest.Start(t, broadcast.Options{QueueSize: 4096}, server.Options{})
+	srv := ssetest.Start(t, broadcast.Options{QueueSize: 4096, MaxLag: time.Minute}, server.Options{})
 	const listeners, events = 20, 3000
 	streams := make([]*ssetest.Stream, listeners)
 	for i := range streams {
@@ -27,10 +27,8 @@ func TestCloseDeliversEverythingAcceptedThenEndsStreams(t *testing.T) {
 			t.Fatalf("publish %d: %v", i, err)
 		}
 	}
-	// The test is only meaningful while events still wait for fan-out.
-	if lag := srv.Hub.Stats().FanoutLag; lag <= 0 {
-		t.Skipf("inconclusive: fan-out already caught up (lag %d) before Close", lag)
-	}
+	// Whether a backlog is left at Close depends on the machine here;
+	// TestCloseDeliversTheBacklogBeforeEndingStreams makes sure of one.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	closed := make(chan error, 1)
