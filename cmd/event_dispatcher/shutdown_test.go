@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -123,7 +122,7 @@ func (p *posters) source(seq int) int {
 // checkGracefulShutdown runs the shutdown scenario against in: three
 // listeners, events accepted before and while the stop arrives, then
 // checks that every listener got every accepted event, in order, then a
-// retry hint and a clean end of stream; that /health no longer answers 200;
+// end comment and a clean end of stream; that /health no longer answers 200;
 // that the service exits cleanly within the shutdown timeout; and what it
 // logged.
 func checkGracefulShutdown(t *testing.T, in instance) {
@@ -239,7 +238,7 @@ func checkGracefulShutdown(t *testing.T, in instance) {
 // the events accepted before the publishers started, in order, then every
 // event the publishers got accepted, each publisher's in its order (events
 // whose POST failed in transit may or may not be there), heartbeats, then
-// one final retry hint and a clean end.
+// the comment saying the server shut down, and a clean end.
 func checkStream(t *testing.T, i int, blocks []ssetest.Event, err error, before []int, pub *posters) {
 	t.Helper()
 	if !errors.Is(err, io.EOF) {
@@ -250,8 +249,8 @@ func checkStream(t *testing.T, i int, blocks []ssetest.Event, err error, before 
 		return
 	}
 	last := blocks[len(blocks)-1]
-	if n, err := strconv.Atoi(last.Retry); err != nil || n < 1000 || n >= 3000 || len(last.Data)+len(last.Comments)+len(last.Other) > 0 {
-		t.Errorf("listener %d: last block %q is not a retry hint of 1000-2999 ms alone", i, last.Raw)
+	if why, ok := last.EndReason(); !ok || why != "server shutting down" {
+		t.Errorf("listener %d: last block %q is not the shutdown comment", i, last.Raw)
 	}
 	var got []int
 	for _, b := range blocks[:len(blocks)-1] {

@@ -26,6 +26,15 @@ func (e Event) IsComment() bool {
 	return len(e.Comments) > 0 && len(e.Data) == 0 && e.Retry == "" && len(e.Other) == 0
 }
 
+// EndReason returns why the server ended the stream when e is the comment
+// it sends last ("end: <reason>"), and false for any other block.
+func (e Event) EndReason() (string, bool) {
+	if !e.IsComment() || len(e.Comments) != 1 {
+		return "", false
+	}
+	return strings.CutPrefix(e.Comments[0], "end: ")
+}
+
 // ErrPartialEvent reports a stream that ended in the middle of a block.
 var ErrPartialEvent = errors.New("stream ended in the middle of an event")
 
@@ -164,9 +173,14 @@ func (s *Stream) read(life context.Context) {
 	br := bufio.NewReaderSize(s.Resp.Body, 64<<10)
 	var cur Event
 	var raw strings.Builder
-	for {
+	for first := true; ; first = false {
 		line, err := br.ReadString('\n')
 		raw.WriteString(line)
+		if first {
+			// One leading byte order mark is ignored, as the SSE format
+			// says; Raw keeps it.
+			line = strings.TrimPrefix(line, "\ufeff")
+		}
 		if err != nil {
 			switch {
 			case err == io.EOF && raw.Len() > 0:

@@ -25,6 +25,12 @@ func TestStreamParsesBlocksFromRawBytes(t *testing.T) {
 				{Comments: []string{"hb"}, Raw: ": hb\n\n"},
 				{Data: []string{`{"a":1}`}, Raw: "data: {\"a\":1}\n\n"},
 			}, io.EOF},
+		{"one leading byte order mark is ignored, as EventSource does; a later one is not",
+			"\ufeffretry: 1500\n\n\ufeffdata: x\n\n",
+			[]Event{
+				{Retry: "1500", Raw: "\ufeffretry: 1500\n\n"},
+				{Other: []string{"\ufeffdata: x"}, Raw: "\ufeffdata: x\n\n"},
+			}, io.EOF},
 		{"CRLF lines, no space after the colon, several data lines",
 			"data:x\r\ndata: y\r\n\r\n",
 			[]Event{{Data: []string{"x", "y"}, Raw: "data:x\r\ndata: y\r\n\r\n"}}, io.EOF},

@@ -1,6 +1,8 @@
 package broadcast
 
 import (
+	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,10 +23,29 @@ func newFrame(data []byte) *frame {
 }
 
 // Fixed frames. Never modified.
-var (
-	heartbeatFrame = &frame{b: []byte(": hb\n\n")}
-	retryFrame     = &frame{b: []byte("retry: 2000\n\n")} // first thing every stream gets
-)
+var heartbeatFrame = &frame{b: []byte(": hb\n\n")}
+
+// retryFrame is the first thing every stream gets: a byte order mark, then a
+// reconnection delay of 1000-2999 ms drawn for this stream, so that browsers
+// cut off together (shutdown, MAX_STREAM_DURATION, a network blip) come back
+// spread out. No client shows it as an event: EventSource (the WHATWG
+// parser, and the npm eventsource package) drops one leading byte order
+// mark, applies the retry field and dispatches nothing for a block without
+// data; r3labs' client, which hands any block with a "retry:" line to its
+// handlers as an event with empty Data, sees a line that does not begin
+// with "retry:" and skips the block; a client that keeps the mark ignores
+// an unknown field.
+func retryFrame() *frame {
+	b := strconv.AppendInt([]byte("\ufeffretry: "), 1000+rand.Int64N(2000), 10)
+	return &frame{b: append(b, "\n\n"...)}
+}
+
+// endFrame is the last thing a stream the server ends gets: a comment naming
+// why, for people reading the stream with curl. No client surfaces comments,
+// and the reconnection delay was set by retryFrame.
+func endFrame(cause error) *frame {
+	return &frame{b: append(append([]byte(": end: "), cause.Error()...), "\n\n"...)}
+}
 
 // frameRing maps the sequence numbers that r3labs carries back to frames.
 //

@@ -142,7 +142,7 @@ func (s *benchSink) Flush()              {}
 // Write sees the retry hint first, then events, possibly several per call
 // when the listener coalesced them.
 func (s *benchSink) Write(p []byte) (int, error) {
-	if !s.subbed && bytes.HasPrefix(p, []byte("retry:")) {
+	if !s.subbed && bytes.Contains(p, []byte("retry:")) {
 		s.subbed = true
 		s.ready.Done()
 	}

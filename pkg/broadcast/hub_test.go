@@ -14,7 +14,7 @@ import (
 )
 
 // Close must fan out everything accepted before it began, and only then end
-// the streams, each with a final retry hint and a clean end, over real HTTP.
+// the streams, each with a final comment and a clean end, over real HTTP.
 func TestCloseDeliversEverythingAcceptedThenEndsStreams(t *testing.T) {
 	srv := ssetest.Start(t, broadcast.Options{QueueSize: 4096, MaxLag: time.Minute}, server.Options{})
 	const listeners, events = 20, 3000
@@ -41,11 +41,11 @@ func TestCloseDeliversEverythingAcceptedThenEndsStreams(t *testing.T) {
 			}
 		}
 		last, err := s.Next(ctx)
-		for err == nil && last.IsComment() {
+		for err == nil && last.IsComment() && last.Comments[0] == "hb" {
 			last, err = s.Next(ctx)
 		}
-		if err != nil || last.Retry == "" || len(last.Data) > 0 {
-			t.Fatalf("listener %d: after the events got %q, %v; want a retry hint", i, last.Raw, err)
+		if why, ok := last.EndReason(); err != nil || !ok || why != broadcast.ErrShutdown.Error() {
+			t.Fatalf("listener %d: after the events got %q, %v; want the shutdown comment", i, last.Raw, err)
 		}
 		if _, err := s.Next(ctx); !errors.Is(err, io.EOF) {
 			t.Fatalf("listener %d: stream did not end cleanly: %v", i, err)

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"math/rand/v2"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -52,12 +50,13 @@ type listener struct {
 }
 
 func (h *Hub) newListener(w http.ResponseWriter, cancel context.CancelCauseFunc) *listener {
+	first := retryFrame() // sent at r3labs' first Flush, once subscribed
 	l := &listener{
 		w: w, rc: http.NewResponseController(w), cancel: cancel,
 		frames: h.frames, bufs: &h.bufs, limit: h.opts.BufferBytes, timeout: h.opts.WriteTimeout,
 		header:  http.Header{},
-		pending: []*frame{retryFrame}, // sent at r3labs' first Flush, once subscribed
-		bytes:   len(retryFrame.b),
+		pending: []*frame{first},
+		bytes:   len(first.b),
 	}
 	l.drainFn = l.drain
 	return l
@@ -255,8 +254,8 @@ func (l *listener) writeAll(batch []*frame) error {
 
 // finish runs after r3labs has let go of the listener and returns why the
 // stream ended. When the server ended it (shutdown, maximum duration) it
-// writes what is still queued and a jittered retry hint, so clients
-// reconnect spread out.
+// writes what is still queued and a comment saying why; clients reconnect
+// after the jittered delay of the stream's first block.
 func (l *listener) finish(cause error) error {
 	l.drainer.Wait()
 	l.mu.Lock()
@@ -271,7 +270,6 @@ func (l *listener) finish(cause error) error {
 	if dead || (!errors.Is(cause, ErrShutdown) && !errors.Is(cause, ErrMaxDuration)) {
 		return cause
 	}
-	hint := strconv.AppendInt([]byte("retry: "), 1000+rand.Int64N(2000), 10)
-	_ = l.writeFrames(append(batch, &frame{b: append(hint, "\n\n"...)}))
+	_ = l.writeFrames(append(batch, endFrame(cause)))
 	return cause
 }

@@ -226,21 +226,18 @@ func TestHubCloseEndsStreamsAfterDeliveringEverythingAccepted(t *testing.T) {
 			if err != nil {
 				t.Fatalf("listener %d: stream did not end cleanly: %v", i, err)
 			}
-			switch {
-			case last.Retry != "":
-				t.Fatalf("listener %d: block %q after the final retry hint", i, e.Raw)
-			case len(e.Data) == 1 && e.Retry == "" && len(e.Comments)+len(e.Other) == 0:
+			if _, ended := last.EndReason(); ended {
+				t.Fatalf("listener %d: block %q after the end comment", i, e.Raw)
+			}
+			if len(e.Data) == 1 && e.Retry == "" && len(e.Comments)+len(e.Other) == 0 {
 				got = append(got, e.Data[0])
-			case e.Retry == "":
+			} else if _, ended := e.EndReason(); !ended && !e.IsComment() {
 				t.Fatalf("listener %d: unexpected block %q", i, e.Raw)
 			}
 			last = e
 		}
-		if last.Retry == "" || len(last.Data)+len(last.Comments)+len(last.Other) > 0 {
-			t.Fatalf("listener %d: last block %q is not a retry hint alone", i, last.Raw)
-		}
-		if ms, err := strconv.Atoi(last.Retry); err != nil || ms < 1000 || ms >= 3000 {
-			t.Errorf("listener %d: final retry %q, want 1000-2999 ms", i, last.Retry)
+		if why, ok := last.EndReason(); !ok || why != broadcast.ErrShutdown.Error() {
+			t.Fatalf("listener %d: last block %q is not the shutdown comment", i, last.Raw)
 		}
 		checkDelivery(t, "listener "+strconv.Itoa(i), got, accepted)
 	}
