@@ -1,0 +1,35 @@
+// Package consumer holds the consumer snippets that README.md shows, so
+// that tests run exactly the code users copy.
+package consumer
+
+import (
+	"context"
+	"log"
+	"math/rand/v2"
+	"time"
+
+	"github.com/r3labs/sse/v2"
+)
+
+// Listen hands the data of every event on the stream at url (for example
+// "https://dispatcher.example/events") to handle, until ctx ends.
+//
+// r3labs' client retries a refused (503) or broken connection by itself, but
+// returns nil when the server ends the stream cleanly (shutdown,
+// MAX_STREAM_DURATION) and gives up on errors once a subscription is 15
+// minutes old: the loop reconnects in every case, after a random 1-3 s, so
+// that listeners cut off together do not come back together. Events
+// published while it is not connected are not replayed.
+func Listen(ctx context.Context, url string, handle func(data []byte)) {
+	for ctx.Err() == nil {
+		client := sse.NewClient(url)
+		err := client.SubscribeRawWithContext(ctx, func(ev *sse.Event) {
+			handle(ev.Data) // one JSON object; the stream has no other events
+		})
+		log.Printf("event stream ended (%v); reconnecting", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second + rand.N(2*time.Second)):
+		}
+	}
+}

@@ -1,0 +1,65 @@
+package consumer_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"event-dispatcher/examples/consumer"
+	"event-dispatcher/internal/ssetest"
+	"event-dispatcher/pkg/broadcast"
+)
+
+// runListen runs consumer.Listen against url until the test ends.
+func runListen(t *testing.T, url string) client {
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan string, 4096)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		consumer.Listen(ctx, url, func(data []byte) {
+			select {
+			case events <- string(data):
+			case <-ctx.Done():
+			}
+		})
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return client{events: events, failed: func() error { return nil }}
+}
+
+// r3labs' own client, through the README's loop, hands over every event and
+// never an empty one: the stream's opening block stays invisible to it.
+func TestGoListenGetsEveryEventAndNoEmptyOne(t *testing.T) {
+	t.Parallel()
+	srv, sl := start(t, broadcast.Options{Heartbeat: 20 * time.Millisecond})
+	c := runListen(t, srv.URL+"/events")
+	publishUntilReceived(t, srv, sl, c, 1)
+	checkEveryFixture(t, srv, c)
+}
+
+// After the server ends its stream (MAX_STREAM_DURATION here; a shutdown
+// ends it the same way), r3labs' SubscribeWithContext returns nil: the
+// loop connects again, and again.
+func TestGoListenKeepsListeningAfterServerEndsStream(t *testing.T) {
+	t.Parallel()
+	srv, sl := start(t, broadcast.Options{MaxStreamDuration: 300 * time.Millisecond})
+	c := runListen(t, srv.URL+"/events")
+	publishUntilReceived(t, srv, sl, c, 3)
+}
+
+// Over MAX_SUBSCRIBERS the stream is refused with 503; the client keeps
+// trying and gets events once there is room.
+func TestGoListenWaitsOutCapacity(t *testing.T) {
+	t.Parallel()
+	srv, sl := start(t, broadcast.Options{MaxListeners: 1})
+	blocker := ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
+	c := runListen(t, srv.URL+"/events")
+	ssetest.Eventually(t, 30*time.Second, "the client is refused", func() (bool, string) {
+		_, refused := sl.counts()
+		return refused > 0, "no refusal logged"
+	})
+	blocker.Close()
+	publishUntilReceived(t, srv, sl, c, 2)
+	checkEveryFixture(t, srv, c)
+}

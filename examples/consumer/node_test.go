@@ -1,0 +1,135 @@
+package consumer_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"event-dispatcher/internal/ssetest"
+	"event-dispatcher/pkg/broadcast"
+)
+
+// npmPackages installs the locked npm packages of testdata/npm (the
+// eventsource package) into a folder of the test's own, with listen.js
+// and the runner next to them, and returns that folder. Without node and
+// npm, or without the npm registry, the test fails in CI and is skipped
+// elsewhere.
+func npmPackages(t *testing.T) string {
+	t.Helper()
+	unavailable := func(format string, a ...any) {
+		t.Helper()
+		if os.Getenv("CI") != "" {
+			t.Fatalf(format, a...)
+		}
+		t.Skipf(format+" (skipped outside CI)", a...)
+	}
+	for _, tool := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			unavailable("the EventSource test needs Node.js 20 or later and npm: %v", err)
+		}
+	}
+	dir := t.TempDir()
+	for dst, src := range map[string]string{
+		"package.json": "testdata/npm/package.json", "package-lock.json": "testdata/npm/package-lock.json",
+		"run.js": "testdata/npm/run.js", "listen.js": "listen.js",
+	} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, dst), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	install := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts")
+	install.Dir = dir
+	if out, err := install.CombinedOutput(); err != nil {
+		unavailable("npm ci (the eventsource package from the npm registry): %v\n%s", err, out)
+	}
+	return dir
+}
+
+// runNode runs the README's JavaScript listen() under Node.js against url
+// until the test ends.
+func runNode(t *testing.T, dir, url string) client {
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, "node", "run.js", url)
+	cmd.Dir = dir
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan string, 4096)
+	var mu sync.Mutex
+	var exit error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(events)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			select {
+			case events <- sc.Text():
+			case <-ctx.Done():
+			}
+		}
+		err := cmd.Wait()
+		mu.Lock()
+		exit = errors.Join(err, errors.New(stderr.String()))
+		mu.Unlock()
+	})
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return client{events: events, failed: func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return exit
+	}}
+}
+
+// The npm eventsource package (the WHATWG EventSource for Node.js), through
+// the README's JavaScript: every event, none empty (an empty one would make
+// its JSON.parse throw and end the process); it reconnects by itself after
+// the server ends the stream, and the snippet starts it again after a 503.
+func TestEventSourceListen(t *testing.T) {
+	dir := npmPackages(t)
+	t.Run("every event", func(t *testing.T) {
+		t.Parallel()
+		srv, sl := start(t, broadcast.Options{Heartbeat: 20 * time.Millisecond})
+		c := runNode(t, dir, srv.URL+"/events")
+		publishUntilReceived(t, srv, sl, c, 1)
+		checkEveryFixture(t, srv, c)
+	})
+	t.Run("reconnects after the server ends the stream", func(t *testing.T) {
+		t.Parallel()
+		srv, sl := start(t, broadcast.Options{MaxStreamDuration: 300 * time.Millisecond})
+		c := runNode(t, dir, srv.URL+"/events")
+		publishUntilReceived(t, srv, sl, c, 3)
+	})
+	t.Run("starts again after a 503", func(t *testing.T) {
+		t.Parallel()
+		srv, sl := start(t, broadcast.Options{MaxListeners: 1})
+		blocker := ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
+		c := runNode(t, dir, srv.URL+"/events")
+		ssetest.Eventually(t, 30*time.Second, "the client is refused", func() (bool, string) {
+			_, refused := sl.counts()
+			return refused > 0, "no refusal logged"
+		})
+		blocker.Close()
+		publishUntilReceived(t, srv, sl, c, 2)
+		checkEveryFixture(t, srv, c)
+	})
+}
