@@ -37,9 +37,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	if isHealthcheck(args) { // probe a running instance instead of serving
 		return healthcheck(ctx, args[1:], stdout, stderr)
 	}
-	cfg, err := config.Load(args, stderr)
+	cfg, err := config.Load(args, stdout) // -h prints on stdout
+	if errors.Is(err, config.ErrVersion) {
+		fmt.Fprintln(stdout, "event_dispatcher", version)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, stdout, ready)
+	return serve(ctx, cfg, config.NearMisses(os.Environ()), stdout, ready)
 }

@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
 	"event-dispatcher/pkg/broadcast"
@@ -20,9 +22,12 @@ import (
 // serve wires the hub and the HTTP server, listens, and on ctx's end shuts
 // down gracefully: health turns 503, no new connections are accepted,
 // in-flight POSTs finish, everything accepted is fanned out, then every
-// stream ends with a retry hint, all within cfg.ShutdownTimeout.
-func serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<- string) error {
+// stream ends cleanly, all within cfg.ShutdownTimeout.
+func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, logOut io.Writer, ready chan<- string) error {
 	log := newLogger(cfg, logOut)
+	for _, m := range unknown {
+		log.Warn().Str("variable", m.Name).Str("did_you_mean", m.Like).Msg("environment variable not used by the service; a typo?")
+	}
 	hub, err := broadcast.New(broadcast.Options{
 		QueueSize:         cfg.PublishQueueSize,
 		MaxLag:            cfg.MaxFanoutLag,
@@ -65,7 +70,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	case <-ctx.Done():
 	}
 
-	log.Info().Dur("timeout", cfg.ShutdownTimeout).Msg("shutting down")
+	log.Info().Int64("timeout_ms", cfg.ShutdownTimeout.Milliseconds()).Msg("shutting down")
 	start := time.Now()
 	srv.Drain()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
@@ -92,7 +97,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer, ready chan<
 	if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		log.Warn().Err(serr).Msg("serve")
 	}
-	log.Info().Dur("took", time.Since(start)).Msg("stopped")
+	log.Info().Float64("took_s", time.Since(start).Round(time.Millisecond).Seconds()).Msg("stopped")
 	return nil
 }
 
@@ -105,7 +110,11 @@ func closeNow(hub *broadcast.Hub) {
 
 func newLogger(cfg config.Config, out io.Writer) zerolog.Logger {
 	if cfg.LogFormat == "console" {
-		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.RFC3339}
+		// Colour codes only for a terminal: in a file or a log collector
+		// they are noise.
+		f, ok := out.(*os.File)
+		tty := ok && isatty.IsTerminal(f.Fd())
+		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.RFC3339, NoColor: !tty}
 	}
 	return zerolog.New(out).Level(cfg.Level).With().Timestamp().Logger()
 }

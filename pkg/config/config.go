@@ -34,7 +34,7 @@ type Config struct {
 	MaxSubscribers        int           `envconfig:"MAX_SUBSCRIBERS" default:"10000" desc:"concurrent listeners; beyond it new ones get 503" json:"MAX_SUBSCRIBERS"`
 	PublishQueueSize      int           `envconfig:"PUBLISH_QUEUE_SIZE" default:"1024" desc:"events waiting for fan-out before POSTs get 503" json:"PUBLISH_QUEUE_SIZE"`
 	MaxFanoutLag          time.Duration `envconfig:"MAX_FANOUT_LAG" default:"1s" desc:"when the oldest event waiting for fan-out is older than this, POSTs get 503 at once" json:"MAX_FANOUT_LAG"`
-	MaxStreamDuration     time.Duration `envconfig:"MAX_STREAM_DURATION" default:"0" desc:"end each stream after about this long (±15% jitter) with a retry hint; 0 = never" json:"MAX_STREAM_DURATION"`
+	MaxStreamDuration     time.Duration `envconfig:"MAX_STREAM_DURATION" default:"0" desc:"end each stream after about this long (±15% jitter); clients reconnect; 0 = never" json:"MAX_STREAM_DURATION"`
 	ShutdownTimeout       time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"grace period after SIGTERM/SIGINT" json:"SHUTDOWN_TIMEOUT"`
 	ClientIPField         string        `envconfig:"CLIENT_IP_FIELD" desc:"when set (e.g. user_ip), each event gets this top-level field set to the client IP" json:"CLIENT_IP_FIELD"`
 	TrustedProxyCIDRs     []string      `envconfig:"TRUSTED_PROXY_CIDRS" desc:"comma-separated CIDRs whose X-Forwarded-For is believed" json:"TRUSTED_PROXY_CIDRS"`
@@ -58,16 +58,30 @@ const (
 // Addr is the address to listen on, all interfaces.
 func (c Config) Addr() string { return ":" + c.Port }
 
+// ErrVersion is returned by Load for -version: the caller prints its version.
+var ErrVersion = errors.New("version requested")
+
 // Load reads the environment, applies the -port flag from args and validates
-// the result. It returns flag.ErrHelp after printing usage to out for -h.
+// the result. It returns flag.ErrHelp after printing usage to out for -h,
+// and ErrVersion for -version.
 func Load(args []string, out io.Writer) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("event_dispatcher", flag.ContinueOnError)
-	fs.SetOutput(out)
+	fs.SetOutput(io.Discard) // errors are returned; usage goes to out, for -h only
 	port := fs.String("port", "", `listen port, e.g. 35420 or ":35420" (overrides PORT)`)
-	fs.Usage = func() { usage(out, fs) }
-	if err := fs.Parse(args); err != nil {
+	version := fs.Bool("version", false, "print the version and exit")
+	probe := fs.Bool("healthcheck", false, "as the first argument: GET /health of the instance on this host's port\n(PORT or -port after it) within 2 s; exit 0 on 200, else 1 with the reason")
+	fs.Usage = func() {}
+	switch err := fs.Parse(args); {
+	case errors.Is(err, flag.ErrHelp):
+		usage(out, fs)
 		return c, err
+	case err != nil:
+		return c, fmt.Errorf("%w (-h lists flags and variables)", err)
+	case *version:
+		return c, ErrVersion
+	case *probe:
+		return c, errors.New("-healthcheck must be the first argument")
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -75,7 +89,7 @@ func Load(args []string, out io.Writer) (Config, error) {
 	if err := envconfig.Process("", &c); err != nil {
 		var pe *envconfig.ParseError
 		if errors.As(err, &pe) {
-			return c, fmt.Errorf("%s: invalid value %q for type %s", pe.KeyName, pe.Value, pe.TypeName)
+			return c, explain(pe)
 		}
 		return c, err
 	}
@@ -150,18 +164,10 @@ func (c *Config) validate(fromFlag bool) error {
 	if !utf8.ValidString(c.ClientIPField) || strings.ContainsFunc(c.ClientIPField, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' || r == 0x7f }) {
 		bad("CLIENT_IP_FIELD", "must be a plain field name")
 	}
-	c.AllowOrigins = []string{}
-	for _, o := range c.CORSAllowedOrigins {
-		if o = strings.TrimSpace(o); o == "*" {
-			c.AllowOrigins = nil
-			break
-		} else if o != "" {
-			c.AllowOrigins = append(c.AllowOrigins, strings.TrimSuffix(o, "/"))
-		}
-	}
-	if c.AllowOrigins != nil && len(c.AllowOrigins) == 0 {
-		// Fail closed: an empty list must not silently mean "any origin".
-		bad("CORS_ALLOWED_ORIGINS", "is empty; list origins, or use * to allow any")
+	var originErrs []error
+	c.AllowOrigins, originErrs = parseOrigins(c.CORSAllowedOrigins)
+	for _, err := range originErrs {
+		bad("CORS_ALLOWED_ORIGINS", "%w", err)
 	}
 	c.TrustedNets = nil
 	for _, s := range c.TrustedProxyCIDRs {
@@ -182,7 +188,8 @@ func (c *Config) validate(fromFlag bool) error {
 }
 
 func usage(out io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(out, "Usage: event_dispatcher [-port PORT]\n\nFlags:\n")
+	fmt.Fprintf(out, "Usage:\n  event_dispatcher [-port PORT]               serve\n  event_dispatcher -healthcheck [-port PORT]  probe a running instance\n  event_dispatcher -version\n\nFlags:\n")
+	fs.SetOutput(out)
 	fs.PrintDefaults()
 	fmt.Fprintf(out, "\nEnvironment variables:\n")
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
@@ -191,13 +198,38 @@ func usage(out io.Writer, fs *flag.FlagSet) {
 	_ = tw.Flush()
 }
 
-// MarshalZerologObject logs every variable under its environment name, with
-// durations written the way they are configured ("5s").
+// MarshalZerologObject logs every variable under its environment name with
+// its effective value: durations the way they are configured ("5s"), lists
+// comma-separated, and origins, CIDRs and the log level as Load normalised
+// them.
 func (c Config) MarshalZerologObject(e *zerolog.Event) {
 	v := reflect.ValueOf(c)
 	for i := range v.NumField() {
-		if name := v.Type().Field(i).Tag.Get("envconfig"); name != "" {
-			e.Str(name, fmt.Sprint(v.Field(i).Interface()))
+		name := v.Type().Field(i).Tag.Get("envconfig")
+		switch f := v.Field(i).Interface(); {
+		case name == "":
+		case name == "CORS_ALLOWED_ORIGINS" && c.AllowOrigins == nil:
+			e.Str(name, "*")
+		case name == "CORS_ALLOWED_ORIGINS":
+			e.Str(name, strings.Join(c.AllowOrigins, ","))
+		case name == "TRUSTED_PROXY_CIDRS":
+			e.Str(name, joinStrings(c.TrustedNets))
+		case name == "LOG_LEVEL":
+			e.Str(name, c.Level.String())
+		default:
+			if list, ok := f.([]string); ok {
+				e.Str(name, strings.Join(list, ","))
+			} else {
+				e.Str(name, fmt.Sprint(f))
+			}
 		}
 	}
+}
+
+func joinStrings[T fmt.Stringer](list []T) string {
+	s := make([]string, len(list))
+	for i, x := range list {
+		s[i] = x.String()
+	}
+	return strings.Join(s, ",")
 }

@@ -153,16 +153,6 @@ func TestEveryVariableParsed(t *testing.T) {
 	}
 }
 
-func TestCORSWildcardWins(t *testing.T) {
-	c, _, err := load(t, map[string]string{"CORS_ALLOWED_ORIGINS": "https://a.example, *"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.AllowOrigins != nil {
-		t.Errorf("AllowOrigins = %q, want nil (any origin)", c.AllowOrigins)
-	}
-}
-
 func TestPortForms(t *testing.T) {
 	for _, p := range []string{"0", "1", "65535", ":35420", " 35420 "} {
 		c, _, err := load(t, map[string]string{"PORT": p})

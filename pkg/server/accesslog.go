@@ -14,7 +14,7 @@ func accessLog(log zerolog.Logger, next http.Handler) http.Handler {
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
 		log.Debug().Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).
-			Str("remote", r.RemoteAddr).Dur("duration", time.Since(start)).Msg("request")
+			Str("remote", r.RemoteAddr).Float64("duration_ms", float64(time.Since(start).Microseconds())/1000).Msg("request")
 	})
 }
 
