@@ -263,8 +263,12 @@ func TestHelpListsVariablesAndExitsZero(t *testing.T) {
 			if code := p.exit(t, 30*time.Second); code != 0 {
 				t.Errorf("exit code %d, want 0; stderr:\n%s", code, p.stderr)
 			}
-			out := p.stdout.String() + p.stderr.String()
-			for _, name := range append(envNames(), "-port") {
+			// On stdout, so that "event_dispatcher -h | less" works.
+			out := p.stdout.String()
+			if errOut := strings.TrimSpace(p.stderr.String()); errOut != "" {
+				t.Errorf("help wrote to stderr: %s", errOut)
+			}
+			for _, name := range append(envNames(), "-port", "-healthcheck", "-version") {
 				if !strings.Contains(out, name) {
 					t.Errorf("help does not mention %s:\n%s", name, out)
 				}
@@ -274,6 +278,91 @@ func TestHelpListsVariablesAndExitsZero(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestVersion(t *testing.T) {
+	p := startProcess(t, []string{"-version"}, "PORT=abc")
+	if code := p.exit(t, 30*time.Second); code != 0 {
+		t.Errorf("exit code %d, want 0; stderr:\n%s", code, p.stderr)
+	}
+	if got := strings.TrimSpace(p.stdout.String()); got != "event_dispatcher "+testVersion {
+		t.Errorf("-version printed %q, want %q", got, "event_dispatcher "+testVersion)
+	}
+}
+
+// Each configuration mistake stops the binary with a message that says what
+// is wrong and what is expected.
+func TestMistakesExplained(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"origin without scheme", nil, []string{"CORS_ALLOWED_ORIGINS=a.example"},
+			`CORS_ALLOWED_ORIGINS: "a.example" is not an origin; use scheme://host[:port], such as https://player.example`},
+		{"wildcard in a list", nil, []string{"CORS_ALLOWED_ORIGINS=*,https://a.example"},
+			"CORS_ALLOWED_ORIGINS: * allows any origin and cannot be combined with a list; use * alone, or list the origins"},
+		{"duration without unit", nil, []string{"HEARTBEAT_INTERVAL=5"},
+			`HEARTBEAT_INTERVAL: "5" is not a duration; use a number with a unit, such as 5s or 500ms`},
+		{"size with a unit", nil, []string{"MAX_BODY_BYTES=64k"},
+			`MAX_BODY_BYTES: "64k" is not a whole number of bytes; use digits only, such as 65536`},
+		{"unknown flag", []string{"-verbose"}, nil,
+			"flag provided but not defined: -verbose (-h lists flags and variables)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := startProcess(t, tc.args, append([]string{"PORT=0"}, tc.env...)...)
+			if code := p.exit(t, 30*time.Second); code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			if got := strings.TrimSpace(p.stderr.String()); got != "event_dispatcher: "+tc.want {
+				t.Errorf("stderr:\n%s\nwant:\nevent_dispatcher: %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// A misspelt variable is not silently ignored: the service starts (the
+// setting keeps its default) and warns, naming the variable it resembles;
+// variables that are not like ours are left alone.
+func TestNearMissVariableWarned(t *testing.T) {
+	p := startProcess(t, nil, "PORT=0", "HEARTBEAT_INTERVL=1s", "SOMETHING_ELSE_ENTIRELY=1")
+	rec, _ := p.listening(t)
+	warns := p.stdout.records("environment variable not used by the service; a typo?")
+	if len(warns) != 1 || warns[0]["variable"] != "HEARTBEAT_INTERVL" || warns[0]["did_you_mean"] != "HEARTBEAT_INTERVAL" || warns[0]["level"] != "warn" {
+		t.Errorf("warnings %v, want one for HEARTBEAT_INTERVL, like HEARTBEAT_INTERVAL", warns)
+	}
+	if cfg, _ := rec["config"].(map[string]any); cfg["HEARTBEAT_INTERVAL"] != "5s" {
+		t.Errorf("HEARTBEAT_INTERVAL %v, want the default 5s", cfg["HEARTBEAT_INTERVAL"])
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.exit(t, 30*time.Second)
+}
+
+// LOG_FORMAT=console writes colour codes only to a terminal; here stdout
+// is a pipe, as under a process manager or a log collector.
+func TestConsoleLogsWithoutColourOffTerminal(t *testing.T) {
+	p := startProcess(t, nil, "PORT=0", "LOG_FORMAT=console")
+	deadline := time.After(30 * time.Second)
+	for !strings.Contains(p.stdout.String(), "event dispatcher listening") {
+		select {
+		case <-p.gone:
+			t.Fatalf("exited; stderr:\n%s", p.stderr)
+		case <-deadline:
+			t.Fatalf("no start-up line; stdout:\n%s", p.stdout)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if out := p.stdout.String(); strings.Contains(out, "\x1b[") {
+		t.Errorf("colour codes written to a pipe: %q", out)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.exit(t, 30*time.Second)
 }
 
 func TestBusyPort(t *testing.T) {
@@ -306,7 +395,8 @@ func TestBusyPort(t *testing.T) {
 // The start-up line states the version, the real address and the effective
 // value of every variable.
 func TestStartupLineShowsEffectiveConfig(t *testing.T) {
-	p := startProcess(t, []string{"-port", "0"}, "PORT=1", "HEARTBEAT_INTERVAL=1m30s", "CLIENT_IP_FIELD=user_ip", "MAX_SUBSCRIBERS=77")
+	p := startProcess(t, []string{"-port", "0"}, "PORT=1", "HEARTBEAT_INTERVAL=1m30s", "CLIENT_IP_FIELD=user_ip", "MAX_SUBSCRIBERS=77",
+		"CORS_ALLOWED_ORIGINS=HTTPS://A.example:443/, https://b.example:8443", "LOG_LEVEL=INFO", "TRUSTED_PROXY_CIDRS=10.1.2.3/8")
 	rec, base := p.listening(t)
 	if rec["version"] != testVersion {
 		t.Errorf("version %v, want %q", rec["version"], testVersion)
@@ -323,6 +413,8 @@ func TestStartupLineShowsEffectiveConfig(t *testing.T) {
 	for name, want := range map[string]string{
 		"PORT": "0", "HEARTBEAT_INTERVAL": "1m30s", "CLIENT_IP_FIELD": "user_ip", "MAX_SUBSCRIBERS": "77",
 		"MAX_BODY_BYTES": "65536", "SHUTDOWN_TIMEOUT": "10s", "LOG_FORMAT": "json",
+		// As the service understood them.
+		"CORS_ALLOWED_ORIGINS": "https://a.example,https://b.example:8443", "LOG_LEVEL": "info", "TRUSTED_PROXY_CIDRS": "10.0.0.0/8",
 	} {
 		if got := cfg[name]; got != want {
 			t.Errorf("%s = %v in the start-up line, want %q", name, got, want)

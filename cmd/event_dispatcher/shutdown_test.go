@@ -228,8 +228,13 @@ func checkGracefulShutdown(t *testing.T, in instance) {
 	if ended != nListeners {
 		t.Errorf("%d listeners logged as ended by the shutdown, want %d:\n%s", ended, nListeners, in.logs)
 	}
-	if recs := in.logs.records("stopped"); len(recs) == 1 {
-		t.Logf("stopped after %v ms", recs[0]["took"])
+	if recs := in.logs.records("stopped"); len(recs) != 1 {
+		t.Errorf("%d \"stopped\" lines, want 1", len(recs))
+	} else if took, ok := recs[0]["took_s"].(float64); !ok || took <= 0 {
+		t.Errorf("stopped line %v lacks took_s, the seconds it took", recs[0])
+	}
+	if recs := in.logs.records("shutting down"); len(recs) != 1 || recs[0]["timeout_ms"] != float64(in.shutdownTimeout.Milliseconds()) {
+		t.Errorf("shutting down lines %v, want one with timeout_ms %d", recs, in.shutdownTimeout.Milliseconds())
 	}
 	t.Logf("%d events accepted before the stop, %d by concurrent publishers, %d uncertain", len(accepted), during, len(pub.uncertain))
 }

@@ -151,6 +151,7 @@ type Health struct {
 	ListenersDropped uint64  `json:"listeners_dropped"`
 	FanoutLag        int64   `json:"fanout_lag_events"`
 	EventsRejected   uint64  `json:"events_rejected"`
+	OriginsRefused   uint64  `json:"origins_refused"`
 	UptimeSeconds    float64 `json:"uptime_seconds"`
 	Goroutines       int     `json:"goroutines"`
 }

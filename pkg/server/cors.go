@@ -27,6 +27,7 @@ func (s *Server) cors(next http.Handler) http.Handler {
 		case slices.Contains(origins, o):
 			h.Set("Access-Control-Allow-Origin", o)
 		case r.Method != http.MethodOptions: // a preflight just gets no Allow-Origin
+			s.refused.refuse(s.opts.Logger, r, o)
 			s.reject(w, http.StatusForbidden, "origin not allowed")
 			return
 		}

@@ -12,6 +12,7 @@ type health struct {
 	Status string `json:"status"`
 	broadcast.Stats
 	EventsRejected uint64  `json:"events_rejected"`
+	OriginsRefused uint64  `json:"origins_refused"`
 	UptimeSeconds  float64 `json:"uptime_seconds"`
 	Goroutines     int     `json:"goroutines"`
 }
@@ -25,6 +26,7 @@ func (s *Server) handleHealth() http.Handler {
 			Status:         "ok",
 			Stats:          s.opts.Hub.Stats(),
 			EventsRejected: s.rejected.Load(),
+			OriginsRefused: s.refused.total.Load(),
 			UptimeSeconds:  time.Since(s.started).Round(time.Millisecond).Seconds(),
 			Goroutines:     runtime.NumGoroutine(),
 		}

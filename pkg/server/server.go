@@ -35,7 +35,8 @@ type Server struct {
 	draining atomic.Bool
 	inflight atomic.Int64  // POSTs being handled, so shutdown can let them finish
 	rejected atomic.Uint64 // POSTs refused with a 4xx
-	bodies   sync.Pool     // *bytes.Buffer for request bodies
+	refused  refusedOrigins
+	bodies   sync.Pool // *bytes.Buffer for request bodies
 }
 
 // New returns a Server with every route in place.
