@@ -1,3 +1,5 @@
+//go:build unix
+
 package consumer_test
 
 import (
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,9 +64,20 @@ func npmPackages(t *testing.T) string {
 // runNode runs the README's JavaScript listen() under Node.js against url
 // until the test ends.
 func runNode(t *testing.T, dir, url string) client {
+	return runCommand(t, dir, "node", "run.js", url)
+}
+
+// runCommand runs a client that prints the data of each event on its own
+// line, until the test ends.
+func runCommand(t *testing.T, dir, name string, args ...string) client {
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "node", "run.js", url)
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = dir
+	// End the whole process group: a shell's children (curl, awk) would
+	// otherwise keep the connection and stdout open.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
