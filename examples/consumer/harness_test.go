@@ -3,6 +3,7 @@ package consumer_test
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -126,13 +127,20 @@ func publishUntilReceived(t *testing.T, srv *ssetest.Server, sl *serverLog, c cl
 	}
 }
 
-// checkEveryFixture publishes every real player message and requires c to
-// hand each over, in order.
+// checkEveryFixture publishes every real player message, then one of the
+// largest size the service accepts by default (MAX_BODY_BYTES, 64 KiB),
+// and requires c to hand each over, in order.
 func checkEveryFixture(t *testing.T, srv *ssetest.Server, c client) {
 	t.Helper()
-	var want []string
+	var bodies [][]byte
 	for _, name := range fixtures.Valid() {
-		body := ssetest.Fixture(t, name)
+		bodies = append(bodies, ssetest.Fixture(t, name))
+	}
+	const maxBody = 64 << 10
+	pad := maxBody - len(`{"pad":""}`)
+	bodies = append(bodies, []byte(`{"pad":"`+strings.Repeat("x", pad)+`"}`))
+	var want []string
+	for _, body := range bodies {
 		srv.Publish(t, body)
 		want = append(want, canonical(string(body)))
 	}

@@ -63,3 +63,27 @@ func TestGoListenWaitsOutCapacity(t *testing.T) {
 	publishUntilReceived(t, srv, sl, c, 2)
 	checkEveryFixture(t, srv, c)
 }
+
+// Listen returns soon after its context ends, also while r3labs' client is
+// retrying a refused connection.
+func TestGoListenStopsWithItsContext(t *testing.T) {
+	t.Parallel()
+	srv, sl := start(t, broadcast.Options{MaxListeners: 1})
+	ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		consumer.Listen(ctx, srv.URL+"/events", func([]byte) {})
+	}()
+	ssetest.Eventually(t, 30*time.Second, "the client is refused twice", func() (bool, string) {
+		_, refused := sl.counts()
+		return refused >= 2, "fewer than two refusals logged"
+	})
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second): // r3labs' own backoff would retry for 15 minutes
+		t.Fatal("Listen still running 30 s after its context ended")
+	}
+}
