@@ -122,7 +122,7 @@ type pump struct {
 	stall     time.Duration
 	heartbeat time.Duration
 	gateWait  time.Duration // gateTimeout; tests shorten it
-	hb        *sse.Event // shared: r3labs does not modify events without replay
+	hb        *sse.Event    // shared: r3labs does not modify events without replay
 
 	handed       atomic.Uint64 // last sequence number handed to every shard
 	handStart    atomic.Int64  // UnixNano when the hand-over under way began; 0 if none
