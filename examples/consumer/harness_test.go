@@ -175,3 +175,54 @@ func canonical(s string) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// clientFor starts a client under test against url; it runs until the test
+// ends.
+type clientFor func(t *testing.T, url string) client
+
+// checkEveryEvent: once connected, the client hands over every event, and
+// never an empty one.
+func checkEveryEvent(t *testing.T, run clientFor) {
+	srv, sl := start(t, broadcast.Options{Heartbeat: 20 * time.Millisecond})
+	c := run(t, srv.URL+"/events")
+	publishUntilReceived(t, srv, sl, c, 1)
+	checkEveryFixture(t, srv, c)
+}
+
+// checkServerEnds: after the server ends the stream (MAX_STREAM_DURATION
+// here; a shutdown ends it the same way), the client connects again, and
+// again.
+func checkServerEnds(t *testing.T, run clientFor) {
+	srv, sl := start(t, broadcast.Options{MaxStreamDuration: 300 * time.Millisecond})
+	c := run(t, srv.URL+"/events")
+	publishUntilReceived(t, srv, sl, c, 3)
+}
+
+// checkCapacity: refused with 503 over MAX_SUBSCRIBERS, the client keeps
+// trying and gets every event once there is room.
+func checkCapacity(t *testing.T, run clientFor) {
+	srv, sl := start(t, broadcast.Options{MaxListeners: 1})
+	blocker := ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
+	c := run(t, srv.URL+"/events")
+	ssetest.Eventually(t, 30*time.Second, "the client is refused", func() (bool, string) {
+		_, refused := sl.counts()
+		return refused > 0, "no refusal logged"
+	})
+	blocker.Close()
+	publishUntilReceived(t, srv, sl, c, 2)
+	checkEveryFixture(t, srv, c)
+}
+
+// checkScenarios runs every scenario above on clients started by run, in
+// parallel.
+func checkScenarios(t *testing.T, run clientFor) {
+	for name, check := range map[string]func(*testing.T, clientFor){
+		"every event": checkEveryEvent, "again after the server ends the stream": checkServerEnds,
+		"again after a 503": checkCapacity,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			check(t, run)
+		})
+	}
+}

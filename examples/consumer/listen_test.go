@@ -13,6 +13,7 @@ import (
 
 // runListen runs consumer.Listen against url until the test ends.
 func runListen(t *testing.T, url string) client {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	events := make(chan string, 4096)
 	var wg sync.WaitGroup
@@ -28,40 +29,12 @@ func runListen(t *testing.T, url string) client {
 	return client{events: events, failed: func() error { return nil }}
 }
 
-// r3labs' own client, through the README's loop, hands over every event and
-// never an empty one: the stream's opening block stays invisible to it.
-func TestGoListenGetsEveryEventAndNoEmptyOne(t *testing.T) {
-	t.Parallel()
-	srv, sl := start(t, broadcast.Options{Heartbeat: 20 * time.Millisecond})
-	c := runListen(t, srv.URL+"/events")
-	publishUntilReceived(t, srv, sl, c, 1)
-	checkEveryFixture(t, srv, c)
-}
-
-// After the server ends its stream (MAX_STREAM_DURATION here; a shutdown
-// ends it the same way), r3labs' SubscribeWithContext returns nil: the
-// loop connects again, and again.
-func TestGoListenKeepsListeningAfterServerEndsStream(t *testing.T) {
-	t.Parallel()
-	srv, sl := start(t, broadcast.Options{MaxStreamDuration: 300 * time.Millisecond})
-	c := runListen(t, srv.URL+"/events")
-	publishUntilReceived(t, srv, sl, c, 3)
-}
-
-// Over MAX_SUBSCRIBERS the stream is refused with 503; the client keeps
-// trying and gets events once there is room.
-func TestGoListenWaitsOutCapacity(t *testing.T) {
-	t.Parallel()
-	srv, sl := start(t, broadcast.Options{MaxListeners: 1})
-	blocker := ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
-	c := runListen(t, srv.URL+"/events")
-	ssetest.Eventually(t, 30*time.Second, "the client is refused", func() (bool, string) {
-		_, refused := sl.counts()
-		return refused > 0, "no refusal logged"
-	})
-	blocker.Close()
-	publishUntilReceived(t, srv, sl, c, 2)
-	checkEveryFixture(t, srv, c)
+// r3labs' own client, through the README's loop: every event and never an
+// empty one (the stream's opening block stays invisible to it); a new
+// subscription after the server ends the stream, where r3labs returns nil;
+// events again after a 503.
+func TestGoListen(t *testing.T) {
+	checkScenarios(t, runListen)
 }
 
 // Listen returns soon after its context ends, also while r3labs' client is

@@ -14,9 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"event-dispatcher/internal/ssetest"
-	"event-dispatcher/pkg/broadcast"
 )
 
 // npmPackages installs the locked npm packages of testdata/npm (the
@@ -59,12 +56,6 @@ func npmPackages(t *testing.T) string {
 		unavailable("npm ci (the eventsource package from the npm registry): %v\n%s", err, out)
 	}
 	return dir
-}
-
-// runNode runs the README's JavaScript listen() under Node.js against url
-// until the test ends.
-func runNode(t *testing.T, dir, url string) client {
-	return runCommand(t, dir, "node", "run.js", url)
 }
 
 // runCommand runs a client that prints the data of each event on its own
@@ -120,30 +111,6 @@ func runCommand(t *testing.T, dir, name string, args ...string) client {
 // the server ends the stream, and the snippet starts it again after a 503.
 func TestEventSourceListen(t *testing.T) {
 	dir := npmPackages(t)
-	t.Run("every event", func(t *testing.T) {
-		t.Parallel()
-		srv, sl := start(t, broadcast.Options{Heartbeat: 20 * time.Millisecond})
-		c := runNode(t, dir, srv.URL+"/events")
-		publishUntilReceived(t, srv, sl, c, 1)
-		checkEveryFixture(t, srv, c)
-	})
-	t.Run("reconnects after the server ends the stream", func(t *testing.T) {
-		t.Parallel()
-		srv, sl := start(t, broadcast.Options{MaxStreamDuration: 300 * time.Millisecond})
-		c := runNode(t, dir, srv.URL+"/events")
-		publishUntilReceived(t, srv, sl, c, 3)
-	})
-	t.Run("starts again after a 503", func(t *testing.T) {
-		t.Parallel()
-		srv, sl := start(t, broadcast.Options{MaxListeners: 1})
-		blocker := ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
-		c := runNode(t, dir, srv.URL+"/events")
-		ssetest.Eventually(t, 30*time.Second, "the client is refused", func() (bool, string) {
-			_, refused := sl.counts()
-			return refused > 0, "no refusal logged"
-		})
-		blocker.Close()
-		publishUntilReceived(t, srv, sl, c, 2)
-		checkEveryFixture(t, srv, c)
-	})
+	run := func(t *testing.T, url string) client { return runCommand(t, dir, "node", "run.js", url) }
+	checkScenarios(t, run)
 }
