@@ -68,13 +68,20 @@ type latencySummary struct {
 
 // summary merges the shards; maxNS and sumNS are tracked exactly elsewhere.
 func (s *shardedHistogram) summary(maxNS, sumNS int64) latencySummary {
+	return summarize([]*shardedHistogram{s}, maxNS, sumNS)
+}
+
+// summarize merges several sharded histograms.
+func summarize(hs []*shardedHistogram, maxNS, sumNS int64) latencySummary {
 	var merged [numBuckets]uint64
 	var total uint64
-	for i := range s.shards {
-		for b := range merged {
-			c := s.shards[i].counts[b].Load()
-			merged[b] += c
-			total += c
+	for _, s := range hs {
+		for i := range s.shards {
+			for b := range merged {
+				c := s.shards[i].counts[b].Load()
+				merged[b] += c
+				total += c
+			}
 		}
 	}
 	out := latencySummary{Count: total, MaxMS: ms(maxNS)}
@@ -96,5 +103,27 @@ func (s *shardedHistogram) summary(maxNS, sumNS int64) latencySummary {
 	out.P50MS, out.P90MS, out.P99MS = pct(0.50), pct(0.90), pct(0.99)
 	return out
 }
+
+// exactHistogram is a histogram with an exact maximum and sum, safe for
+// concurrent use: for figures recorded from many goroutines at once.
+type exactHistogram struct {
+	h        *shardedHistogram
+	max, sum atomic.Int64
+}
+
+func newExactHistogram() *exactHistogram { return &exactHistogram{h: newShardedHistogram(1)} }
+
+func (e *exactHistogram) record(v int64) {
+	e.h.shard(0).record(v)
+	e.sum.Add(v)
+	for {
+		m := e.max.Load()
+		if v <= m || e.max.CompareAndSwap(m, v) {
+			return
+		}
+	}
+}
+
+func (e *exactHistogram) summary() latencySummary { return e.h.summary(e.max.Load(), e.sum.Load()) }
 
 func ms(ns int64) float64 { return float64(ns) / float64(time.Millisecond) }

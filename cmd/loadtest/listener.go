@@ -24,28 +24,36 @@ import (
 // goroutine and two buffers: ten thousand of them leave the CPU to the
 // server under test.
 type listener struct {
-	id   int
-	conn net.Conn
-	r    *bufio.Reader // the decoded response body
-	long []byte        // a line longer than r's buffer
-	data []byte        // data of the event being read
+	id      int
+	replica int // index of the -url it is connected to
+	conn    net.Conn
+	r       *bufio.Reader // the decoded response body
+	long    []byte        // a line longer than r's buffer
+	data    []byte        // data of the event being read
 
-	closing atomic.Bool // we are closing it: read errors are expected
-	lost    atomic.Bool // the stream ended before we closed it
-	done    chan struct{}
+	closing  atomic.Bool // we are closing it: read errors are expected
+	departed atomic.Bool // closed on purpose mid-run (mass disconnect): owed nothing
+	lost     atomic.Bool // the stream ended before we closed it
+	done     chan struct{}
 
 	mu    sync.Mutex // guards everything below: the reader and the phase coordinator
 	acct  *listenerAcct
 	cause error // why the stream ended, when lost
 }
 
-// listenerAcct is what one listener counted during one phase.
+// listenerAcct is what one listener counted during one phase. The
+// listener is owed every event of the phase from sequence number base+from
+// on: events taken by a publisher after its stream had started.
 type listenerAcct struct {
 	base, limit uint64 // this phase's sequence numbers are [base, base+limit)
+	from        uint64 // owed from base+from on; earlier ones may arrive or not
+	fromAcc     uint64 // events accepted when it became owed (progress line)
 	hist        *histogram
-	connected   bool // connected when the phase began
+	windows     *windows // survivors of a mass disconnect: latency by publish time
+	connected   bool     // connected when the phase began
 	seen        seqSet
-	unique      uint64
+	unique      uint64 // owed events received
+	early       uint64 // events from before it was owed, received anyway
 	dups        uint64
 	stale       uint64 // from an earlier phase, arriving after it was counted
 	foreign     uint64 // events not sent by this run
@@ -101,7 +109,7 @@ func (e statusError) Error() string { return "HTTP " + strconv.Itoa(e.code) }
 // read: both the product and the reference hub send one as soon as the
 // listener is subscribed, so every event published afterwards must reach
 // it. The caller starts [listener.run].
-func connectListener(ctx context.Context, id int, target *url.URL, bufSize int, timeout time.Duration) (*listener, error) {
+func connectListener(ctx context.Context, id, replica int, target *url.URL, bufSize int, timeout time.Duration) (*listener, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := dial(ctx, target, 0)
@@ -114,6 +122,7 @@ func connectListener(ctx context.Context, id int, target *url.URL, bufSize int, 
 		_ = conn.Close()
 		return nil, cmpOr(err, ctx.Err())
 	}
+	l.replica = replica
 	return l, nil
 }
 
@@ -226,18 +235,24 @@ func (l *listener) deliver(data []byte, now int64) {
 		a.foreign++
 	case !a.seen.add(st.seq - a.base):
 		a.dups++
+	case st.seq-a.base < a.from:
+		a.early++
 	default:
 		a.unique++
 		lat := max(now-st.sentNS, 0)
 		a.hist.record(lat)
 		a.latSum += lat
 		a.latMax = max(a.latMax, lat)
+		if a.windows != nil {
+			a.windows.record(st.sentNS, lat)
+		}
 	}
 }
 
-// startPhase makes the listener count the sequence numbers [base,
-// base+limit) into a fresh account, reusing the previous one's memory.
-func (l *listener) startPhase(base, limit uint64, hist *histogram) {
+// startPhase makes the listener count the sequence numbers of ph, owed
+// from base+from on, into a fresh account, reusing the previous one's
+// memory.
+func (l *listener) startPhase(ph *phase, from uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var seen seqSet
@@ -245,28 +260,43 @@ func (l *listener) startPhase(base, limit uint64, hist *histogram) {
 		seen.words = l.acct.seen.words[:0]
 		clear(l.acct.seen.words)
 	}
-	l.acct = &listenerAcct{base: base, limit: limit, hist: hist, connected: !l.lost.Load(), seen: seen}
+	l.acct = &listenerAcct{
+		base: ph.base, limit: ph.limit, from: from, fromAcc: ph.accepted.count(),
+		hist: ph.hists[l.replica].shard(l.id), connected: !l.lost.Load(), seen: seen,
+	}
+	switch {
+	case ph.windows != nil && l.id < ph.survivors:
+		l.acct.windows = ph.windows
+	case ph.leaving != nil:
+		l.acct.hist = ph.leaving.shard(l.id)
+	}
 }
 
-// endPhase stops counting and returns the phase's account and whether the
-// listener was connected from its start to now.
-func (l *listener) endPhase() (*listenerAcct, bool) {
+// endPhase stops counting and returns the phase's account.
+func (l *listener) endPhase() *listenerAcct {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	a := l.acct
 	l.acct = nil
-	return a, a.connected && !l.lost.Load()
+	return a
 }
 
-// progress returns how many distinct events the listener has counted in
-// the current phase.
-func (l *listener) progress() uint64 {
+// progress returns how many owed events the listener has received in the
+// current phase, and how many had been accepted when it became owed them.
+func (l *listener) progress() (got, accAtStart uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.acct == nil {
-		return 0
+		return 0, 0
 	}
-	return l.acct.unique
+	return l.acct.unique, l.acct.fromAcc
+}
+
+// depart closes the listener on purpose in the middle of a phase: it is
+// owed nothing any more.
+func (l *listener) depart() {
+	l.departed.Store(true)
+	l.close()
 }
 
 func (l *listener) close() {

@@ -17,9 +17,11 @@ import (
 
 // config is one load test, as given on the command line.
 type config struct {
-	URL            *url.URL // base URL of the dispatcher
+	URLs           []*url.URL // base URL of each replica
 	IngestPath     string
 	StreamPath     string
+	HealthPath     string // "" = do not poll
+	Scenario       string
 	Listeners      int
 	Publishers     int
 	Stall          int
@@ -32,8 +34,16 @@ type config struct {
 	Settle         time.Duration
 	PostTimeout    time.Duration
 	ConnectTimeout time.Duration
-	ServerPID      int
-	CPUProfile     string // the tool's own profile
+	ServerPIDs     []int
+	MaxLoss        float64       // percent
+	Progress       time.Duration // progress line period off a terminal; 0 = none
+	CPUProfile     string        // the tool's own profile
+
+	Warmup    time.Duration   // storm, disconnect: publishing before the event
+	Ramp      time.Duration   // storm: spread of the connection starts
+	Survivors int             // disconnect
+	Window    time.Duration   // disconnect: latency window width
+	RSSAfter  []time.Duration // disconnect: extra RSS samples after it
 
 	FindMax   bool
 	StartRate float64
@@ -49,7 +59,8 @@ const (
 	// bitBudget caps the per-listener delivery bitsets of one phase
 	// (listeners x events bits, 256 MiB), which caps the events of a phase.
 	bitBudget = 1 << 31
-	// connectParallel is how many streams are being opened at once.
+	// connectParallel is how many streams are being opened at once, but in
+	// a storm.
 	connectParallel = 64
 )
 
@@ -61,6 +72,14 @@ func endpoint(base *url.URL, path string) *url.URL {
 	return &u
 }
 
+// target is one replica's endpoints.
+type target struct {
+	base   string
+	ingest string
+	stream *url.URL
+	health string // "" = none
+}
+
 // phase is one stretch of publishing at one rate, with its own sequence
 // numbers [base, base+limit) and its own accounting.
 type phase struct {
@@ -70,26 +89,35 @@ type phase struct {
 	deadline    time.Time
 	next        atomic.Uint64 // next sequence number to take, relative to base
 	accepted    syncSeqSet
-	hist        *shardedHistogram
+	hists       []*shardedHistogram // by replica
+	windows     *windows            // disconnect: the survivors' latency by publish time
+	leaving     *shardedHistogram   // disconnect: the latency of the listeners that leave
+	survivors   int                 // listeners with a smaller id are survivors
 }
+
+// watermark is the first sequence number (relative) that no publisher has
+// taken yet: every event from it on is sent after this call.
+func (ph *phase) watermark() uint64 { return min(ph.next.Load(), ph.limit) }
 
 // tester holds the connections of one run.
 type tester struct {
 	cfg       config
-	ingest    string
-	stream    *url.URL
+	targets   []target
 	inj       injector
 	bodyBytes int
 	client    *http.Client
-	listeners []*listener
 	stalled   []*stalledConn
 	nextBase  uint64
-	progress  io.Writer // live progress line; nil for none
+	progress  *progress // nil for none
+	bufSize   int       // per listener read buffer
+
+	mu        sync.Mutex
+	listeners []*listener // guarded by mu: a storm adds to it while others read
 }
 
 // run performs the whole test and returns its report. It stops early,
 // still reporting, when ctx ends; the error is for setup failures only.
-func run(ctx context.Context, cfg config, progress io.Writer) (*report, error) {
+func run(ctx context.Context, cfg config, prog *progress) (*report, error) {
 	fixture, err := loadFixture(cfg.Fixture, cfg.Raw)
 	if err != nil {
 		return nil, err
@@ -100,34 +128,40 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*report, error) {
 	}
 	t := &tester{
 		cfg:       cfg,
-		ingest:    endpoint(cfg.URL, cfg.IngestPath).String(),
-		stream:    endpoint(cfg.URL, cfg.StreamPath),
 		inj:       inj,
 		bodyBytes: len(inj.appendBody(nil, 1e6, 1, time.Now().UnixNano())),
 		client:    newPostClient(cfg.Publishers, cfg.PostTimeout),
-		progress:  progress,
+		progress:  prog,
+		bufSize:   32 << 10,
+	}
+	if cfg.Listeners > 2000 {
+		t.bufSize = 4 << 10 // ten thousand idle listeners need little
+	}
+	for _, u := range cfg.URLs {
+		tg := target{base: u.String(), ingest: endpoint(u, cfg.IngestPath).String(), stream: endpoint(u, cfg.StreamPath)}
+		if cfg.HealthPath != "" {
+			tg.health = endpoint(u, cfg.HealthPath).String()
+		}
+		t.targets = append(t.targets, tg)
 	}
 	defer t.client.CloseIdleConnections()
-	rep := &report{
-		URL: cfg.URL.String(), IngestPath: cfg.IngestPath, StreamPath: cfg.StreamPath,
-		Fixture: cfg.Fixture, EventBytes: t.bodyBytes,
-		Listeners: cfg.Listeners, Publishers: cfg.Publishers, Stall: cfg.Stall,
-	}
+	rep := newReport(cfg, t.bodyBytes)
 
 	var base procSample
-	if cfg.ServerPID > 0 {
-		if base, err = readProc(cfg.ServerPID); err != nil {
+	if len(cfg.ServerPIDs) > 0 {
+		if base, err = readProcs(cfg.ServerPIDs); err != nil {
 			return nil, fmt.Errorf("-server-pid: %w", err)
 		}
-		rep.Server = &serverReport{PID: cfg.ServerPID, RSSBeforeKB: base.RSSKB}
+		rep.Server = &serverReport{PIDs: cfg.ServerPIDs, RSSBeforeKB: base.RSSKB}
 	}
 	defer t.closeAll()
-	rep.Connect = t.connect(ctx)
-	if cfg.Listeners > 0 && len(t.listeners) == 0 {
-		return nil, fmt.Errorf("no listener could connect to %s: %v", t.stream, rep.Connect.FailedBy)
+	upfront := cfg.Listeners
+	if cfg.Scenario == scenarioStorm {
+		upfront = 0 // they connect during the run
 	}
+	rep.Connect = t.connect(ctx, upfront)
 	if rep.Server != nil {
-		if s, err := readProc(cfg.ServerPID); err == nil {
+		if s, err := readProcs(cfg.ServerPIDs); err == nil {
 			rep.Server.RSSConnectedKB = s.RSSKB
 			if n := len(t.listeners) + len(t.stalled); n > 0 {
 				rep.Server.RSSPerListenerBytes = (s.RSSKB - base.RSSKB) * 1024 / int64(n)
@@ -135,10 +169,22 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*report, error) {
 		}
 	}
 
-	if cfg.FindMax {
+	switch {
+	case upfront > 0 && len(t.listeners) == 0:
+		rep.Skipped = "no listener could connect: nothing published"
+	case cfg.FindMax:
 		rep.FindMax = t.findMax(ctx)
-	} else {
-		p := t.runPhase(ctx, cfg.Rate, cfg.Duration)
+	case cfg.Scenario == scenarioStorm:
+		rep.Storm = &stormReport{}
+		p := t.runPhase(ctx, cfg.Rate, cfg.Duration, func(ph *phase) { t.storm(ctx, ph, rep.Storm) })
+		rep.Result = &p
+	case cfg.Scenario == scenarioDisconnect:
+		rep.Disconnect = &disconnectReport{}
+		p := t.runPhase(ctx, cfg.Rate, cfg.Duration, func(ph *phase) { t.disconnect(ctx, ph, rep.Disconnect) })
+		rep.Result = &p
+		rep.Disconnect.finish()
+	default:
+		p := t.runPhase(ctx, cfg.Rate, cfg.Duration, nil)
 		rep.Result = &p
 	}
 	rep.Interrupted = ctx.Err() != nil
@@ -158,36 +204,34 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*report, error) {
 		rep.Stalled.DroppedByServer = int(dropped.Load())
 	}
 	if rep.Server != nil {
-		if s, err := readProc(cfg.ServerPID); err == nil {
+		if s, err := readProcs(cfg.ServerPIDs); err == nil {
 			rep.Server.RSSAfterKB = s.RSSKB
 		}
 	}
+	rep.check(cfg.MaxLoss)
 	return rep, nil
 }
 
-// connect opens the listeners and the stalled connections, a bounded
-// number at a time.
-func (t *tester) connect(ctx context.Context) connectReport {
+// connect opens n listeners and the stalled connections, a bounded number
+// at a time.
+func (t *tester) connect(ctx context.Context, n int) connectReport {
 	start := time.Now()
 	rep := connectReport{FailedBy: map[string]int{}}
-	bufSize := 32 << 10
-	if t.cfg.Listeners > 2000 {
-		bufSize = 4 << 10 // ten thousand idle listeners need little
-	}
 	var mu sync.Mutex
 	sem := make(chan struct{}, connectParallel)
 	var wg sync.WaitGroup
-	for i := range t.cfg.Listeners + t.cfg.Stall {
+	for i := range n + t.cfg.Stall {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			var l *listener
 			var s *stalledConn
 			var err error
-			if i < t.cfg.Listeners {
-				l, err = connectListener(ctx, i, t.stream, bufSize, t.cfg.ConnectTimeout)
+			if i < n {
+				l, err = connectListener(ctx, i, i%len(t.targets), t.targets[i%len(t.targets)].stream, t.bufSize, t.cfg.ConnectTimeout)
 			} else {
-				s, err = openStalled(ctx, t.stream, t.cfg.StallRcvBuf, t.cfg.ConnectTimeout)
+				tg := t.targets[i%len(t.targets)]
+				s, err = openStalled(ctx, tg.stream, t.cfg.StallRcvBuf, t.cfg.ConnectTimeout)
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -195,7 +239,7 @@ func (t *tester) connect(ctx context.Context) connectReport {
 			case err != nil:
 				rep.FailedBy[errKind(err)]++
 			case l != nil:
-				t.listeners = append(t.listeners, l)
+				t.addListener(l)
 				go l.run()
 			default:
 				t.stalled = append(t.stalled, s)
@@ -203,7 +247,7 @@ func (t *tester) connect(ctx context.Context) connectReport {
 		})
 	}
 	wg.Wait()
-	rep.Connected = len(t.listeners)
+	rep.Connected = len(t.listenerList())
 	for _, n := range rep.FailedBy {
 		rep.Failed += n
 	}
@@ -211,8 +255,22 @@ func (t *tester) connect(ctx context.Context) connectReport {
 	return rep
 }
 
+func (t *tester) addListener(l *listener) {
+	t.mu.Lock()
+	t.listeners = append(t.listeners, l)
+	t.mu.Unlock()
+}
+
+// listenerList returns the listeners so far; the slice is not modified
+// afterwards (appends may reallocate, never overwrite).
+func (t *tester) listenerList() []*listener {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.listeners[:len(t.listeners):len(t.listeners)]
+}
+
 func (t *tester) closeAll() {
-	for _, l := range t.listeners {
+	for _, l := range t.listenerList() {
 		l.close()
 	}
 	for _, s := range t.stalled {
@@ -220,110 +278,129 @@ func (t *tester) closeAll() {
 	}
 }
 
-// runPhase publishes at rate for d, waits up to the settle time for the
-// deliveries, and accounts for everything.
-func (t *tester) runPhase(ctx context.Context, rate float64, d time.Duration) phaseReport {
-	limit := uint64(bitBudget / max(len(t.listeners), 1))
+// runPhase publishes at rate for d, runs during (when not nil) alongside,
+// waits for it and then up to the settle time for the deliveries, and
+// accounts for everything.
+func (t *tester) runPhase(ctx context.Context, rate float64, d time.Duration, during func(*phase)) phaseReport {
+	expected := t.cfg.Listeners
+	limit := uint64(bitBudget / max(expected, len(t.listenerList()), 1))
 	if t.cfg.Events > 0 {
 		limit = min(limit, t.cfg.Events)
 	}
-	ph := &phase{base: t.nextBase, limit: limit, rate: rate, hist: newShardedHistogram(4 * runtime.GOMAXPROCS(0))}
-	for _, l := range t.listeners {
-		l.startPhase(ph.base, ph.limit, ph.hist.shard(l.id))
+	ph := &phase{base: t.nextBase, limit: limit, rate: rate, survivors: t.cfg.Survivors}
+	for range t.targets {
+		ph.hists = append(ph.hists, newShardedHistogram(4*runtime.GOMAXPROCS(0)))
 	}
 	var before procSample
-	if t.cfg.ServerPID > 0 {
-		before, _ = readProc(t.cfg.ServerPID)
+	if len(t.cfg.ServerPIDs) > 0 {
+		before, _ = readProcs(t.cfg.ServerPIDs)
 	}
 	ph.start = time.Now()
 	ph.deadline = ph.start.Add(d)
+	if t.cfg.Scenario == scenarioDisconnect {
+		ph.windows = newWindows(ph.start.Add(t.cfg.Warmup), t.cfg.Window, ph.deadline)
+		ph.leaving = newShardedHistogram(4 * runtime.GOMAXPROCS(0))
+	}
+	for _, l := range t.listenerList() {
+		l.startPhase(ph, 0)
+	}
 
 	stats := make([]pubStats, t.cfg.Publishers)
-	pubDone := make(chan struct{})
+	var pubEnd time.Time
+	done := make(chan struct{})
 	go func() {
-		defer close(pubDone)
+		defer close(done)
 		var wg sync.WaitGroup
-		for i := range stats {
-			wg.Go(func() { stats[i] = publish(ctx, ph, i, t.client, t.ingest, t.inj) })
+		if during != nil {
+			wg.Go(func() { during(ph) })
 		}
+		var pubs sync.WaitGroup
+		for i := range stats {
+			tg := t.targets[i%len(t.targets)]
+			pubs.Go(func() { stats[i] = publish(ctx, ph, i, t.client, tg.ingest, t.inj) })
+		}
+		pubs.Wait()
+		pubEnd = time.Now()
 		wg.Wait()
 	}()
-	peakRSS := t.watch(ph, pubDone, before.RSSKB)
-	pubEnd := time.Now()
+	peakRSS := t.watch(ph, done, before.RSSKB)
 	t.settle(ctx, ph)
 	t.nextBase = ph.base + min(ph.next.Load(), ph.limit)
 
 	// The rate is over the publishing window; POSTs still in flight at its
 	// end complete after it.
 	rep := phaseReport{TargetRate: rate, PublishSeconds: min(pubEnd.Sub(ph.start), d).Seconds()}
-	rep.Posts = mergePosts(stats)
+	rep.Posts = mergePosts(stats, 0, 1)
 	if rep.PublishSeconds > 0 {
 		rep.AchievedRate = float64(rep.Posts.Accepted) / rep.PublishSeconds
 	}
-	rep.account(t.listeners, ph)
-	if t.cfg.ServerPID > 0 {
-		if after, err := readProc(t.cfg.ServerPID); err == nil {
+	rep.account(t.listenerList(), ph, t.targets, stats)
+	if len(t.cfg.ServerPIDs) > 0 {
+		if after, err := readProcs(t.cfg.ServerPIDs); err == nil {
 			rep.Server = newPhaseServer(before, after, max(peakRSS, after.RSSKB), time.Since(ph.start), rep.Posts.Accepted, rep.Deliveries.Delivered)
 		}
 	}
 	return rep
 }
 
-// watch waits for the publishers, sampling the server's memory every second
-// and printing the progress line. It returns the peak RSS seen.
-func (t *tester) watch(ph *phase, pubDone <-chan struct{}, peak int64) int64 {
+// watch waits until done, sampling the server's memory every second and
+// printing the progress line. It returns the peak RSS seen.
+func (t *tester) watch(ph *phase, done <-chan struct{}, peak int64) int64 {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var lastAcc uint64
 	for {
 		select {
-		case <-pubDone:
-			t.clearProgress()
+		case <-done:
+			t.progress.clear()
 			return peak
 		case <-tick.C:
 		}
-		if t.cfg.ServerPID > 0 {
-			if s, err := readProc(t.cfg.ServerPID); err == nil {
+		if len(t.cfg.ServerPIDs) > 0 {
+			if s, err := readProcs(t.cfg.ServerPIDs); err == nil {
 				peak = max(peak, s.RSSKB)
 			}
 		}
-		if t.progress != nil {
+		if t.progress.due() {
 			acc := ph.accepted.count()
-			got, want := t.deliveredSoFar(), acc*uint64(len(t.listeners))
+			ls := t.listenerList()
+			var got, want uint64
+			lost := 0
+			for _, l := range ls {
+				g, from := l.progress()
+				got += g
+				want += acc - min(from, acc)
+				if l.lost.Load() {
+					lost++
+				}
+			}
 			pct := 100.0
 			if want > 0 {
 				pct = 100 * float64(got) / float64(want)
 			}
-			fmt.Fprintf(t.progress, "\r%5.0fs  sent %d  accepted %d  %d/s  delivered %.2f%%   ",
-				time.Since(ph.start).Seconds(), ph.next.Load(), acc, acc-lastAcc, pct)
-			lastAcc = acc
+			t.progress.printf("%5.0fs  sent %d  accepted %d  %d/s  delivered %.2f%%  listeners %d, %d lost",
+				time.Since(ph.start).Seconds(), ph.next.Load(), acc, acc-lastAcc, pct, len(ls), lost)
 		}
+		lastAcc = ph.accepted.count()
 	}
 }
 
-func (t *tester) clearProgress() {
-	if t.progress != nil {
-		fmt.Fprint(t.progress, "\r"+strings.Repeat(" ", 78)+"\r")
-	}
-}
-
-func (t *tester) deliveredSoFar() uint64 {
-	var n uint64
-	for _, l := range t.listeners {
-		n += l.progress()
-	}
-	return n
-}
-
-// settle waits until every listener still connected has every accepted
-// event, or the settle time has passed, or ctx ended.
+// settle waits until every listener still connected has every event it is
+// owed, or the settle time has passed, or ctx ended.
 func (t *tester) settle(ctx context.Context, ph *phase) {
 	deadline := time.Now().Add(t.cfg.Settle)
-	want := ph.accepted.count()
+	owed := newSuffixCounter(ph.accepted.words())
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		complete := true
-		for _, l := range t.listeners {
-			if !l.lost.Load() && l.progress() < want {
+		for _, l := range t.listenerList() {
+			if l.lost.Load() || l.departed.Load() {
+				continue
+			}
+			l.mu.Lock()
+			a := l.acct
+			behind := a != nil && a.unique < owed.from(a.from)
+			l.mu.Unlock()
+			if behind {
 				complete = false
 				break
 			}
@@ -355,16 +432,14 @@ func (t *tester) findMax(ctx context.Context) *findMaxReport {
 			rep.StopReason = cmpString(rep.StopReason, "time limit "+maxDuration.String()+" reached")
 			return rep
 		}
-		p := t.runPhase(ctx, rate, t.cfg.Step)
+		p := t.runPhase(ctx, rate, t.cfg.Step, nil)
 		if ctx.Err() != nil {
 			rep.StopReason = cmpString(rep.StopReason, "interrupted")
 			return rep
 		}
 		p.FailReason = p.verdict()
 		rep.Steps = append(rep.Steps, p)
-		if t.progress != nil {
-			fmt.Fprintf(t.progress, "step %2d  %8.0f/s  %s\n", step+1, rate, cmpString(p.FailReason, "pass"))
-		}
+		t.progress.line("step %2d  %8.0f/s  %s", step+1, rate, cmpString(p.FailReason, "pass"))
 		if p.FailReason == "" {
 			if rate > rep.MaxRate {
 				rep.MaxRate, rep.MaxAchievedRate, rep.Best = rate, p.AchievedRate, len(rep.Steps)-1
@@ -398,7 +473,7 @@ func (t *tester) findMax(ctx context.Context) *findMaxReport {
 
 func (t *tester) lostListeners() int {
 	n := 0
-	for _, l := range t.listeners {
+	for _, l := range t.listenerList() {
 		if l.lost.Load() {
 			n++
 		}
@@ -435,4 +510,53 @@ func (p *phaseReport) verdict() string {
 		why = append(why, fmt.Sprintf("achieved only %.0f/s", p.AchievedRate))
 	}
 	return strings.Join(why, "; ")
+}
+
+// progress prints the live progress line: rewritten in place every second
+// on a terminal, one line every few seconds elsewhere. Its methods do
+// nothing on a nil progress.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	every time.Duration
+	last  time.Time
+}
+
+// due reports whether a line is to be printed now.
+func (p *progress) due() bool {
+	if p == nil {
+		return false
+	}
+	if p.tty {
+		return true
+	}
+	// A tick early is due: the caller ticks every second.
+	return p.every > 0 && time.Since(p.last) >= p.every-100*time.Millisecond
+}
+
+func (p *progress) printf(format string, args ...any) {
+	if p == nil {
+		return
+	}
+	p.last = time.Now()
+	if p.tty {
+		fmt.Fprintf(p.w, "\r"+format+"   ", args...)
+		return
+	}
+	fmt.Fprintf(p.w, "progress  "+format+"\n", args...)
+}
+
+// line prints a line that stays, on a terminal too.
+func (p *progress) line(format string, args ...any) {
+	if p == nil {
+		return
+	}
+	p.clear()
+	fmt.Fprintf(p.w, format+"\n", args...)
+}
+
+func (p *progress) clear() {
+	if p != nil && p.tty {
+		fmt.Fprint(p.w, "\r"+strings.Repeat(" ", 100)+"\r")
+	}
 }

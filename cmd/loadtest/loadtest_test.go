@@ -11,43 +11,48 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
+	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/broadcast"
-	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/server"
 )
 
-// startDispatcher runs the real dispatcher handler on a loopback port.
-func startDispatcher(t *testing.T) (*httptest.Server, *broadcast.Hub) {
-	t.Helper()
-	hub, err := broadcast.New(broadcast.Options{
-		MaxListeners: 100,
-		Heartbeat:    50 * time.Millisecond, // comments mixed into the stream must be ignored
-		Logger:       zerolog.Nop(),
-	})
+// dispatcherBinary is the event_dispatcher command built once by TestMain,
+// for the tests that kill the server.
+var dispatcherBinary string
+
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "loadtest-test-")
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	ts := httptest.NewServer(server.New(server.Options{
-		Hub:             hub,
-		Logger:          zerolog.Nop(),
-		MaxBodyBytes:    64 << 10,
-		BodyReadTimeout: 10 * time.Second,
-		ClientIP:        clientip.New(nil),
-	}))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = hub.Close(ctx)
-		ts.Close()
-	})
-	return ts, hub
+	defer os.RemoveAll(dir)
+	dispatcherBinary = filepath.Join(dir, "event_dispatcher")
+	build := exec.Command("go", "build", "-o", dispatcherBinary, "event-dispatcher/cmd/event_dispatcher")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the dispatcher: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// startDispatcher runs the real dispatcher handler on a loopback port, with
+// heartbeats mixed into the stream (the load tool must ignore them).
+func startDispatcher(t *testing.T, hub broadcast.Options) *ssetest.Server {
+	t.Helper()
+	if hub.Heartbeat == 0 {
+		hub.Heartbeat = 50 * time.Millisecond
+	}
+	return ssetest.Start(t, hub, server.Options{})
 }
 
 // guard bounds a test that talks to a server, against hangs only.
@@ -57,20 +62,34 @@ func guard(t *testing.T) context.Context {
 	return ctx
 }
 
+// runJSON runs the tool with args plus -json and returns its report and
+// the error runMain returned.
+func runJSON(t *testing.T, ctx context.Context, args ...string) (report, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := runMain(ctx, append(args, "-json"), &out, &errOut, terminals{})
+	if err != nil && !errors.Is(err, errCheck) {
+		t.Fatalf("runMain: %v\nstderr: %s", err, errOut.String())
+	}
+	var rep report
+	if jerr := json.Unmarshal(out.Bytes(), &rep); jerr != nil {
+		t.Fatalf("output is not one JSON report: %v\n%s\nstderr: %s", jerr, out.String(), errOut.String())
+	}
+	if (err == nil) != rep.Check.Pass {
+		t.Fatalf("runMain returned %v but the report's check says pass=%v", err, rep.Check.Pass)
+	}
+	return rep, err
+}
+
 func TestRunAgainstDispatcher(t *testing.T) {
 	for _, paths := range [][2]string{{"/metrics", "/event-dispatcher"}, {"/api/events", "/events"}} {
 		t.Run(paths[0], func(t *testing.T) {
-			ts, _ := startDispatcher(t)
-			var out, errOut bytes.Buffer
-			args := []string{"-url", ts.URL, "-ingest-path", paths[0], "-stream-path", paths[1],
+			ts := startDispatcher(t, broadcast.Options{})
+			rep, err := runJSON(t, guard(t), "-url", ts.URL, "-ingest-path", paths[0], "-stream-path", paths[1],
 				"-listeners", "5", "-publishers", "3", "-events", "300", "-duration", "1m",
-				"-settle", "30s", "-server-pid", fmt.Sprint(os.Getpid()), "-json"}
-			if err := runMain(guard(t), args, &out, &errOut, nil); err != nil {
-				t.Fatalf("runMain: %v\nstderr: %s", err, errOut.String())
-			}
-			var rep report
-			if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
-				t.Fatalf("output is not one JSON report: %v\n%s", err, out.String())
+				"-settle", "30s", "-server-pid", fmt.Sprint(os.Getpid()))
+			if err != nil || !rep.Check.Pass || len(rep.Check.Failures) > 0 {
+				t.Fatalf("a clean run failed its check: %v %+v", err, rep.Check)
 			}
 			if rep.Connect.Connected != 5 || rep.Connect.Failed != 0 {
 				t.Fatalf("connect = %+v, want 5 connected", rep.Connect)
@@ -90,7 +109,7 @@ func TestRunAgainstDispatcher(t *testing.T) {
 			if d != want {
 				t.Errorf("deliveries = %+v, want %+v", d, want)
 			}
-			if r.Listeners != (phaseListeners{AtStart: 5, Throughout: 5}) {
+			if r.Listeners != (phaseListeners{Owed: 5, Connected: 5}) {
 				t.Errorf("listeners = %+v, want 5 throughout", r.Listeners)
 			}
 			if r.Latency.Count != 1500 || r.Latency.MaxMS < r.Latency.P99MS || r.Latency.P99MS < r.Latency.P50MS {
@@ -105,10 +124,10 @@ func TestRunAgainstDispatcher(t *testing.T) {
 }
 
 func TestInterruptStillReports(t *testing.T) {
-	ts, _ := startDispatcher(t)
+	ts := startDispatcher(t, broadcast.Options{})
 	u, _ := url.Parse(ts.URL)
 	cfg := config{
-		URL: u, IngestPath: "/metrics", StreamPath: "/event-dispatcher", Listeners: 2, Publishers: 2,
+		URLs: []*url.URL{u}, IngestPath: "/metrics", StreamPath: "/event-dispatcher", Listeners: 2, Publishers: 2, Scenario: scenarioSteady,
 		Rate: 100, Duration: maxDuration, Fixture: "start", Settle: time.Minute,
 		PostTimeout: 10 * time.Second, ConnectTimeout: 10 * time.Second,
 	}
@@ -124,12 +143,16 @@ func TestInterruptStillReports(t *testing.T) {
 	if d := rep.Result.Deliveries; d.Duplicates != 0 || d.Delivered > d.Expected {
 		t.Errorf("deliveries = %+v", d)
 	}
+	// An interrupted run is no proof of anything: it does not pass.
+	if rep.Check.Pass || !strings.Contains(strings.Join(rep.Check.Failures, ";"), "interrupted") {
+		t.Errorf("check = %+v, want a failure for the interrupt", rep.Check)
+	}
 }
 
 func TestRefusesWithoutURL(t *testing.T) {
 	for _, args := range [][]string{nil, {"-listeners", "3"}, {"-url", ""}, {"-url", "127.0.0.1:3569"}, {"-url", "ftp://x/"}} {
 		var out, errOut bytes.Buffer
-		err := runMain(context.Background(), args, &out, &errOut, nil)
+		err := runMain(context.Background(), args, &out, &errOut, terminals{})
 		if !errors.Is(err, errUsage) {
 			t.Errorf("%q: err = %v, want a usage error", args, err)
 		}
@@ -143,10 +166,16 @@ func TestRejectsOutOfBoundFlags(t *testing.T) {
 	for _, extra := range [][]string{
 		{"-duration", "11m"}, {"-duration", "0s"}, {"-publishers", "0"}, {"-rate", "-1"},
 		{"-fixture", "nope"}, {"-find-max", "-factor", "1"}, {"-listeners", "-1"},
+		{"-max-loss", "-1"}, {"-max-loss", "101"}, {"-scenario", "nope"}, {"-server-pid", "x"},
+		{"-url", "http://127.0.0.1:2,ftp://x"}, {"-scenario", "storm", "-find-max"},
+		{"-scenario", "storm", "-warmup", "10s", "-duration", "10s"}, {"-scenario", "storm", "-listeners", "0"},
+		{"-scenario", "disconnect", "-listeners", "10", "-survivors", "10"},
+		{"-scenario", "disconnect", "-listeners", "10", "-window", "1ms"},
+		{"-scenario", "disconnect", "-listeners", "10", "-rss-after", "0s"},
 	} {
 		args := append([]string{"-url", "http://127.0.0.1:1"}, extra...)
 		var errOut bytes.Buffer
-		if err := runMain(context.Background(), args, io.Discard, &errOut, nil); !errors.Is(err, errUsage) {
+		if err := runMain(context.Background(), args, io.Discard, &errOut, terminals{}); !errors.Is(err, errUsage) {
 			t.Errorf("%q: err = %v, want a usage error", extra, err)
 		}
 	}
@@ -284,7 +313,7 @@ func TestCountsLossAndDuplicates(t *testing.T) {
 	defer ts.Close()
 	u, _ := url.Parse(ts.URL)
 	cfg := config{
-		URL: u, IngestPath: "/metrics", StreamPath: "/event-dispatcher", Listeners: 3, Publishers: 2,
+		URLs: []*url.URL{u}, IngestPath: "/metrics", StreamPath: "/event-dispatcher", Listeners: 3, Publishers: 2, Scenario: scenarioSteady,
 		Duration: time.Minute, Events: 700, Fixture: "heartbeat", Settle: 2 * time.Second,
 		PostTimeout: 10 * time.Second, ConnectTimeout: 10 * time.Second,
 	}
@@ -323,10 +352,16 @@ func TestCountsLossAndDuplicates(t *testing.T) {
 	if want := 100 * float64(lost) / float64(accepted); d.LossPct < want*0.999 || d.LossPct > want*1.001 {
 		t.Errorf("loss = %.4f%%, want %.4f%%", d.LossPct, want)
 	}
+	// Both the loss and the 503s fail the check, each named.
+	why := strings.Join(rep.Check.Failures, "; ")
+	if rep.Check.Pass || !strings.Contains(why, "loss") || !strings.Contains(why, "failed POSTs") {
+		t.Errorf("check = %+v, want failures for the loss and the 503s", rep.Check)
+	}
 }
 
 func TestStalledListener(t *testing.T) {
-	ts, hub := startDispatcher(t)
+	ts := startDispatcher(t, broadcast.Options{})
+	hub := ts.Hub
 	u, _ := url.Parse(ts.URL)
 	target := endpoint(u, "/event-dispatcher")
 	ctx := guard(t)

@@ -3,11 +3,14 @@
 // publishers posting real player telemetry, with every delivery checked for
 // loss and duplicates and its end-to-end latency measured. With -server-pid
 // (same host) it also reports the server's CPU per event and memory per
-// listener; -find-max searches for the highest sustainable rate.
+// listener; -find-max searches for the highest sustainable rate; -scenario
+// storm and -scenario disconnect measure a reconnect storm and a mass
+// disconnect. Several -url spread the load over replicas.
 //
 // Each event is a fixture with "lt_seq", "lt_pub" and "lt_sent_ns" inserted
 // as its first members. Runs are bounded in time and count; Ctrl-C stops
-// early and still reports.
+// early and still reports. The exit status is 0 only when loss, failed
+// POSTs and failed listeners are all within -max-loss, so a run is a check.
 package main
 
 import (
@@ -20,6 +23,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -32,11 +37,7 @@ func main() {
 		<-ctx.Done()
 		stop() // the first Ctrl-C stops early with a report; a second one kills
 	}()
-	var progress io.Writer
-	if isTerminal(os.Stdout) {
-		progress = os.Stdout
-	}
-	err := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr, progress)
+	err := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr, terminals{stdout: isTerminal(os.Stdout), stderr: isTerminal(os.Stderr)})
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 	case errors.Is(err, errUsage):
@@ -50,16 +51,28 @@ func main() {
 // errUsage is returned after the flag errors have been printed.
 var errUsage = errors.New("usage")
 
+// errCheck wraps the reasons a run failed its check (-max-loss).
+var errCheck = errors.New("check failed")
+
+// terminals says which of stdout and stderr are terminals: the progress
+// line rewrites itself there, and prints a line every -progress otherwise.
+type terminals struct{ stdout, stderr bool }
+
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// runMain parses args, runs the test and prints the report to stdout.
-// progress, when not nil, receives the live progress line (not with -json).
-func runMain(ctx context.Context, args []string, stdout, stderr io.Writer, progress io.Writer) error {
+// runMain parses args, prints the settings, runs the test and prints the
+// report to stdout (with -json, the settings and progress go to stderr so
+// that stdout is one JSON object). It returns an error wrapping errCheck
+// when the run failed its check.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer, tty terminals) error {
 	cfg, asJSON, err := parseFlags(args, stderr)
 	if err != nil {
+		return err
+	}
+	if err := raiseFileLimit(cfg.descriptorsNeeded()); err != nil {
 		return err
 	}
 	if cfg.CPUProfile != "" {
@@ -73,27 +86,53 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer, progr
 		}
 		defer pprof.StopCPUProfile()
 	}
+	info, isTTY := stdout, tty.stdout
 	if asJSON {
-		progress = nil
+		info, isTTY = stderr, tty.stderr
 	}
-	rep, err := run(ctx, cfg, progress)
+	writeSettings(info, cfg)
+	var prog *progress
+	if isTTY || cfg.Progress > 0 {
+		prog = &progress{w: info, tty: isTTY, every: cfg.Progress}
+	}
+	rep, err := run(ctx, cfg, prog)
 	if err != nil {
 		return err
 	}
 	if asJSON {
-		return rep.writeJSON(stdout)
+		if err := rep.writeJSON(stdout); err != nil {
+			return err
+		}
+	} else {
+		rep.writeText(stdout)
 	}
-	rep.writeText(stdout)
+	if !rep.Check.Pass {
+		return fmt.Errorf("%w: %s", errCheck, strings.Join(rep.Check.Failures, "; "))
+	}
 	return nil
 }
+
+// Scenarios.
+const (
+	scenarioSteady     = "steady"
+	scenarioStorm      = "storm"
+	scenarioDisconnect = "disconnect"
+)
 
 func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
-	rawURL := fs.String("url", "", "base URL of the dispatcher, e.g. http://127.0.0.1:3569 (required)")
-	fs.StringVar(&cfg.IngestPath, "ingest-path", "/metrics", "path events are POSTed to (/metrics or /api/events)")
-	fs.StringVar(&cfg.StreamPath, "stream-path", "/event-dispatcher", "SSE stream path (/event-dispatcher or /events)")
+	var urls urlList
+	var pids intList
+	var rssAfter durationList
+	fs.Var(&urls, "url", "base URL of the dispatcher, e.g. http://127.0.0.1:3569 (required); several replicas: a comma-separated list or the flag repeated, listeners and publishers are spread round-robin and every listener must receive every event accepted by any of them")
+	fs.StringVar(&cfg.IngestPath, "ingest-path", "/api/events", "path events are POSTed to (/api/events, or its alias /metrics)")
+	fs.StringVar(&cfg.StreamPath, "stream-path", "/events", "SSE stream path (/events, or its alias /event-dispatcher)")
+	fs.StringVar(&cfg.HealthPath, "health-path", "/health", "storm, disconnect: JSON health path polled for its \"listeners\" and status code (\"\" = none)")
+	fs.StringVar(&cfg.Scenario, "scenario", scenarioSteady, "steady: connect the listeners, then publish; "+
+		"storm: publish, and -warmup later connect the -listeners all at once (or over -ramp), reporting time to the first byte; "+
+		"disconnect: connect the -listeners, publish, and -warmup later close all but -survivors at once, reporting the survivors' latency per -window and when the server released the others")
 	fs.IntVar(&cfg.Listeners, "listeners", 1, "SSE listeners that read every event")
 	fs.IntVar(&cfg.Publishers, "publishers", 4, "concurrent publishers, each on its own keep-alive connection")
 	fs.IntVar(&cfg.Stall, "stall", 0, "extra listeners that connect and never read (slow-listener scenario)")
@@ -101,24 +140,36 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	fs.Float64Var(&cfg.Rate, "rate", 0, "events per second over all publishers; 0 = as fast as possible")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish (at most "+maxDuration.String()+")")
 	fs.Uint64Var(&cfg.Events, "events", 0, "stop after this many events (0 = no cap)")
+	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "storm, disconnect: publishing time before the listeners connect or leave")
+	fs.DurationVar(&cfg.Ramp, "ramp", 0, "storm: spread the listeners' connection starts evenly over this long (0 = all at once)")
+	fs.IntVar(&cfg.Survivors, "survivors", 10, "disconnect: listeners that stay connected")
+	fs.DurationVar(&cfg.Window, "window", time.Second, "disconnect: width of the windows the survivors' latency is reported in, by publish time")
+	fs.Var(&rssAfter, "rss-after", "disconnect, with -server-pid: also sample the server's RSS this long after the disconnect, e.g. 10s,60s (the run waits for the last one)")
 	fs.StringVar(&cfg.Fixture, "fixture", "start", "embedded payload: "+strings.Join(fixtureNames(), ", "))
 	fs.BoolVar(&cfg.Raw, "raw", false, "send the fixture as stored (pretty-printed) instead of compact")
 	fs.DurationVar(&cfg.Settle, "settle", 3*time.Second, "after the last POST, wait at most this long for deliveries")
 	fs.DurationVar(&cfg.PostTimeout, "post-timeout", 10*time.Second, "a POST without an answer within this long is a transport error")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "time for one listener to connect and receive its first line")
-	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "pid of the server on this host: report its CPU per event and RSS per listener from /proc")
+	fs.Var(&pids, "server-pid", "pid of the server on this host (comma-separated for several processes, summed): report its CPU per event and RSS per listener from /proc")
+	fs.Float64Var(&cfg.MaxLoss, "max-loss", 0, "exit status 1 when lost deliveries, failed POSTs (non-2xx or transport error) or failed listeners (refused, not 200, dropped) exceed this percentage of theirs")
+	fs.DurationVar(&cfg.Progress, "progress", 5*time.Second, "when the output is not a terminal, print a progress line this often (0 = never); on a terminal it is rewritten every second")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file")
-	asJSON := fs.Bool("json", false, "print one JSON object instead of the summary")
-	fs.BoolVar(&cfg.FindMax, "find-max", false, "raise the rate step by step until loss > 0.1 %, p99 > 1 s, a POST fails or a listener is lost; report the highest passing rate")
+	asJSON := fs.Bool("json", false, "print one JSON object instead of the summary (settings and progress go to stderr)")
+	fs.BoolVar(&cfg.FindMax, "find-max", false, "raise the rate step by step until loss > 0.1 %, p99 > 1 s, a POST fails or a listener is lost; report the highest passing rate (the run fails its check only when no step passed)")
 	fs.Float64Var(&cfg.StartRate, "start-rate", 100, "-find-max: first rate, events/s")
 	fs.Float64Var(&cfg.Factor, "factor", 1.5, "-find-max: rate multiplier between steps")
 	fs.DurationVar(&cfg.Step, "step", 5*time.Second, "-find-max: publishing time of one step")
 	fs.IntVar(&cfg.MaxSteps, "max-steps", 20, "-find-max: at most this many steps")
 	fs.IntVar(&cfg.Refine, "refine", 2, "-find-max: after the first failure, this many steps between the best passing and the failing rate")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: loadtest -url http://HOST:PORT [flags]\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: loadtest -url http://HOST:PORT[,http://HOST2:PORT] [flags]\n\n"+
 			"Runs SSE listeners and publishers against an event dispatcher and reports\n"+
-			"loss, duplicates, end-to-end latency and, with -server-pid, server CPU and memory.\n\n")
+			"loss, duplicates, end-to-end latency and, with -server-pid, server CPU and memory.\n"+
+			"Exit status: 0 when the run passed its check (see -max-loss), 1 when it failed\n"+
+			"or could not run, 2 for bad flags.\n\n"+
+			"Scenarios at 10,000 listeners (ulimit -n 20000 or more):\n"+
+			"  loadtest -url URL -scenario storm -listeners 10000 -rate 200 -duration 30s\n"+
+			"  loadtest -url URL -scenario disconnect -listeners 10010 -survivors 10 -rate 200 -duration 12s -server-pid PID -rss-after 10s,60s\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -130,14 +181,17 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	if fs.NArg() > 0 {
 		return cfg, false, usageError(fs, "unexpected argument %q", fs.Arg(0))
 	}
-	if *rawURL == "" {
+	if len(urls) == 0 {
 		return cfg, false, usageError(fs, "-url is required: the dispatcher to test, e.g. -url http://127.0.0.1:3569")
 	}
-	u, err := url.Parse(*rawURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return cfg, false, usageError(fs, "-url %q: want http://HOST:PORT or https://HOST:PORT", *rawURL)
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return cfg, false, usageError(fs, "-url %q: want http://HOST:PORT or https://HOST:PORT", raw)
+		}
+		cfg.URLs = append(cfg.URLs, u)
 	}
-	cfg.URL = u
+	cfg.ServerPIDs, cfg.RSSAfter = pids, rssAfter
 	switch {
 	case cfg.Listeners < 0 || cfg.Stall < 0 || cfg.StallRcvBuf < 0:
 		return cfg, false, usageError(fs, "-listeners, -stall and -stall-rcvbuf cannot be negative")
@@ -153,8 +207,34 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 		return cfg, false, usageError(fs, "-post-timeout and -connect-timeout must be positive")
 	case cfg.FindMax && (cfg.StartRate <= 0 || cfg.Factor <= 1 || cfg.Step <= 0 || cfg.Step > maxDuration || cfg.MaxSteps < 1 || cfg.Refine < 0):
 		return cfg, false, usageError(fs, "-find-max needs -start-rate > 0, -factor > 1, -step within (0, %s], -max-steps >= 1, -refine >= 0", maxDuration)
-	case cfg.ServerPID < 0:
-		return cfg, false, usageError(fs, "-server-pid cannot be negative")
+	case slices.ContainsFunc(cfg.ServerPIDs, func(p int) bool { return p <= 0 }):
+		return cfg, false, usageError(fs, "-server-pid must be positive")
+	case cfg.MaxLoss < 0 || cfg.MaxLoss > 100:
+		return cfg, false, usageError(fs, "-max-loss is a percentage within [0, 100]")
+	case cfg.Progress < 0:
+		return cfg, false, usageError(fs, "-progress cannot be negative")
+	}
+	switch cfg.Scenario {
+	case scenarioSteady:
+	case scenarioStorm, scenarioDisconnect:
+		switch {
+		case cfg.FindMax:
+			return cfg, false, usageError(fs, "-find-max runs the steady scenario only")
+		case cfg.Warmup < 0 || cfg.Warmup >= cfg.Duration:
+			return cfg, false, usageError(fs, "-warmup must be within [0, -duration)")
+		case cfg.Listeners < 1:
+			return cfg, false, usageError(fs, "-scenario %s needs -listeners of at least 1", cfg.Scenario)
+		case cfg.Scenario == scenarioStorm && (cfg.Ramp < 0 || cfg.Ramp > maxDuration):
+			return cfg, false, usageError(fs, "-ramp must be within [0, %s]", maxDuration)
+		case cfg.Scenario == scenarioDisconnect && (cfg.Survivors < 0 || cfg.Survivors >= cfg.Listeners):
+			return cfg, false, usageError(fs, "-survivors must be within [0, -listeners)")
+		case cfg.Scenario == scenarioDisconnect && (cfg.Window < 10*time.Millisecond || cfg.Duration/cfg.Window > 600):
+			return cfg, false, usageError(fs, "-window must be at least 10ms and -duration at most 600 windows")
+		case slices.ContainsFunc(cfg.RSSAfter, func(d time.Duration) bool { return d <= 0 || d > maxDuration }):
+			return cfg, false, usageError(fs, "-rss-after: each must be within (0, %s]", maxDuration)
+		}
+	default:
+		return cfg, false, usageError(fs, "-scenario %q: want steady, storm or disconnect", cfg.Scenario)
 	}
 	if _, err := loadFixture(cfg.Fixture, cfg.Raw); err != nil {
 		return cfg, false, usageError(fs, "-fixture: %v", err)
@@ -166,4 +246,50 @@ func usageError(fs *flag.FlagSet, format string, args ...any) error {
 	fmt.Fprintf(fs.Output(), "loadtest: "+format+"\n", args...)
 	fmt.Fprintln(fs.Output(), "Run loadtest -h for every flag.")
 	return errUsage
+}
+
+// urlList is a repeatable flag of comma-separated values.
+type urlList []string
+
+func (l *urlList) String() string { return strings.Join(*l, ",") }
+
+func (l *urlList) Set(s string) error {
+	for v := range strings.SplitSeq(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}
+
+// intList is a repeatable flag of comma-separated integers.
+type intList []int
+
+func (l *intList) String() string { return fmt.Sprint([]int(*l)) }
+
+func (l *intList) Set(s string) error {
+	for v := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a number", v)
+		}
+		*l = append(*l, n)
+	}
+	return nil
+}
+
+// durationList is a repeatable flag of comma-separated durations.
+type durationList []time.Duration
+
+func (l *durationList) String() string { return fmt.Sprint([]time.Duration(*l)) }
+
+func (l *durationList) Set(s string) error {
+	for v := range strings.SplitSeq(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 10s", v)
+		}
+		*l = append(*l, d)
+	}
+	return nil
 }

@@ -20,6 +20,20 @@ type procSample struct {
 	RSSKB int64         // VmRSS
 }
 
+// readProcs samples the processes pids and returns their sums.
+func readProcs(pids []int) (procSample, error) {
+	var sum procSample
+	for _, pid := range pids {
+		s, err := readProc(pid)
+		if err != nil {
+			return procSample{}, err
+		}
+		sum.CPU += s.CPU
+		sum.RSSKB += s.RSSKB
+	}
+	return sum, nil
+}
+
 // readProc samples process pid.
 func readProc(pid int) (procSample, error) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -11,24 +11,44 @@ import (
 	"time"
 )
 
-// report is the outcome of one run; -json prints it as is.
+// report is the outcome of one run; -json prints it as is, and the text
+// summary shows the same figures under the same names.
 type report struct {
-	URL         string         `json:"url"`
-	IngestPath  string         `json:"ingest_path"`
-	StreamPath  string         `json:"stream_path"`
-	Fixture     string         `json:"fixture"`
-	EventBytes  int            `json:"event_bytes"`
-	Listeners   int            `json:"listeners"`
-	Publishers  int            `json:"publishers"`
-	Stall       int            `json:"stall"`
-	Connect     connectReport  `json:"connect"`
-	Server      *serverReport  `json:"server,omitempty"`
-	Result      *phaseReport   `json:"result,omitempty"`
-	FindMax     *findMaxReport `json:"find_max,omitempty"`
-	Stalled     *stalledReport `json:"stalled,omitempty"`
-	Interrupted bool           `json:"interrupted"`
+	URLs        []string          `json:"urls"`
+	IngestPath  string            `json:"ingest_path"`
+	StreamPath  string            `json:"stream_path"`
+	Scenario    string            `json:"scenario"`
+	Fixture     string            `json:"fixture"`
+	EventBytes  int               `json:"event_bytes"`
+	Listeners   int               `json:"listeners"`
+	Publishers  int               `json:"publishers"`
+	Stall       int               `json:"stall"`
+	Connect     connectReport     `json:"connect"`
+	Server      *serverReport     `json:"server,omitempty"`
+	Skipped     string            `json:"skipped,omitempty"` // why nothing was published
+	Result      *phaseReport      `json:"result,omitempty"`
+	Storm       *stormReport      `json:"storm,omitempty"`
+	Disconnect  *disconnectReport `json:"disconnect,omitempty"`
+	FindMax     *findMaxReport    `json:"find_max,omitempty"`
+	Stalled     *stalledReport    `json:"stalled,omitempty"`
+	Interrupted bool              `json:"interrupted"`
+	Check       checkReport       `json:"check"`
 }
 
+func newReport(cfg config, eventBytes int) *report {
+	r := &report{
+		IngestPath: cfg.IngestPath, StreamPath: cfg.StreamPath, Scenario: cfg.Scenario,
+		Fixture: cfg.Fixture, EventBytes: eventBytes,
+		Listeners: cfg.Listeners, Publishers: cfg.Publishers, Stall: cfg.Stall,
+	}
+	for _, u := range cfg.URLs {
+		r.URLs = append(r.URLs, u.String())
+	}
+	return r
+}
+
+// connectReport is the listeners opened before publishing (all of them but
+// in a storm).
 type connectReport struct {
 	Connected int            `json:"connected"`
 	Failed    int            `json:"failed"`
@@ -36,9 +56,10 @@ type connectReport struct {
 	Seconds   float64        `json:"seconds"`
 }
 
-// serverReport is the server's memory around the run (same host only).
+// serverReport is the server's memory around the run (same host only),
+// summed over its processes.
 type serverReport struct {
-	PID                 int   `json:"pid"`
+	PIDs                []int `json:"pids"`
 	RSSBeforeKB         int64 `json:"rss_before_listeners_kb"`
 	RSSConnectedKB      int64 `json:"rss_listeners_connected_kb"`
 	RSSPerListenerBytes int64 `json:"rss_per_listener_bytes"`
@@ -52,15 +73,19 @@ type stalledReport struct {
 
 // phaseReport is one stretch of publishing at one rate.
 type phaseReport struct {
-	TargetRate     float64        `json:"target_rate"` // 0: as fast as possible
-	PublishSeconds float64        `json:"publish_seconds"`
-	AchievedRate   float64        `json:"achieved_rate"` // accepted POSTs per second
-	Posts          postReport     `json:"posts"`
-	Listeners      phaseListeners `json:"listeners"`
-	Deliveries     deliveries     `json:"deliveries"`
-	Latency        latencySummary `json:"latency"`
-	Server         *phaseServer   `json:"server,omitempty"`
-	FailReason     string         `json:"fail_reason,omitempty"` // find-max steps only
+	TargetRate     float64         `json:"target_rate"` // 0: as fast as possible
+	PublishSeconds float64         `json:"publish_seconds"`
+	AchievedRate   float64         `json:"achieved_rate"` // accepted POSTs per second
+	Posts          postReport      `json:"posts"`
+	Listeners      phaseListeners  `json:"listeners"`
+	Deliveries     deliveries      `json:"deliveries"`
+	Latency        latencySummary  `json:"latency"`
+	Replicas       []replicaReport `json:"replicas,omitempty"` // with several -url
+	// DepartedLatency is what the listeners closed in a mass disconnect
+	// received before they left (Latency covers the others).
+	DepartedLatency *latencySummary `json:"departed_latency,omitempty"`
+	Server          *phaseServer    `json:"server,omitempty"`
+	FailReason      string          `json:"fail_reason,omitempty"` // find-max steps only
 }
 
 type postReport struct {
@@ -73,15 +98,23 @@ type postReport struct {
 	Canceled        uint64            `json:"canceled"` // cut by an interrupt
 }
 
+// failed is the POSTs that count against the run.
+func (p postReport) failed() uint64 { return p.Rejected + p.TransportErrors }
+
+// phaseListeners counts the listeners a phase accounts for.
 type phaseListeners struct {
-	AtStart    int `json:"at_start"`
-	Throughout int `json:"throughout"` // connected from the start to the end of the phase
-	Lost       int `json:"lost"`       // disconnected during the phase
+	Owed      int `json:"owed"`             // owed events: connected before or during the phase, not departed
+	Connected int `json:"connected_at_end"` // of those, still connected at its end
+	Lost      int `json:"lost"`             // of those, disconnected by the server or the network
+	Departed  int `json:"departed"`         // closed on purpose (mass disconnect): owed nothing
 }
 
-// deliveries counts only listeners connected throughout the phase.
+// deliveries: each listener is owed every event accepted from the moment
+// its stream started (before the phase, or during it in a storm) to the
+// end, whether or not it stayed connected: a listener that drops loses
+// everything after its drop.
 type deliveries struct {
-	Expected   uint64  `json:"expected"` // accepted x listeners throughout
+	Expected   uint64  `json:"expected"`
 	Delivered  uint64  `json:"delivered"`
 	Lost       uint64  `json:"lost"`
 	LossPct    float64 `json:"loss_pct"`
@@ -90,6 +123,17 @@ type deliveries struct {
 	Stale      uint64  `json:"stale"`      // from an earlier phase
 	Foreign    uint64  `json:"foreign"`    // not sent by this run
 	PerSecond  float64 `json:"per_second"`
+}
+
+// replicaReport is one -url's share of a phase: the listeners connected to
+// it, the POSTs sent to it, and what its listeners received of every event
+// accepted by any replica.
+type replicaReport struct {
+	URL        string         `json:"url"`
+	Posts      postReport     `json:"posts"`
+	Listeners  phaseListeners `json:"listeners"`
+	Deliveries deliveries     `json:"deliveries"`
+	Latency    latencySummary `json:"latency"`
 }
 
 // phaseServer is the server's CPU and memory over one phase, settle time
@@ -115,9 +159,83 @@ type findMaxReport struct {
 	Steps           []phaseReport `json:"steps"`
 }
 
-func mergePosts(stats []pubStats) postReport {
+// checkReport is the verdict the exit status gives: every rate within
+// -max-loss.
+type checkReport struct {
+	MaxLossPct       float64  `json:"max_loss_pct"`
+	LossPct          float64  `json:"loss_pct"`           // lost / expected deliveries
+	FailedPostsPct   float64  `json:"failed_posts_pct"`   // rejected + transport errors / sent
+	FailedListenPct  float64  `json:"failed_listens_pct"` // failed to connect + lost / attempted
+	FailedListeners  int      `json:"failed_listeners"`
+	AttemptListeners int      `json:"attempted_listeners"`
+	Pass             bool     `json:"pass"`
+	Failures         []string `json:"failures,omitempty"`
+}
+
+// check fills in r.Check: the run passes when loss, failed POSTs and
+// failed listeners are each at most maxLoss percent, it was not
+// interrupted and something was measured. A -find-max run passes when a
+// step passed (failing steps are its purpose).
+func (r *report) check(maxLoss float64) {
+	c := checkReport{MaxLossPct: maxLoss}
+	fail := func(format string, args ...any) { c.Failures = append(c.Failures, fmt.Sprintf(format, args...)) }
+	c.AttemptListeners = r.Listeners + r.Stall
+	c.FailedListeners = r.Connect.Failed
+	if r.Storm != nil {
+		c.FailedListeners += r.Storm.Failed
+	}
+	p := r.Result
+	if r.FindMax != nil && r.FindMax.MaxRate > 0 {
+		p = &r.FindMax.Steps[r.FindMax.Best]
+	}
+	if p != nil {
+		c.FailedListeners += p.Listeners.Lost
+		c.LossPct = p.Deliveries.LossPct
+		if p.Posts.Sent > 0 {
+			c.FailedPostsPct = pct(p.Posts.failed(), p.Posts.Sent)
+		}
+	}
+	if c.AttemptListeners > 0 {
+		c.FailedListenPct = pct(uint64(c.FailedListeners), uint64(c.AttemptListeners))
+	}
+	switch {
+	case r.Skipped != "":
+		fail("%s", r.Skipped)
+	case r.FindMax != nil && r.FindMax.MaxRate == 0:
+		fail("no -find-max step passed")
+	case p != nil && p.Posts.Accepted == 0:
+		fail("no POST was accepted")
+	}
+	if c.LossPct > maxLoss {
+		fail("loss %.3f%% > %g%%", c.LossPct, maxLoss)
+	}
+	if c.FailedPostsPct > maxLoss {
+		fail("%d failed POSTs (%.3f%%) > %g%%", p.Posts.failed(), c.FailedPostsPct, maxLoss)
+	}
+	if c.FailedListenPct > maxLoss {
+		fail("%d failed listeners (%.3f%%: refused, not 200 or dropped) > %g%%", c.FailedListeners, c.FailedListenPct, maxLoss)
+	}
+	if r.Interrupted {
+		fail("interrupted")
+	}
+	c.Pass = len(c.Failures) == 0
+	r.Check = c
+}
+
+func pct(part, whole uint64) float64 {
+	if whole == 0 {
+		return 0
+	}
+	return 100 * float64(part) / float64(whole)
+}
+
+// mergePosts adds up the publishers i with i%n == rem.
+func mergePosts(stats []pubStats, rem, n int) postReport {
 	p := postReport{ByStatus: map[string]uint64{}, ErrorsByKind: map[string]uint64{}}
-	for _, s := range stats {
+	for i, s := range stats {
+		if i%n != rem {
+			continue
+		}
 		p.Sent += s.sent
 		p.Accepted += s.accepted
 		p.Canceled += s.canceled
@@ -135,43 +253,80 @@ func mergePosts(stats []pubStats) postReport {
 	return p
 }
 
-// account ends the phase on every listener and fills in the deliveries and
-// the latency.
-func (p *phaseReport) account(ls []*listener, ph *phase) {
+// tally sums listener accounts, for the whole phase or one replica.
+type tally struct {
+	listeners              phaseListeners
+	d                      deliveries
+	latSum, latMax         int64
+	goneLatSum, goneLatMax int64 // of the departed
+}
+
+func (t *tally) add(l *listener, a *listenerAcct, acc []uint64, owed suffixCounter) {
+	if l.departed.Load() {
+		t.listeners.Departed++
+		t.goneLatSum += a.latSum
+		t.goneLatMax = max(t.goneLatMax, a.latMax)
+		return
+	}
+	t.listeners.Owed++
+	if l.lost.Load() {
+		t.listeners.Lost++
+	} else {
+		t.listeners.Connected++
+	}
+	t.latSum += a.latSum
+	t.latMax = max(t.latMax, a.latMax)
+	in, out := a.seen.countIn(acc, a.from)
+	t.d.Expected += owed.from(a.from)
+	t.d.Delivered += in
+	t.d.Unexpected += out
+	t.d.Duplicates += a.dups
+	t.d.Stale += a.stale
+	t.d.Foreign += a.foreign
+}
+
+func (t *tally) finish(publishSeconds float64) {
+	d := &t.d
+	d.Lost = d.Expected - min(d.Delivered, d.Expected)
+	d.LossPct = pct(d.Lost, d.Expected)
+	if publishSeconds > 0 {
+		d.PerSecond = float64(d.Delivered) / publishSeconds
+	}
+}
+
+// account ends the phase on every listener and fills in the listeners,
+// the deliveries and the latency, in total and per replica.
+func (p *phaseReport) account(ls []*listener, ph *phase, targets []target, stats []pubStats) {
 	acc := ph.accepted.words()
-	accepted := ph.accepted.count()
-	d := &p.Deliveries
-	var latSum, latMax int64
+	owed := newSuffixCounter(acc)
+	var total tally
+	per := make([]tally, len(targets))
 	for _, l := range ls {
-		a, throughout := l.endPhase()
-		latSum += a.latSum
-		latMax = max(latMax, a.latMax)
-		if a.connected {
-			p.Listeners.AtStart++
-			if !throughout {
-				p.Listeners.Lost++
-			}
+		a := l.endPhase()
+		if a == nil {
+			continue // joined after the phase's accounting began
 		}
-		if !throughout {
-			continue
-		}
-		p.Listeners.Throughout++
-		in, out := a.seen.countIn(acc)
-		d.Delivered += in
-		d.Unexpected += out
-		d.Duplicates += a.dups
-		d.Stale += a.stale
-		d.Foreign += a.foreign
+		total.add(l, a, acc, owed)
+		per[l.replica].add(l, a, acc, owed)
 	}
-	d.Expected = accepted * uint64(p.Listeners.Throughout)
-	d.Lost = d.Expected - d.Delivered
-	if d.Expected > 0 {
-		d.LossPct = 100 * float64(d.Lost) / float64(d.Expected)
+	total.finish(p.PublishSeconds)
+	p.Listeners, p.Deliveries = total.listeners, total.d
+	p.Latency = summarize(ph.hists, total.latMax, total.latSum)
+	if ph.leaving != nil {
+		s := ph.leaving.summary(total.goneLatMax, total.goneLatSum)
+		p.DepartedLatency = &s
 	}
-	if p.PublishSeconds > 0 {
-		d.PerSecond = float64(d.Delivered) / p.PublishSeconds
+	if len(targets) < 2 {
+		return
 	}
-	p.Latency = ph.hist.summary(latMax, latSum)
+	for i, tg := range targets {
+		per[i].finish(p.PublishSeconds)
+		p.Replicas = append(p.Replicas, replicaReport{
+			URL: tg.base, Posts: mergePosts(stats, i, len(targets)),
+			Listeners: per[i].listeners, Deliveries: per[i].d,
+			Latency: ph.hists[i].summary(per[i].latMax, per[i].latSum),
+		})
+	}
 }
 
 func newPhaseServer(before, after procSample, peakKB int64, wall time.Duration, accepted, delivered uint64) *phaseServer {
@@ -199,23 +354,68 @@ func (r *report) writeJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// writeText prints the human-readable summary.
-func (r *report) writeText(w io.Writer) {
-	fmt.Fprintf(w, "target    %s  (POST %s, GET %s)\n", r.URL, r.IngestPath, r.StreamPath)
-	fmt.Fprintf(w, "load      %d listeners, %d stalled, %d publishers, fixture %s (%d bytes/event)\n",
-		r.Listeners, r.Stall, r.Publishers, r.Fixture, r.EventBytes)
-	fmt.Fprintf(w, "connect   %d listeners in %.1f s", r.Connect.Connected, r.Connect.Seconds)
-	if r.Connect.Failed > 0 {
-		fmt.Fprintf(w, ", %d FAILED (%s)", r.Connect.Failed, formatCounts(r.Connect.FailedBy))
+// writeSettings prints what the run is about to do, before it starts.
+func writeSettings(w io.Writer, cfg config) {
+	for i, u := range cfg.URLs {
+		label := "target"
+		if len(cfg.URLs) > 1 {
+			label = fmt.Sprintf("replica %d", i+1)
+		}
+		fmt.Fprintf(w, "%-9s %s  (POST %s, GET %s)\n", label, u, cfg.IngestPath, cfg.StreamPath)
 	}
-	fmt.Fprintln(w)
+	rate := "as fast as possible"
+	if cfg.Rate > 0 {
+		rate = fmt.Sprintf("%g events/s", cfg.Rate)
+	}
+	if cfg.FindMax {
+		rate = fmt.Sprintf("-find-max from %g/s x%g per %s step", cfg.StartRate, cfg.Factor, cfg.Step)
+	}
+	limit := ""
+	if cfg.Events > 0 {
+		limit = fmt.Sprintf(" or %d events", cfg.Events)
+	}
+	fmt.Fprintf(w, "load      %d listeners, %d stalled, %d publishers at %s for %s%s, fixture %s\n",
+		cfg.Listeners, cfg.Stall, cfg.Publishers, rate, cfg.Duration, limit, cfg.Fixture)
+	switch cfg.Scenario {
+	case scenarioStorm:
+		how := "all at once"
+		if cfg.Ramp > 0 {
+			how = "over " + cfg.Ramp.String()
+		}
+		fmt.Fprintf(w, "scenario  storm: the %d listeners connect %s, %s into publishing\n", cfg.Listeners, how, cfg.Warmup)
+	case scenarioDisconnect:
+		fmt.Fprintf(w, "scenario  disconnect: %d of the %d listeners close at once %s into publishing; survivors' latency per %s\n",
+			cfg.Listeners-cfg.Survivors, cfg.Listeners, cfg.Warmup, cfg.Window)
+	}
+	fmt.Fprintf(w, "check     fails when loss, failed POSTs or failed listeners exceed %g%% (-max-loss)\n", cfg.MaxLoss)
+}
+
+// writeText prints the human-readable summary; the settings were printed
+// before the run.
+func (r *report) writeText(w io.Writer) {
+	if r.Storm == nil || r.Stall > 0 {
+		fmt.Fprintf(w, "connect   %d listeners in %.1f s", r.Connect.Connected, r.Connect.Seconds)
+		if r.Connect.Failed > 0 {
+			fmt.Fprintf(w, ", %d FAILED (%s)", r.Connect.Failed, formatCounts(r.Connect.FailedBy))
+		}
+		fmt.Fprintln(w)
+	}
 	if s := r.Server; s != nil {
-		fmt.Fprintf(w, "server    pid %d: RSS %s before listeners, %s with them = %s per listener; %s at the end\n",
-			s.PID, kb(s.RSSBeforeKB), kb(s.RSSConnectedKB), bytesStr(s.RSSPerListenerBytes), kb(s.RSSAfterKB))
+		fmt.Fprintf(w, "server    pid %s: RSS %s before listeners, %s with them = %s per listener; %s at the end\n",
+			joinInts(s.PIDs), kb(s.RSSBeforeKB), kb(s.RSSConnectedKB), bytesStr(s.RSSPerListenerBytes), kb(s.RSSAfterKB))
+	}
+	if r.Skipped != "" {
+		fmt.Fprintf(w, "skipped   %s\n", r.Skipped)
 	}
 	if r.Result != nil {
 		fmt.Fprintln(w)
 		r.Result.writeText(w)
+	}
+	if r.Storm != nil {
+		r.Storm.writeText(w)
+	}
+	if r.Disconnect != nil {
+		r.Disconnect.writeText(w)
 	}
 	if f := r.FindMax; f != nil {
 		fmt.Fprintf(w, "\nfind-max  from %.0f/s, x%.2f per %.0f s step, then between the best pass and the first failure\n", f.StartRate, f.Factor, f.StepSeconds)
@@ -244,6 +444,13 @@ func (r *report) writeText(w io.Writer) {
 	if r.Interrupted {
 		fmt.Fprintln(w, "INTERRUPTED: figures cover the run up to the interrupt")
 	}
+	c := r.Check
+	verdict := "PASS"
+	if !c.Pass {
+		verdict = "FAIL: " + strings.Join(c.Failures, "; ")
+	}
+	fmt.Fprintf(w, "\ncheck     loss %.3f%%, failed POSTs %.3f%%, failed listeners %d of %d (%.3f%%), limit %g%%: %s\n",
+		c.LossPct, c.FailedPostsPct, c.FailedListeners, c.AttemptListeners, c.FailedListenPct, c.MaxLossPct, verdict)
 }
 
 func (p *phaseReport) writeText(w io.Writer) {
@@ -252,29 +459,51 @@ func (p *phaseReport) writeText(w io.Writer) {
 		target = fmt.Sprintf("%.0f/s", p.TargetRate)
 	}
 	fmt.Fprintf(w, "publish   target %s, achieved %.0f/s over %.1f s\n", target, p.AchievedRate, p.PublishSeconds)
-	fmt.Fprintf(w, "POSTs     %d sent, %d accepted, %d rejected [%s], %d transport errors",
-		p.Posts.Sent, p.Posts.Accepted, p.Posts.Rejected, formatCounts(p.Posts.ByStatus), p.Posts.TransportErrors)
-	if p.Posts.TransportErrors > 0 {
-		fmt.Fprintf(w, " [%s]", formatCounts(p.Posts.ErrorsByKind))
-	}
-	if p.Posts.Canceled > 0 {
-		fmt.Fprintf(w, ", %d canceled", p.Posts.Canceled)
-	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "POSTs     %s\n", p.Posts.text())
 	d := p.Deliveries
-	fmt.Fprintf(w, "delivered %d of %d expected (%d listeners throughout, %d lost during the run): loss %.3f%%, %d duplicates",
-		d.Delivered, d.Expected, p.Listeners.Throughout, p.Listeners.Lost, d.LossPct, d.Duplicates)
-	if d.Unexpected+d.Stale+d.Foreign > 0 {
-		fmt.Fprintf(w, ", %d of failed POSTs, %d stale, %d foreign", d.Unexpected, d.Stale, d.Foreign)
-	}
+	fmt.Fprintf(w, "delivered %s", d.text(p.Listeners))
 	fmt.Fprintf(w, "; %.0f deliveries/s\n", d.PerSecond)
-	l := p.Latency
-	fmt.Fprintf(w, "latency   p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms  mean %.2f ms  (%d samples)\n",
-		l.P50MS, l.P90MS, l.P99MS, l.MaxMS, l.MeanMS, l.Count)
+	fmt.Fprintf(w, "latency   %s\n", p.Latency.text())
+	if l := p.DepartedLatency; l != nil {
+		fmt.Fprintf(w, "departed  %s, before they left\n", l.text())
+	}
+	for i, rp := range p.Replicas {
+		fmt.Fprintf(w, "replica %d %s: POSTs %d accepted of %d; delivered %s; p99 %.2f ms\n",
+			i+1, rp.URL, rp.Posts.Accepted, rp.Posts.Sent, rp.Deliveries.text(rp.Listeners), rp.Latency.P99MS)
+	}
 	if s := p.Server; s != nil {
 		fmt.Fprintf(w, "server    CPU %.2f s (%.2f cores) = %.1f µs per accepted event, %.3f µs per delivery; RSS %s, peak %s, end %s\n",
 			s.CPUSeconds, s.Cores, s.CPUUSPerEvent, s.CPUUSPerDelivery, kb(s.RSSStartKB), kb(s.RSSPeakKB), kb(s.RSSEndKB))
 	}
+}
+
+func (p postReport) text() string {
+	s := fmt.Sprintf("%d sent, %d accepted, %d rejected [%s], %d transport errors",
+		p.Sent, p.Accepted, p.Rejected, formatCounts(p.ByStatus), p.TransportErrors)
+	if p.TransportErrors > 0 {
+		s += " [" + formatCounts(p.ErrorsByKind) + "]"
+	}
+	if p.Canceled > 0 {
+		s += fmt.Sprintf(", %d canceled", p.Canceled)
+	}
+	return s
+}
+
+func (d deliveries) text(l phaseListeners) string {
+	s := fmt.Sprintf("%d of %d expected (%d listeners owed, %d lost", d.Delivered, d.Expected, l.Owed, l.Lost)
+	if l.Departed > 0 {
+		s += fmt.Sprintf(", %d departed", l.Departed)
+	}
+	s += fmt.Sprintf("): loss %.3f%%, %d duplicates", d.LossPct, d.Duplicates)
+	if d.Unexpected+d.Stale+d.Foreign > 0 {
+		s += fmt.Sprintf(", %d of failed POSTs, %d stale, %d foreign", d.Unexpected, d.Stale, d.Foreign)
+	}
+	return s
+}
+
+func (l latencySummary) text() string {
+	return fmt.Sprintf("p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms  mean %.2f ms  (%d samples)",
+		l.P50MS, l.P90MS, l.P99MS, l.MaxMS, l.MeanMS, l.Count)
 }
 
 func formatCounts[V int | uint64](m map[string]V) string {
@@ -284,6 +513,14 @@ func formatCounts[V int | uint64](m map[string]V) string {
 		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
 	}
 	return strings.Join(parts, ", ")
+}
+
+func joinInts(ns []int) string {
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, "+")
 }
 
 func kb(n int64) string { return bytesStr(n * 1024) }

@@ -23,9 +23,14 @@ func (s *seqSet) add(i uint64) bool {
 	return true
 }
 
-// countIn returns how many bits of s are set in acc and how many are not.
-func (s *seqSet) countIn(acc []uint64) (in, out uint64) {
-	for w, v := range s.words {
+// countIn returns how many bits of s from bit from on are set in acc and
+// how many are not.
+func (s *seqSet) countIn(acc []uint64, from uint64) (in, out uint64) {
+	for w := int(from / 64); w < len(s.words); w++ {
+		v := s.words[w]
+		if w == int(from/64) {
+			v &^= lowBits(from)
+		}
 		var a uint64
 		if w < len(acc) {
 			a = acc[w]
@@ -34,6 +39,34 @@ func (s *seqSet) countIn(acc []uint64) (in, out uint64) {
 		out += uint64(bits.OnesCount64(v &^ a))
 	}
 	return in, out
+}
+
+// lowBits is the mask of the bits below i within its word.
+func lowBits(i uint64) uint64 { return 1<<(i%64) - 1 }
+
+// suffixCounter counts the bits of a set from any position on, in constant
+// time after one pass.
+type suffixCounter struct {
+	words  []uint64
+	before []uint64 // before[w]: bits set in words[:w]
+}
+
+func newSuffixCounter(words []uint64) suffixCounter {
+	before := make([]uint64, len(words)+1)
+	for w, v := range words {
+		before[w+1] = before[w] + uint64(bits.OnesCount64(v))
+	}
+	return suffixCounter{words: words, before: before}
+}
+
+// from returns how many bits are set from bit i on.
+func (c suffixCounter) from(i uint64) uint64 {
+	w := int(i / 64)
+	if w >= len(c.words) {
+		return 0
+	}
+	total := c.before[len(c.words)]
+	return total - c.before[w] - uint64(bits.OnesCount64(c.words[w]&lowBits(i)))
 }
 
 // syncSeqSet is a seqSet shared by the publishers: the accepted events.
