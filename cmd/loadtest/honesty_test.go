@@ -172,7 +172,14 @@ func TestRefusedConnectionsFail(t *testing.T) {
 func TestRejectedListenerFails(t *testing.T) {
 	ts := startDispatcher(t, broadcast.Options{MaxListeners: 2})
 	for maxLoss, pass := range map[string]bool{"0": false, "40": true} {
+		ssetest.Eventually(t, time.Minute, "the previous run's listeners gone", func() (bool, string) {
+			h, _ := ts.Health(t)
+			return h.Listeners == 0, fmt.Sprint(h.Listeners)
+		})
 		rep, _ := runJSON(t, guard(t), "-url", ts.URL, "-listeners", "3", "-publishers", "1", "-events", "50", "-max-loss", maxLoss)
+		if rep.Result == nil {
+			t.Fatalf("-max-loss %s: nothing published: %+v", maxLoss, rep)
+		}
 		if rep.Connect.FailedBy["HTTP 503"] != 1 || rep.Result.Deliveries.Lost != 0 || rep.Result.Deliveries.Delivered != 100 {
 			t.Errorf("-max-loss %s: connect %+v, deliveries %+v: want one 503 and no loss for the other two",
 				maxLoss, rep.Connect, rep.Result.Deliveries)

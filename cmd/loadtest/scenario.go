@@ -82,7 +82,8 @@ type healthReport struct {
 
 // storm connects the listeners during ph: all at once -warmup into it, or
 // spread over -ramp. Each becomes owed the events taken after its first
-// line arrived.
+// line arrived. It returns at the end of publishing, or when the last
+// connection attempt ended if that is later.
 func (t *tester) storm(ctx context.Context, ph *phase, rep *stormReport) {
 	n := t.cfg.Listeners
 	rep.Listeners, rep.AtSeconds, rep.RampSeconds = n, t.cfg.Warmup.Seconds(), t.cfg.Ramp.Seconds()
@@ -126,6 +127,7 @@ func (t *tester) storm(ctx context.Context, ph *phase, rep *stormReport) {
 		})
 	}
 	wg.Wait()
+	sleepUntil(ctx, ph.deadline) // health is polled until the end of publishing
 	rep.TTFB = ttfb.summary()
 	rep.Connected = int(rep.TTFB.Count)
 	rep.FailedBy = failedBy
