@@ -367,6 +367,9 @@ func (t *tester) watch(ph *phase, done <-chan struct{}, peak int64) int64 {
 			var got, want uint64
 			lost := 0
 			for _, l := range ls {
+				if l.departed.Load() {
+					continue
+				}
 				g, from := l.progress()
 				got += g
 				want += acc - min(from, acc)
