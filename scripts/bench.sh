@@ -1,41 +1,66 @@
 #!/usr/bin/env bash
-# Runs the four load scenarios of BENCHMARKS.md against the dispatcher and
-# against the reference hub, one fresh server per run, load tool and server
-# on this machine, and prints each figure side by side with the ratio
-# dispatcher / reference.
+# Runs the load scenarios of BENCHMARKS.md against the dispatcher and, when
+# its source is present, against the reference hub, one fresh server per
+# run, load tool and server on this machine, and prints each figure side by
+# side with the ratio dispatcher / reference.
 #
-# Needs: go, curl, jq, and the reference hub's source (a directory with its
-# main package): REFERENCE_HUB_DIR, default ../shared/bench/reference-hub
-# next to this repository.
+# Needs: go, curl, jq. The reference hub (a directory with its main
+# package: REFERENCE_HUB_DIR, default ../shared/bench/reference-hub next to
+# this repository) is optional: without it only the dispatcher is measured.
 #
 # Environment:
-#   SCENARIOS    which to run, default "ingest fanout idle slow"
-#   SERVERS      default "dispatcher reference"
+#   SCENARIOS    which to run, default "ingest fanout idle slow storm disconnect"
+#   SERVERS      default "dispatcher reference" ("dispatcher" without the reference)
 #   OUT          where binaries, logs and JSON reports go (default: a new temp dir)
 #   PORT_BASE    dispatcher on PORT_BASE, reference on PORT_BASE+1 (default 39690)
 #   FANOUT_LISTENERS, IDLE_LISTENERS  default 1000 and 10000
+#   STORM_LISTENERS   listeners connecting at once in the storm (default 10000)
+#   DISCONNECT_LISTENERS, SURVIVORS  listeners before the mass disconnect and
+#                those that stay (default 10010 and 10)
+#   STORM_RATE   events/s published during the storm and the disconnect (default 200)
+#   RSS_AFTER    disconnect: server RSS samples after it, in increasing order
+#                (default 10s,60s)
 #   PROFILE=1    afterwards, profile both servers under fan-out at PROFILE_RATE
 #                events/s (default 300) to FANOUT_LISTENERS: a pprof CPU profile
 #                of the dispatcher (a wrapper binary built in OUT adds
 #                net/http/pprof; the product is unchanged) and, when perf is
 #                installed, perf profiles of both
+#
+# A load run that fails its check (loss, failed POSTs or listeners) still
+# goes into the table: the "check" rows say which passed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 REFERENCE_HUB_DIR=${REFERENCE_HUB_DIR:-$ROOT/../shared/bench/reference-hub}
-SCENARIOS=${SCENARIOS:-ingest fanout idle slow}
-SERVERS=${SERVERS:-dispatcher reference}
+SCENARIOS=${SCENARIOS:-ingest fanout idle slow storm disconnect}
+if [ -z "${SERVERS:-}" ]; then
+	SERVERS="dispatcher reference"
+	if [ ! -d "$REFERENCE_HUB_DIR" ]; then
+		echo "bench.sh: no reference hub at $REFERENCE_HUB_DIR: measuring the dispatcher alone" >&2
+		SERVERS=dispatcher
+	fi
+fi
 OUT=${OUT:-$(mktemp -d -t dispatcher-bench.XXXXXX)}
 PORT_BASE=${PORT_BASE:-39690}
 FANOUT_LISTENERS=${FANOUT_LISTENERS:-1000}
 IDLE_LISTENERS=${IDLE_LISTENERS:-10000}
+STORM_LISTENERS=${STORM_LISTENERS:-10000}
+DISCONNECT_LISTENERS=${DISCONNECT_LISTENERS:-10010}
+SURVIVORS=${SURVIVORS:-10}
+STORM_RATE=${STORM_RATE:-200}
+RSS_AFTER=${RSS_AFTER:-10s,60s}
+
+has() { case " $SCENARIOS " in *" $1 "*) return 0 ;; esac; return 1; }
+most=$IDLE_LISTENERS
+has storm && [ "$STORM_LISTENERS" -gt "$most" ] && most=$STORM_LISTENERS
+has disconnect && [ "$DISCONNECT_LISTENERS" -gt "$most" ] && most=$DISCONNECT_LISTENERS
 
 # 10,000 listeners need 10,000 descriptors in the load tool and as many in
-# the server (Go raises its soft limit to the hard one by itself, but the
-# hard one must allow it).
+# the server (Go raises its own soft limit to the hard one, but the hard
+# one must allow it).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-if [ "$(ulimit -n)" -lt $((IDLE_LISTENERS + 200)) ]; then
-	echo "bench.sh: ulimit -n is $(ulimit -n), too low for $IDLE_LISTENERS listeners" >&2
+if [ "$(ulimit -n)" -lt $((most + 200)) ]; then
+	echo "bench.sh: ulimit -n is $(ulimit -n), too low for $most listeners" >&2
 	exit 1
 fi
 for tool in go curl jq; do
@@ -46,19 +71,26 @@ mkdir -p "$OUT"
 echo "building into $OUT" >&2
 (cd "$ROOT" && go build -o "$OUT/event_dispatcher" ./cmd/event_dispatcher)
 (cd "$ROOT" && go build -o "$OUT/loadtest" ./cmd/loadtest)
-(cd "$REFERENCE_HUB_DIR" && go build -o "$OUT/reference-hub" .)
+case " $SERVERS " in
+*" reference "*) (cd "$REFERENCE_HUB_DIR" && go build -o "$OUT/reference-hub" .) ;;
+esac
 
 SERVER_PID=
 PORT=
 
-# start_server NAME: a fresh server, its pid in SERVER_PID, its port in PORT.
-# The dispatcher runs with its defaults but LOG_LEVEL=warn: the reference
-# logs nothing per connection either.
+# start_server NAME [MAX_LISTENERS]: a fresh server, its pid in SERVER_PID,
+# its port in PORT. The dispatcher runs with its defaults but LOG_LEVEL=warn
+# (the reference logs nothing per connection either) and, when more
+# listeners than its default MAX_SUBSCRIBERS are coming, a limit above them.
 start_server() {
 	case $1 in
 	dispatcher)
 		PORT=$PORT_BASE
-		PORT=$PORT LOG_LEVEL=warn "$OUT/event_dispatcher" >"$OUT/$1.log" 2>&1 &
+		local limit=()
+		if [ "${2:-0}" -gt 10000 ]; then
+			limit=("MAX_SUBSCRIBERS=$(($2 + 100))")
+		fi
+		env PORT="$PORT" LOG_LEVEL=warn "${limit[@]}" "$OUT/event_dispatcher" >"$OUT/$1.log" 2>&1 &
 		;;
 	reference)
 		PORT=$((PORT_BASE + 1))
@@ -87,16 +119,40 @@ scenario_args() {
 	fanout) echo "-listeners $FANOUT_LISTENERS -publishers 32 -find-max -start-rate 100 -factor 1.5 -step 5s -refine 2" ;;
 	idle) echo "-listeners $IDLE_LISTENERS -publishers 1 -events 1 -connect-timeout 60s" ;;
 	slow) echo "-listeners 10 -stall 1 -publishers 4 -rate 500 -duration 20s" ;;
+	storm) echo "-scenario storm -listeners $STORM_LISTENERS -publishers 32 -rate $STORM_RATE -duration 30s -warmup 2s -settle 30s -connect-timeout 60s" ;;
+	disconnect) echo "-scenario disconnect -listeners $DISCONNECT_LISTENERS -survivors $SURVIVORS -publishers 32 -rate $STORM_RATE -duration 12s -warmup 2s -settle 30s -connect-timeout 60s -rss-after $RSS_AFTER" ;;
+	esac
+}
+
+# The listeners a scenario opens, for the server's limit.
+scenario_listeners() {
+	case $1 in
+	storm) echo "$STORM_LISTENERS" ;;
+	disconnect) echo "$DISCONNECT_LISTENERS" ;;
+	idle) echo "$IDLE_LISTENERS" ;;
+	*) echo 0 ;;
+	esac
+}
+
+# The reference serves only the original paths and has no /health.
+server_args() {
+	case $1 in
+	reference) echo "-ingest-path /metrics -stream-path /event-dispatcher -health-path=" ;;
 	esac
 }
 
 for scenario in $SCENARIOS; do
 	for server in $SERVERS; do
-		start_server "$server"
+		start_server "$server" "$(scenario_listeners "$scenario")"
 		echo "$scenario: $server (pid $SERVER_PID)" >&2
+		status=0
 		# shellcheck disable=SC2046
 		"$OUT/loadtest" -url "http://127.0.0.1:$PORT" -server-pid "$SERVER_PID" -json \
-			$(scenario_args "$scenario") >"$OUT/$scenario-$server.json"
+			$(server_args "$server") $(scenario_args "$scenario") >"$OUT/$scenario-$server.json" || status=$?
+		if [ "$status" -gt 1 ] || ! jq -e . "$OUT/$scenario-$server.json" >/dev/null 2>&1; then
+			echo "bench.sh: the load tool could not run $scenario against $server (exit $status)" >&2
+			exit 1
+		fi
 		stop_server
 	done
 done
@@ -105,7 +161,7 @@ done
 figure() {
 	local f="$OUT/$1-$2.json"
 	[ -s "$f" ] || { echo "-"; return; }
-	jq -r "($3) // \"-\"" "$f"
+	jq -r "($3) // \"-\"" "$f" 2>/dev/null || echo "-"
 }
 
 row() { # row LABEL SCENARIO JQ [better]
@@ -113,7 +169,8 @@ row() { # row LABEL SCENARIO JQ [better]
 	d=$(figure "$2" dispatcher "$3")
 	r=$(figure "$2" reference "$3")
 	ratio=$(jq -nr --arg d "$d" --arg r "$r" \
-		'if ($d|test("^[0-9.eE+-]+$")) and ($r|test("^[0-9.eE+-]+$")) and ($r|tonumber) != 0
+		'def num: test("^-?[0-9]+(\\.[0-9]+)?([eE][+-]?[0-9]+)?$");
+		 if ($d|num) and ($r|num) and ($r|tonumber) != 0
 		 then (($d|tonumber)/($r|tonumber)*100|round/100|tostring) + "x" else "-" end')
 	printf '%-52s %14s %14s %8s  %s\n' "$1" "$d" "$r" "$ratio" "${4:-}"
 }
@@ -121,7 +178,6 @@ row() { # row LABEL SCENARIO JQ [better]
 echo
 echo "date $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(go version | cut -d' ' -f3), reports in $OUT"
 printf '%-52s %14s %14s %8s  %s\n' "figure" "dispatcher" "reference" "ratio" ""
-has() { case " $SCENARIOS " in *" $1 "*) return 0 ;; esac; return 1; }
 if has ingest; then
 	row "(a) ingest: server CPU µs per accepted POST" ingest '.result.server.cpu_us_per_event*10|round/10' "lower is better"
 	row "(a) ingest: accepted POSTs/s" ingest '.result.achieved_rate|round'
@@ -144,6 +200,37 @@ if has slow; then
 	row "(d) slow: server RSS KB start" slow '.result.server.rss_start_kb'
 	row "(d) slow: server RSS KB peak" slow '.result.server.rss_peak_kb'
 	row "(d) slow: server RSS KB end" slow '.result.server.rss_end_kb'
+fi
+if has storm; then
+	row "(e) storm $STORM_LISTENERS at $STORM_RATE/s: p50 ms to first byte" storm '.storm.time_to_first_byte.p50_ms*10|round/10' "lower is better"
+	row "(e) storm: p99 ms to first byte" storm '.storm.time_to_first_byte.p99_ms*10|round/10' "lower is better"
+	row "(e) storm: max ms to first byte" storm '.storm.time_to_first_byte.max_ms*10|round/10'
+	row "(e) storm: listeners that failed to connect" storm '.storm.failed' "must be 0"
+	row "(e) storm: accepted POSTs/s" storm '.result.achieved_rate|round' "higher is better"
+	row "(e) storm: rejected + failed POSTs" storm '.result.posts.rejected + .result.posts.transport_errors'
+	row "(e) storm: p99 ms delivery latency" storm '.result.latency.p99_ms*10|round/10' "lower is better"
+	row "(e) storm: loss % (owed after the first byte)" storm '.result.deliveries.loss_pct*1000|round/1000' "must be 0"
+	row "(e) storm: /health polls not answered 200" storm '(.storm.health // null) | if . then .polls - (.by_status["200"] // 0) else null end'
+	row "(e) storm: check passed" storm '.check.pass'
+fi
+if has disconnect; then
+	# Windows by publish time: [1] is the first second after the disconnect.
+	row "(f) disconnect $DISCONNECT_LISTENERS->$SURVIVORS: survivors p99 ms, +0-1 s" disconnect '.disconnect.windows[1].latency.p99_ms*10|round/10' "lower is better"
+	row "(f) disconnect: survivors p99 ms, +1-2 s" disconnect '.disconnect.windows[2].latency.p99_ms*10|round/10' "lower is better"
+	row "(f) disconnect: survivors p99 ms, +2-3 s" disconnect '.disconnect.windows[3].latency.p99_ms*10|round/10' "lower is better"
+	row "(f) disconnect: survivors worst p99 ms after +2 s" disconnect '[.disconnect.windows[3:][].latency.p99_ms]|max*10|round/10' "lower is better"
+	row "(f) disconnect: s until /health listeners = survivors" disconnect \
+		'.disconnect | if .health == null then "-" elif .released_after_s == null then "never" else .released_after_s*100|round/100 end' "lower is better"
+	row "(f) disconnect: survivors' loss %" disconnect '.result.deliveries.loss_pct*1000|round/1000' "must be 0"
+	row "(f) disconnect: rejected + failed POSTs" disconnect '.result.posts.rejected + .result.posts.transport_errors'
+	row "(f) disconnect: server RSS KB before listeners" disconnect '.server.rss_before_listeners_kb'
+	row "(f) disconnect: server RSS KB with them" disconnect '.server.rss_listeners_connected_kb'
+	i=0
+	for after in ${RSS_AFTER//,/ }; do
+		row "(f) disconnect: server RSS KB $after after it" disconnect "(.disconnect.rss // [])[$i].rss_kb"
+		i=$((i + 1))
+	done
+	row "(f) disconnect: check passed" disconnect '.check.pass'
 fi
 
 [ "${PROFILE:-0}" = 1 ] || exit 0
