@@ -126,7 +126,7 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	var urls urlList
 	var pids intList
 	var rssAfter durationList
-	fs.Var(&urls, "url", "base URL of the dispatcher, e.g. http://127.0.0.1:3569 (required); several replicas: a comma-separated list or the flag repeated, listeners and publishers are spread round-robin and every listener must receive every event accepted by any of them")
+	fs.Var(&urls, "url", "the dispatcher's base `URLs`, e.g. http://127.0.0.1:3569 (required); several replicas: a comma-separated list or the flag repeated, listeners and publishers are spread round-robin and every listener must receive every event accepted by any of them")
 	fs.StringVar(&cfg.IngestPath, "ingest-path", "/api/events", "path events are POSTed to (/api/events, or its alias /metrics)")
 	fs.StringVar(&cfg.StreamPath, "stream-path", "/events", "SSE stream path (/events, or its alias /event-dispatcher)")
 	fs.StringVar(&cfg.HealthPath, "health-path", "/health", "storm, disconnect: JSON health path polled for its \"listeners\" and status code (\"\" = none)")
@@ -144,13 +144,13 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	fs.DurationVar(&cfg.Ramp, "ramp", 0, "storm: spread the listeners' connection starts evenly over this long (0 = all at once)")
 	fs.IntVar(&cfg.Survivors, "survivors", 10, "disconnect: listeners that stay connected")
 	fs.DurationVar(&cfg.Window, "window", time.Second, "disconnect: width of the windows the survivors' latency is reported in, by publish time")
-	fs.Var(&rssAfter, "rss-after", "disconnect, with -server-pid: also sample the server's RSS this long after the disconnect, e.g. 10s,60s (the run waits for the last one)")
+	fs.Var(&rssAfter, "rss-after", "disconnect, with -server-pid: also sample the server's RSS these `durations` after the disconnect, e.g. 10s,60s (the run waits for the last one)")
 	fs.StringVar(&cfg.Fixture, "fixture", "start", "embedded payload: "+strings.Join(fixtureNames(), ", "))
 	fs.BoolVar(&cfg.Raw, "raw", false, "send the fixture as stored (pretty-printed) instead of compact")
 	fs.DurationVar(&cfg.Settle, "settle", 3*time.Second, "after the last POST, wait at most this long for deliveries")
 	fs.DurationVar(&cfg.PostTimeout, "post-timeout", 10*time.Second, "a POST without an answer within this long is a transport error")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "time for one listener to connect and receive its first line")
-	fs.Var(&pids, "server-pid", "pid of the server on this host (comma-separated for several processes, summed): report its CPU per event and RSS per listener from /proc")
+	fs.Var(&pids, "server-pid", "`pids` of the server on this host (comma-separated for several processes, summed): report its CPU per event and RSS per listener from /proc")
 	fs.Float64Var(&cfg.MaxLoss, "max-loss", 0, "exit status 1 when lost deliveries, failed POSTs (non-2xx or transport error) or failed listeners (refused, not 200, dropped) exceed this percentage of theirs")
 	fs.DurationVar(&cfg.Progress, "progress", 5*time.Second, "when the output is not a terminal, print a progress line this often (0 = never); on a terminal it is rewritten every second")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file")
@@ -167,9 +167,12 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 			"loss, duplicates, end-to-end latency and, with -server-pid, server CPU and memory.\n"+
 			"Exit status: 0 when the run passed its check (see -max-loss), 1 when it failed\n"+
 			"or could not run, 2 for bad flags.\n\n"+
-			"Scenarios at 10,000 listeners (ulimit -n 20000 or more):\n"+
-			"  loadtest -url URL -scenario storm -listeners 10000 -rate 200 -duration 30s\n"+
-			"  loadtest -url URL -scenario disconnect -listeners 10010 -survivors 10 -rate 200 -duration 12s -server-pid PID -rss-after 10s,60s\n\n")
+			"Scenarios at 10,000 listeners (ulimit -n 10100 or more here; the dispatcher\n"+
+			"needs MAX_SUBSCRIBERS above the listeners):\n"+
+			"  loadtest -url URL -scenario storm -listeners 10000 -publishers 32 -rate 200 -duration 30s \\\n"+
+			"      -warmup 2s -settle 30s -connect-timeout 60s -server-pid PID\n"+
+			"  loadtest -url URL -scenario disconnect -listeners 10010 -survivors 10 -publishers 32 -rate 200 \\\n"+
+			"      -duration 12s -warmup 2s -settle 30s -server-pid PID -rss-after 10s,60s\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
