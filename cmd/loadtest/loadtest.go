@@ -220,6 +220,29 @@ func (t *tester) connect(ctx context.Context, n int) connectReport {
 	var mu sync.Mutex
 	sem := make(chan struct{}, connectParallel)
 	var wg sync.WaitGroup
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() { // ten thousand listeners may take a while
+		defer close(stopped)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if t.progress.due() {
+				mu.Lock()
+				failed := 0
+				for _, c := range rep.FailedBy {
+					failed += c
+				}
+				mu.Unlock()
+				t.progress.printf("%5.0fs  connecting: %d of %d listeners, %d failed",
+					time.Since(start).Seconds(), len(t.listenerList()), n, failed)
+			}
+		}
+	}()
 	for i := range n + t.cfg.Stall {
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -247,6 +270,9 @@ func (t *tester) connect(ctx context.Context, n int) connectReport {
 		})
 	}
 	wg.Wait()
+	close(stop)
+	<-stopped
+	t.progress.clear()
 	rep.Connected = len(t.listenerList())
 	for _, n := range rep.FailedBy {
 		rep.Failed += n

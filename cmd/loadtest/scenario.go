@@ -241,7 +241,8 @@ func (t *tester) pollHealth(ctx context.Context, stop <-chan struct{}, seen func
 		return out
 	}
 	rep := &healthReport{Path: t.cfg.HealthPath, ByStatus: map[string]int{}, Errors: map[string]int{}}
-	client := &http.Client{Timeout: 2 * time.Second}
+	// No proxy, as for the publishers: the target is measured directly.
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableCompression: true}}
 	go func() {
 		defer func() { out <- rep }()
 		defer client.CloseIdleConnections()
