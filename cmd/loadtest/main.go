@@ -123,10 +123,8 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg config
-	var urls urlList
-	var pids intList
-	var rssAfter durationList
-	fs.Var(&urls, "url", "the dispatcher's base `URLs`, e.g. http://127.0.0.1:3569 (required); several replicas: a comma-separated list or the flag repeated, listeners and publishers are spread round-robin and every listener must receive every event accepted by any of them")
+	var urls []string
+	fs.Var(listFlag[string]{&urls, parseString}, "url", "the dispatcher's base `URLs`, e.g. http://127.0.0.1:3569 (required); several replicas: a comma-separated list or the flag repeated, listeners and publishers are spread round-robin and every listener must receive every event accepted by any of them")
 	fs.StringVar(&cfg.IngestPath, "ingest-path", "/api/events", "path events are POSTed to (/api/events, or its alias /metrics)")
 	fs.StringVar(&cfg.StreamPath, "stream-path", "/events", "SSE stream path (/events, or its alias /event-dispatcher)")
 	fs.StringVar(&cfg.HealthPath, "health-path", "/health", "storm, disconnect: JSON health path polled for its \"listeners\" and status code (\"\" = none)")
@@ -144,13 +142,13 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	fs.DurationVar(&cfg.Ramp, "ramp", 0, "storm: spread the listeners' connection starts evenly over this long (0 = all at once)")
 	fs.IntVar(&cfg.Survivors, "survivors", 10, "disconnect: listeners that stay connected")
 	fs.DurationVar(&cfg.Window, "window", time.Second, "disconnect: width of the windows the survivors' latency is reported in, by publish time")
-	fs.Var(&rssAfter, "rss-after", "disconnect, with -server-pid: also sample the server's RSS these `durations` after the disconnect, e.g. 10s,60s (the run waits for the last one)")
+	fs.Var(listFlag[time.Duration]{&cfg.RSSAfter, parseDuration}, "rss-after", "disconnect, with -server-pid: also sample the server's RSS these `durations` after the disconnect, e.g. 10s,60s (the run waits for the last one)")
 	fs.StringVar(&cfg.Fixture, "fixture", "start", "embedded payload: "+strings.Join(fixtureNames(), ", "))
 	fs.BoolVar(&cfg.Raw, "raw", false, "send the fixture as stored (pretty-printed) instead of compact")
 	fs.DurationVar(&cfg.Settle, "settle", 3*time.Second, "after the last POST, wait at most this long for deliveries")
 	fs.DurationVar(&cfg.PostTimeout, "post-timeout", 10*time.Second, "a POST without an answer within this long is a transport error")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "time for one listener to connect and receive its first line")
-	fs.Var(&pids, "server-pid", "`pids` of the server on this host (comma-separated for several processes, summed): report its CPU per event and RSS per listener from /proc")
+	fs.Var(listFlag[int]{&cfg.ServerPIDs, parsePID}, "server-pid", "`pids` of the server on this host (comma-separated for several processes, summed): report its CPU per event and RSS per listener from /proc")
 	fs.Float64Var(&cfg.MaxLoss, "max-loss", 0, "exit status 1 when lost deliveries, failed POSTs (non-2xx or transport error) or failed listeners (refused, not 200, dropped) exceed this percentage of theirs")
 	fs.DurationVar(&cfg.Progress, "progress", 5*time.Second, "when the output is not a terminal, print a progress line this often (0 = never); on a terminal it is rewritten every second")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file")
@@ -194,7 +192,6 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 		}
 		cfg.URLs = append(cfg.URLs, u)
 	}
-	cfg.ServerPIDs, cfg.RSSAfter = pids, rssAfter
 	switch {
 	case cfg.Listeners < 0 || cfg.Stall < 0 || cfg.StallRcvBuf < 0:
 		return cfg, false, usageError(fs, "-listeners, -stall and -stall-rcvbuf cannot be negative")
@@ -251,48 +248,47 @@ func usageError(fs *flag.FlagSet, format string, args ...any) error {
 	return errUsage
 }
 
-// urlList is a repeatable flag of comma-separated values.
-type urlList []string
+// listFlag is a repeatable flag of comma-separated values.
+type listFlag[T any] struct {
+	vals  *[]T
+	parse func(string) (T, error)
+}
 
-func (l *urlList) String() string { return strings.Join(*l, ",") }
+func (l listFlag[T]) String() string {
+	if l.vals == nil {
+		return ""
+	}
+	return strings.Trim(fmt.Sprint(*l.vals), "[]")
+}
 
-func (l *urlList) Set(s string) error {
+func (l listFlag[T]) Set(s string) error {
 	for v := range strings.SplitSeq(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			*l = append(*l, v)
+		if v = strings.TrimSpace(v); v == "" {
+			continue
 		}
+		x, err := l.parse(v)
+		if err != nil {
+			return err
+		}
+		*l.vals = append(*l.vals, x)
 	}
 	return nil
 }
 
-// intList is a repeatable flag of comma-separated integers.
-type intList []int
+func parseString(s string) (string, error) { return s, nil }
 
-func (l *intList) String() string { return fmt.Sprint([]int(*l)) }
-
-func (l *intList) Set(s string) error {
-	for v := range strings.SplitSeq(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil {
-			return fmt.Errorf("%q is not a number", v)
-		}
-		*l = append(*l, n)
+func parsePID(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a process id", s)
 	}
-	return nil
+	return n, nil
 }
 
-// durationList is a repeatable flag of comma-separated durations.
-type durationList []time.Duration
-
-func (l *durationList) String() string { return fmt.Sprint([]time.Duration(*l)) }
-
-func (l *durationList) Set(s string) error {
-	for v := range strings.SplitSeq(s, ",") {
-		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if err != nil {
-			return fmt.Errorf("%q is not a duration such as 10s", v)
-		}
-		*l = append(*l, d)
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration such as 10s", s)
 	}
-	return nil
+	return d, nil
 }
