@@ -50,10 +50,8 @@ type listenerAcct struct {
 	fromAcc     uint64 // events accepted when it became owed (progress line)
 	hist        *histogram
 	windows     *windows // survivors of a mass disconnect: latency by publish time
-	connected   bool     // connected when the phase began
 	seen        seqSet
 	unique      uint64 // owed events received
-	early       uint64 // events from before it was owed, received anyway
 	dups        uint64
 	stale       uint64 // from an earlier phase, arriving after it was counted
 	foreign     uint64 // events not sent by this run
@@ -236,7 +234,7 @@ func (l *listener) deliver(data []byte, now int64) {
 	case !a.seen.add(st.seq - a.base):
 		a.dups++
 	case st.seq-a.base < a.from:
-		a.early++
+		// Sent while its stream was starting: welcome, not owed, not timed.
 	default:
 		a.unique++
 		lat := max(now-st.sentNS, 0)
@@ -262,7 +260,7 @@ func (l *listener) startPhase(ph *phase, from uint64) {
 	}
 	l.acct = &listenerAcct{
 		base: ph.base, limit: ph.limit, from: from, fromAcc: ph.accepted.count(),
-		hist: ph.hists[l.replica].shard(l.id), connected: !l.lost.Load(), seen: seen,
+		hist: ph.hists[l.replica].shard(l.id), seen: seen,
 	}
 	switch {
 	case ph.windows != nil && l.id < ph.survivors:
