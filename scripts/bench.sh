@@ -12,7 +12,9 @@
 #   SCENARIOS    which to run, default "ingest fanout idle slow storm disconnect"
 #   SERVERS      default "dispatcher reference" ("dispatcher" without the reference)
 #   OUT          where binaries, logs and JSON reports go (default: a new temp dir)
-#   PORT_BASE    dispatcher on PORT_BASE, reference on PORT_BASE+1 (default 39690)
+#   PORT_BASE    dispatcher on PORT_BASE, reference on PORT_BASE+1 (default 29690:
+#                below the ephemeral range, which ten thousand client
+#                connections may otherwise take it from)
 #   FANOUT_LISTENERS, IDLE_LISTENERS  default 1000 and 10000
 #   STORM_LISTENERS   listeners connecting at once in the storm (default 10000)
 #   DISCONNECT_LISTENERS, SURVIVORS  listeners before the mass disconnect and
@@ -41,7 +43,7 @@ if [ -z "${SERVERS:-}" ]; then
 	fi
 fi
 OUT=${OUT:-$(mktemp -d -t dispatcher-bench.XXXXXX)}
-PORT_BASE=${PORT_BASE:-39690}
+PORT_BASE=${PORT_BASE:-29690}
 FANOUT_LISTENERS=${FANOUT_LISTENERS:-1000}
 IDLE_LISTENERS=${IDLE_LISTENERS:-10000}
 STORM_LISTENERS=${STORM_LISTENERS:-10000}

@@ -290,11 +290,13 @@ func (l *listener) progress() (got, accAtStart uint64) {
 	return l.acct.unique, l.acct.fromAcc
 }
 
-// depart closes the listener on purpose in the middle of a phase: it is
-// owed nothing any more.
+// depart closes the listener's connection on purpose in the middle of a
+// phase, without waiting for its reader: it is owed nothing any more.
+// close still has to be called.
 func (l *listener) depart() {
 	l.departed.Store(true)
-	l.close()
+	l.closing.Store(true)
+	_ = l.conn.Close()
 }
 
 func (l *listener) close() {

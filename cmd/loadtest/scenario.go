@@ -40,7 +40,7 @@ type disconnectReport struct {
 	AtSeconds float64 `json:"at_s"` // into publishing
 	Survivors int     `json:"survivors"`
 	Departed  int     `json:"departed"`
-	CloseMS   float64 `json:"close_ms"` // the tool's time to close them all
+	CloseMS   float64 `json:"close_ms"` // the tool's time to close their connections
 	// ReleasedAfterS is when the servers' health first reported no more
 	// listeners than the survivors (and the -stall connections); null when
 	// it never did or health has no "listeners".
@@ -188,6 +188,9 @@ func (t *tester) disconnect(ctx context.Context, ph *phase, rep *disconnectRepor
 	wg.Wait()
 	rep.CloseMS = float64(time.Since(begin)) / float64(time.Millisecond)
 	rep.Departed = len(leaving)
+	for _, l := range leaving {
+		l.close() // their readers have ended, or soon will
+	}
 	release.Store(int64(rep.Survivors + len(t.stalled)))
 
 	end := ph.deadline
