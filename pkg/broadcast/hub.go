@@ -167,8 +167,9 @@ func New(opts Options) (*Hub, error) {
 		frames: newFrameRing(opts.QueueSize),
 	}
 	h.pump = newPump(h, opts)
-	h.bg.Add(1)
+	h.bg.Add(2)
 	go func() { defer h.bg.Done(); h.pump.run(ctx) }()
+	go func() { defer h.bg.Done(); h.reclaim(ctx) }()
 	return h, nil
 }
 
