@@ -138,9 +138,12 @@ func (s *Server) limitPublish(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		// net/http discards a small unread body to keep the connection:
-		// the body deadline bounds that too.
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
+		if r.ContentLength != 0 {
+			// Otherwise net/http would read the unread body before
+			// answering, to keep the connection: a trickling body would
+			// hold the answer, and reading it is what this refusal saves.
+			w.Header().Set("Connection", "close")
+		}
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, math.Ceil(wait.Seconds())))))
 		s.reject(w, http.StatusTooManyRequests, "too many events from this address; slow down")
 	})

@@ -2,10 +2,8 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -111,7 +109,7 @@ func TestListenerToken(t *testing.T) {
 			{"JWT signed with another key", "/events", bearer(jwts.wrongKey), "invalid token"},
 			{"JWT with alg none", "/events?access_token=" + jwts.algNone, nil, "invalid token"},
 			{"JWT with a tampered payload", "/events", bearer(jwts.tampered), "invalid token"},
-			{"Basic credentials", "/events", http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("u:" + listenToken))}}, "invalid token"},
+			{"Basic credentials", "/events", http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("u:"+listenToken))}}, "invalid token"},
 			{"bad header beats a good query", "/events?access_token=" + listenToken, bearer("nope"), "invalid token"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -227,24 +225,3 @@ func TestListenerTokensNeverLogged(t *testing.T) {
 		t.Errorf("%d request lines logged, want 8:\n%s", n, out)
 	}
 }
-
-// readAll drains and closes r; for answers the test only counts.
-func readAll(r io.ReadCloser) []byte {
-	defer r.Close()
-	b, _ := io.ReadAll(r)
-	return b
-}
-
-// openStream opens GET path with header and returns the stream, whatever
-// its status; closed at cleanup.
-func openStream(t testing.TB, srv *ssetest.Server, path string, header http.Header) *ssetest.Stream {
-	t.Helper()
-	s, err := ssetest.Open(within(t, 10*time.Second), srv.Client, srv.URL+path, header)
-	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
-	}
-	t.Cleanup(s.Close)
-	return s
-}
-
-var _ = context.Background
