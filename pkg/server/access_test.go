@@ -225,3 +225,33 @@ func TestListenerTokensNeverLogged(t *testing.T) {
 		t.Errorf("%d request lines logged, want 8:\n%s", n, out)
 	}
 }
+
+// With CLIENT_IP_ANONYMIZE, the address written into events is truncated:
+// IPv4 to /24, IPv6 to /48, an IPv4-mapped IPv6 address as IPv4, whether it
+// comes from X-Forwarded-For or is the peer itself.
+func TestAnonymizedClientIP(t *testing.T) {
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{
+		ClientIPField: "user_ip", ClientIP: viaProxy(), Access: access.Policy{AnonymizeIP: true},
+	})
+	listener := ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
+	for _, tc := range []struct{ forwarded, want string }{
+		{"203.0.113.77", "203.0.113.0"},
+		{"2001:db8:abcd:12:1:2:3:4", "2001:db8:abcd::"},
+		{"::ffff:198.51.100.9", "198.51.100.0"},
+		{"[2001:db8:1:2::9]:4711", "2001:db8:1::"},
+		{"", "127.0.0.0"}, // no X-Forwarded-For: the peer
+	} {
+		var h http.Header
+		if tc.forwarded != "" {
+			h = forwardedFor(tc.forwarded)
+		}
+		r, err := srv.Do(within(t, 10*time.Second), http.MethodPost, "/api/events", h, []byte(`{"user_ip":"1.2.3.4","n":1}`))
+		if err != nil || r.Status != http.StatusNoContent {
+			t.Fatalf("POST: %v %d %s", err, r.Status, r.Body)
+		}
+		want := `{"n":1,"user_ip":"` + tc.want + `"}`
+		if got := listener.NextData(t, within(t, 10*time.Second)); got != want {
+			t.Errorf("client %q: listener got %s, want %s", tc.forwarded, got, want)
+		}
+	}
+}
