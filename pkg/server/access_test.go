@@ -1,13 +1,11 @@
 package server_test
 
 import (
-	"bytes"
 	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -149,28 +147,10 @@ func TestListenerToken(t *testing.T) {
 	})
 }
 
-// syncBuffer is a log sink written by the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // At debug level every request is logged, with its query: no token, good
 // or bad, may appear in the log, however it was sent.
 func TestListenerTokensNeverLogged(t *testing.T) {
-	var logs syncBuffer
+	var logs lockedBuffer
 	logger := zerolog.New(&logs).Level(zerolog.DebugLevel)
 	srv := ssetest.Start(t, broadcast.Options{Logger: logger}, server.Options{
 		Logger: logger,

@@ -180,7 +180,7 @@ func startChromium(t *testing.T) context.Context {
 		}
 		t.Skipf("no Chromium at %s (.ci/run installs it): %v", chromiumPath, err)
 	}
-	output := &chromiumOutput{}
+	output := &lockedBuffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath),
 		chromedp.UserDataDir(t.TempDir()),
@@ -220,19 +220,20 @@ func startChromium(t *testing.T) context.Context {
 	return ctx
 }
 
-// chromiumOutput collects what the browser prints, for failure reports.
-type chromiumOutput struct {
+// lockedBuffer collects what concurrent writers print: the browser, for
+// failure reports; the server's log, for tests that read it.
+type lockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (o *chromiumOutput) Write(p []byte) (int, error) {
+func (o *lockedBuffer) Write(p []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.buf.Write(p)
 }
 
-func (o *chromiumOutput) String() string {
+func (o *lockedBuffer) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.buf.String()
