@@ -11,7 +11,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -218,25 +217,6 @@ func startChromium(t *testing.T) context.Context {
 		t.Fatalf("starting Chromium: %v\n%s", err, output)
 	}
 	return ctx
-}
-
-// lockedBuffer collects what concurrent writers print: the browser, for
-// failure reports; the server's log, for tests that read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *lockedBuffer) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *lockedBuffer) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
 }
 
 // browserRig is a dispatcher and, on another origin, the page that talks
