@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -582,5 +583,77 @@ func TestTerraformFormatted(t *testing.T) {
 	cmd.Env = append(os.Environ(), "CHECKPOINT_DISABLE=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("terraform fmt -check -recursive deploy: %v\n%s", err, out)
+	}
+}
+
+// secretNames are the service variables its config marks as secrets.
+func secretNames(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	typ := reflect.TypeFor[config.Config]()
+	for i := range typ.NumField() {
+		if f := typ.Field(i); f.Tag.Get("secret") == "true" {
+			out = append(out, f.Tag.Get("envconfig"))
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("config.Config marks no variable secret: the tag changed and this test no longer sees them")
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Secrets reach the service only from the platform's secret store: never a
+// literal in a deployment file, and optional everywhere, so that the
+// defaults keep the service open.
+func TestSecretsComeFromTheSecretStore(t *testing.T) {
+	secrets := secretNames(t)
+	for _, src := range allEnvSources(t) {
+		for _, name := range src.Names {
+			if _, literal := src.Values[name]; slices.Contains(secrets, name) && literal {
+				t.Errorf("%s sets the secret %s as a literal", src.File, name)
+			}
+		}
+	}
+	for _, src := range []envSource{dockerfileEnv(t, loadDockerfile(t)), loadTF(t, filepath.Join("deploy", ecsDir)).envSource(), loadTF(t, filepath.Join("deploy", appRunnerDir)).envSource()} {
+		for _, name := range src.Names {
+			if slices.Contains(secrets, name) {
+				t.Errorf("%s sets the secret %s in its environment; it belongs in the secret store", src.File, name)
+			}
+		}
+	}
+	for _, s := range loadAppRunner(t).Run.Secrets {
+		if !slices.Contains(secrets, s.Name) || !strings.HasPrefix(s.ValueFrom, "arn:") {
+			t.Errorf("apprunner.yaml secret %s from %q: want a secret variable from an ARN", s.Name, s.ValueFrom)
+		}
+	}
+
+	for dir, wiring := range map[string]string{
+		ecsDir:       "[for k in sort(keys(var.secrets)) : { name = k, valueFrom = var.secrets[k] }]",
+		appRunnerDir: "var.secrets",
+	} {
+		m := loadTF(t, filepath.Join("deploy", dir))
+		got := m.list(t, "secret_environment")
+		slices.Sort(got)
+		if !slices.Equal(got, secrets) {
+			t.Errorf("%s: secret_environment = %v, want the service's secrets %v", dir, got, secrets)
+		}
+		key := map[string]string{ecsDir: "secrets", appRunnerDir: "runtime_environment_secrets"}[dir]
+		if raws := m.attr(key); !slices.Contains(raws, wiring) {
+			t.Errorf("%s: %s = %v, want %s", dir, key, raws, wiring)
+		}
+	}
+
+	c := serviceContainer(t, loadK8s(t))
+	for _, name := range secrets {
+		i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == name })
+		if i < 0 {
+			t.Errorf("%s: no %s from a Secret", k8sDir, name)
+			continue
+		}
+		ref := c.Env[i].ValueFrom
+		if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Optional == nil || !*ref.SecretKeyRef.Optional {
+			t.Errorf("%s: %s must come from an optional secretKeyRef", k8sDir, name)
+		}
 	}
 }

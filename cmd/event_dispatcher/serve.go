@@ -13,6 +13,7 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
+	"event-dispatcher/pkg/access"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/config"
@@ -49,6 +50,12 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		AllowOrigins:    cfg.AllowOrigins,
 		ClientIPField:   cfg.ClientIPField,
 		ClientIP:        clientip.New(cfg.TrustedNets),
+		Access: access.Policy{
+			Listeners:   access.NewAuth(cfg.ListenTokens, []byte(cfg.ListenJWTSecret)),
+			Publish:     access.NewRateLimiter(cfg.PublishRatePerIP, access.MaxTrackedClients),
+			Streams:     access.NewStreamLimiter(cfg.MaxListenersPerIP),
+			AnonymizeIP: cfg.ClientIPAnonymize,
+		},
 	})
 	hs := srv.HTTPServer()
 

@@ -24,8 +24,13 @@ locals {
     "CORS_ALLOWED_ORIGINS", "HEARTBEAT_INTERVAL", "WRITE_TIMEOUT",
     "SUBSCRIBER_BUFFER_BYTES", "MAX_SUBSCRIBERS", "PUBLISH_QUEUE_SIZE", "MAX_FANOUT_LAG",
     "MAX_STREAM_DURATION", "SHUTDOWN_TIMEOUT", "CLIENT_IP_FIELD",
-    "TRUSTED_PROXY_CIDRS",
+    "TRUSTED_PROXY_CIDRS", "LISTEN_TOKENS", "LISTEN_JWT_SECRET",
+    "PUBLISH_RATE_PER_IP", "MAX_LISTENERS_PER_IP", "CLIENT_IP_ANONYMIZE",
   ]
+
+  # The service's secrets: only ever from var.secrets (the platform's secret
+  # store), never as literals in var.environment.
+  secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET"]
 
   # App Runner sets PORT itself, to image_configuration.port.
   environment = merge(
@@ -58,6 +63,41 @@ resource "aws_iam_role_policy_attachment" "ecr_access" {
   policy_arn = "arn:aws:iam::aws:policy/service-role/AWSAppRunnerServicePolicyForECRAccess"
 }
 
+# Lets the running service read the secrets of var.secrets.
+data "aws_iam_policy_document" "apprunner_instance_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["tasks.apprunner.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "instance" {
+  count = length(var.secrets) == 0 ? 0 : 1
+
+  name               = "${var.name}-instance"
+  assume_role_policy = data.aws_iam_policy_document.apprunner_instance_assume.json
+}
+
+data "aws_iam_policy_document" "secrets" {
+  count = length(var.secrets) == 0 ? 0 : 1
+
+  statement {
+    actions   = ["secretsmanager:GetSecretValue", "ssm:GetParameters"]
+    resources = values(var.secrets)
+  }
+}
+
+resource "aws_iam_role_policy" "secrets" {
+  count = length(var.secrets) == 0 ? 0 : 1
+
+  name   = "${var.name}-secrets"
+  role   = aws_iam_role.instance[0].id
+  policy = data.aws_iam_policy_document.secrets[0].json
+}
+
 resource "aws_apprunner_auto_scaling_configuration_version" "single" {
   auto_scaling_configuration_name = "${var.name}-single"
 
@@ -88,6 +128,9 @@ resource "aws_apprunner_service" "this" {
       image_configuration {
         port                          = tostring(local.container_port)
         runtime_environment_variables = local.environment
+        # Read by App Runner from Secrets Manager or SSM Parameter Store with
+        # the instance role below; never stored in the service's settings.
+        runtime_environment_secrets = var.secrets
       }
     }
   }
@@ -102,8 +145,9 @@ resource "aws_apprunner_service" "this" {
   }
 
   instance_configuration {
-    cpu    = var.cpu
-    memory = var.memory
+    cpu               = var.cpu
+    memory            = var.memory
+    instance_role_arn = length(var.secrets) == 0 ? null : aws_iam_role.instance[0].arn
   }
 
   depends_on = [aws_iam_role_policy_attachment.ecr_access]

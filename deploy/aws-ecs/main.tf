@@ -28,8 +28,13 @@ locals {
     "CORS_ALLOWED_ORIGINS", "HEARTBEAT_INTERVAL", "WRITE_TIMEOUT",
     "SUBSCRIBER_BUFFER_BYTES", "MAX_SUBSCRIBERS", "PUBLISH_QUEUE_SIZE", "MAX_FANOUT_LAG",
     "MAX_STREAM_DURATION", "SHUTDOWN_TIMEOUT", "CLIENT_IP_FIELD",
-    "TRUSTED_PROXY_CIDRS",
+    "TRUSTED_PROXY_CIDRS", "LISTEN_TOKENS", "LISTEN_JWT_SECRET",
+    "PUBLISH_RATE_PER_IP", "MAX_LISTENERS_PER_IP", "CLIENT_IP_ANONYMIZE",
   ]
+
+  # The service's secrets: only ever from var.secrets (the platform's secret
+  # store), never as literals in var.environment.
+  secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET"]
 
   environment = merge(
     {
@@ -242,6 +247,24 @@ resource "aws_iam_role_policy_attachment" "execution" {
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
+# Lets ECS read the secrets of var.secrets when it starts the task.
+data "aws_iam_policy_document" "secrets" {
+  count = length(var.secrets) == 0 ? 0 : 1
+
+  statement {
+    actions   = ["secretsmanager:GetSecretValue", "ssm:GetParameters"]
+    resources = values(var.secrets)
+  }
+}
+
+resource "aws_iam_role_policy" "secrets" {
+  count = length(var.secrets) == 0 ? 0 : 1
+
+  name   = "${var.name}-secrets"
+  role   = aws_iam_role.execution.id
+  policy = data.aws_iam_policy_document.secrets[0].json
+}
+
 resource "aws_ecs_cluster" "this" {
   name = var.name
 
@@ -272,6 +295,9 @@ resource "aws_ecs_task_definition" "this" {
 
       portMappings = [{ containerPort = local.container_port, protocol = "tcp" }]
       environment  = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
+      # Read by ECS from Secrets Manager or SSM Parameter Store when the task
+      # starts; never in the task definition.
+      secrets = [for k in sort(keys(var.secrets)) : { name = k, valueFrom = var.secrets[k] }]
 
       # The image has no shell: the binary probes its own /health.
       healthCheck = {

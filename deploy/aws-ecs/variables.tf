@@ -73,6 +73,22 @@ variable "environment" {
     condition     = alltrue([for k in keys(var.environment) : contains(local.known_environment, k)])
     error_message = "Unknown variable in environment: the service reads only the names listed in local.known_environment (main.tf)."
   }
+
+  validation {
+    condition     = alltrue([for k in keys(var.environment) : !contains(local.secret_environment, k)])
+    error_message = "LISTEN_TOKENS and LISTEN_JWT_SECRET are secrets: pass them in secrets, not environment."
+  }
+}
+
+variable "secrets" {
+  description = "Secret service variables, by name, each the ARN of a Secrets Manager secret (its whole value) or of an SSM SecureString parameter, e.g. { LISTEN_TOKENS = \"arn:aws:secretsmanager:eu-west-1:123456789012:secret:event-dispatcher/listen-tokens-AbCdEf\" }. ECS reads them when the task starts; the task execution role is allowed to. Empty: streams are open to anyone who reaches them."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k in keys(var.secrets) : contains(local.secret_environment, k)])
+    error_message = "Only LISTEN_TOKENS and LISTEN_JWT_SECRET are secrets (local.secret_environment in main.tf)."
+  }
 }
 
 variable "cpu" {

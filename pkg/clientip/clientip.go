@@ -30,7 +30,17 @@ func (r *Resolver) isTrusted(a netip.Addr) bool {
 	return false
 }
 
-// ClientIP returns the client address of req, without port or zone.
+// ClientIP returns the client address of req, without port or zone, as
+// [Resolver.Addr] finds it; the raw peer address when that is not an IP.
+func (r *Resolver) ClientIP(req *http.Request) string {
+	if a := r.Addr(req); a.IsValid() {
+		return a.String()
+	}
+	return req.RemoteAddr
+}
+
+// Addr returns the client address of req, without zone, IPv4-mapped IPv6
+// addresses unmapped; the zero Addr when the peer address is not an IP.
 //
 // When the TCP peer is a trusted proxy, X-Forwarded-For (all its headers, in
 // order) is walked from the right: each trusted hop is skipped and the first
@@ -39,13 +49,13 @@ func (r *Resolver) isTrusted(a netip.Addr) bool {
 // ends the walk: it cannot be believed, so the last address known good (the
 // nearest trusted hop) is returned. Spoofed entries a client prepends sit to
 // the left of what our proxies appended and are never reached.
-func (r *Resolver) ClientIP(req *http.Request) string {
+func (r *Resolver) Addr(req *http.Request) netip.Addr {
 	peer, ok := parse(req.RemoteAddr)
 	if !ok {
-		return req.RemoteAddr
+		return netip.Addr{}
 	}
 	if !r.isTrusted(peer) {
-		return peer.String()
+		return peer
 	}
 	client := peer
 	hops := req.Header.Values("X-Forwarded-For")
@@ -60,15 +70,15 @@ func (r *Resolver) ClientIP(req *http.Request) string {
 			}
 			a, ok := parse(strings.TrimSpace(entry))
 			if !ok {
-				return client.String()
+				return client
 			}
 			client = a
 			if !r.isTrusted(a) {
-				return a.String()
+				return a
 			}
 		}
 	}
-	return client.String()
+	return client
 }
 
 // parse accepts "ip", "ip:port" and "[ipv6]:port".

@@ -39,6 +39,13 @@ type Config struct {
 	ClientIPField         string        `envconfig:"CLIENT_IP_FIELD" desc:"when set (e.g. user_ip), each event gets this top-level field set to the client IP" json:"CLIENT_IP_FIELD"`
 	TrustedProxyCIDRs     []string      `envconfig:"TRUSTED_PROXY_CIDRS" desc:"comma-separated CIDRs whose X-Forwarded-For is believed" json:"TRUSTED_PROXY_CIDRS"`
 
+	// Access control and abuse limits (package access). Secrets are never logged.
+	ListenTokens      []string `envconfig:"LISTEN_TOKENS" secret:"true" desc:"comma-separated listener tokens; when set, GET /events needs one (Authorization: Bearer, or ?access_token=)" json:"LISTEN_TOKENS"`
+	ListenJWTSecret   string   `envconfig:"LISTEN_JWT_SECRET" secret:"true" desc:"HS256 key (at least 32 bytes): an unexpired JWT signed with it (exp required) is also a listener token" json:"LISTEN_JWT_SECRET"`
+	PublishRatePerIP  float64  `envconfig:"PUBLISH_RATE_PER_IP" default:"0" desc:"sustained POSTs per second per client IP (burst 2x); beyond it 429; 0 = unlimited" json:"PUBLISH_RATE_PER_IP"`
+	MaxListenersPerIP int      `envconfig:"MAX_LISTENERS_PER_IP" default:"0" desc:"concurrent streams per client IP; beyond it 429; 0 = unlimited" json:"MAX_LISTENERS_PER_IP"`
+	ClientIPAnonymize bool     `envconfig:"CLIENT_IP_ANONYMIZE" default:"false" desc:"truncate the CLIENT_IP_FIELD address: IPv4 to /24, IPv6 to /48" json:"CLIENT_IP_ANONYMIZE"`
+
 	// Derived by Load from the raw values above.
 	Level        zerolog.Level  `ignored:"true" json:"-"`
 	AllowOrigins []string       `ignored:"true" json:"-"` // nil means any origin
@@ -184,8 +191,48 @@ func (c *Config) validate(fromFlag bool) error {
 		}
 		c.TrustedNets = append(c.TrustedNets, p.Masked())
 	}
+	errs = append(errs, c.validateAccess()...)
 	return errors.Join(errs...)
 }
+
+// Bounds of the access settings.
+const (
+	minTokenLen  = 16
+	minJWTSecret = 32 // bytes: HS256 needs a key as long as its hash (RFC 7518, 3.2)
+	maxRate      = 1_000_000
+)
+
+// validateAccess checks the access settings and keeps only the non-empty
+// listener tokens. A token must survive a header and a query string as it
+// is (RFC 6750's b64token characters) and be long enough not to be guessed.
+func (c *Config) validateAccess() []error {
+	var errs []error
+	var tokens []string
+	for _, t := range c.ListenTokens {
+		switch t = strings.TrimSpace(t); {
+		case t == "":
+		case len(t) < minTokenLen || strings.TrimLeft(strings.TrimRight(t, "="), tokenChars) != "":
+			// The message never shows the token: it is a secret.
+			errs = append(errs, fmt.Errorf("LISTEN_TOKENS: token %d must be at least %d characters of A-Z a-z 0-9 - . _ ~ + / (then = only)", len(tokens)+1, minTokenLen))
+			tokens = append(tokens, t)
+		default:
+			tokens = append(tokens, t)
+		}
+	}
+	c.ListenTokens = tokens
+	if n := len(c.ListenJWTSecret); n > 0 && n < minJWTSecret {
+		errs = append(errs, fmt.Errorf("LISTEN_JWT_SECRET: must be at least %d bytes, got %d", minJWTSecret, n))
+	}
+	if !(c.PublishRatePerIP >= 0 && c.PublishRatePerIP <= maxRate) {
+		errs = append(errs, fmt.Errorf("PUBLISH_RATE_PER_IP: must be between 0 (unlimited) and %d", maxRate))
+	}
+	if c.MaxListenersPerIP < 0 || c.MaxListenersPerIP > maxCount {
+		errs = append(errs, fmt.Errorf("MAX_LISTENERS_PER_IP: must be between 0 (unlimited) and %d", maxCount))
+	}
+	return errs
+}
+
+const tokenChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
 
 func usage(out io.Writer, fs *flag.FlagSet) {
 	fmt.Fprintf(out, "Usage:\n  event_dispatcher [-port PORT]               serve\n  event_dispatcher -healthcheck [-port PORT]  probe a running instance\n  event_dispatcher -version\n\nFlags:\n")
@@ -201,13 +248,15 @@ func usage(out io.Writer, fs *flag.FlagSet) {
 // MarshalZerologObject logs every variable under its environment name with
 // its effective value: durations the way they are configured ("5s"), lists
 // comma-separated, and origins, CIDRs and the log level as Load normalised
-// them.
+// them. A secret is logged only as set or not.
 func (c Config) MarshalZerologObject(e *zerolog.Event) {
 	v := reflect.ValueOf(c)
 	for i := range v.NumField() {
 		name := v.Type().Field(i).Tag.Get("envconfig")
 		switch f := v.Field(i).Interface(); {
 		case name == "":
+		case v.Type().Field(i).Tag.Get("secret") == "true":
+			e.Str(name, map[bool]string{true: "[redacted]", false: ""}[v.Field(i).Len() > 0])
 		case name == "CORS_ALLOWED_ORIGINS" && c.AllowOrigins == nil:
 			e.Str(name, "*")
 		case name == "CORS_ALLOWED_ORIGINS":

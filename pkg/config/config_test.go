@@ -113,6 +113,11 @@ func TestEveryVariableParsed(t *testing.T) {
 		"SHUTDOWN_TIMEOUT":        "2s",
 		"CLIENT_IP_FIELD":         "user_ip",
 		"TRUSTED_PROXY_CIDRS":     "10.1.2.3/8, 2001:db8::/32,",
+		"LISTEN_TOKENS":           " token-one-0123456789, ,token-two-0123456789==",
+		"LISTEN_JWT_SECRET":       "0123456789abcdef0123456789abcdef",
+		"PUBLISH_RATE_PER_IP":     "2.5",
+		"MAX_LISTENERS_PER_IP":    "3",
+		"CLIENT_IP_ANONYMIZE":     "true",
 	}
 	for _, v := range variables() {
 		if _, ok := env[v.name]; !ok {
@@ -134,6 +139,11 @@ func TestEveryVariableParsed(t *testing.T) {
 		Level:             zerolog.DebugLevel,
 		AllowOrigins:      []string{"https://a.example", "https://b.example"},
 		TrustedNets:       []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")},
+		ListenTokens:      []string{"token-one-0123456789", "token-two-0123456789=="},
+		ListenJWTSecret:   "0123456789abcdef0123456789abcdef",
+		PublishRatePerIP:  2.5,
+		MaxListenersPerIP: 3,
+		ClientIPAnonymize: true,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("parsed:\ngot  %+v\nwant %+v", c, want)
@@ -223,6 +233,18 @@ func TestInvalidValues(t *testing.T) {
 		{"TRUSTED_PROXY_CIDRS", "10.0.0.1"},
 		{"TRUSTED_PROXY_CIDRS", "10.0.0.0/8,bad"},
 		{"TRUSTED_PROXY_CIDRS", "10.0.0.0/33"},
+		{"LISTEN_TOKENS", "short"},
+		{"LISTEN_TOKENS", "good-token-0123456789,has space 0123456789"},
+		{"LISTEN_TOKENS", "token&with-query-chars=1"},
+		{"LISTEN_TOKENS", "token=with-inner-equals"},
+		{"LISTEN_JWT_SECRET", "only-31-bytes-0123456789abcdef!"},
+		{"PUBLISH_RATE_PER_IP", "-1"},
+		{"PUBLISH_RATE_PER_IP", "NaN"},
+		{"PUBLISH_RATE_PER_IP", "fast"},
+		{"PUBLISH_RATE_PER_IP", "1e9"},
+		{"MAX_LISTENERS_PER_IP", "-1"},
+		{"MAX_LISTENERS_PER_IP", "2.5"},
+		{"CLIENT_IP_ANONYMIZE", "maybe"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
@@ -388,5 +410,34 @@ func TestLoggedConfig(t *testing.T) {
 		if got := line.Config[k]; got != want {
 			t.Errorf("%s logged as %v, want %q", k, got, want)
 		}
+	}
+}
+
+// Secrets are logged as set or not, never their value, and an invalid one
+// is not echoed in the error either.
+func TestSecretsNeverLogged(t *testing.T) {
+	const token, key = "listener-secret-0123456789", "jwt-secret-0123456789abcdef0123456789"
+	c, _, err := load(t, map[string]string{"LISTEN_TOKENS": token, "LISTEN_JWT_SECRET": key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := zerolog.New(&buf)
+	log.Info().Object("config", c).Send()
+	if strings.Contains(buf.String(), "secret-0123456789") {
+		t.Errorf("a secret is in the log line: %s", buf.Bytes())
+	}
+	var line struct{ Config map[string]any }
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"LISTEN_TOKENS", "LISTEN_JWT_SECRET"} {
+		if got := line.Config[k]; got != "[redacted]" {
+			t.Errorf("%s logged as %v, want [redacted]", k, got)
+		}
+	}
+	_, _, err = load(t, map[string]string{"LISTEN_TOKENS": "bad secret-0123456789", "LISTEN_JWT_SECRET": "short-secret"})
+	if err == nil || strings.Contains(err.Error(), "bad secret") || strings.Contains(err.Error(), "short-secret") {
+		t.Errorf("error %v: want a refusal that does not show the secrets", err)
 	}
 }

@@ -7,14 +7,18 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// accessLog logs one line per request at debug level.
+// accessLog logs one line per request at debug level. A listener token in
+// the query is redacted; the Authorization header is never logged.
 func accessLog(log zerolog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		log.Debug().Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).
-			Str("remote", r.RemoteAddr).Float64("duration_ms", float64(time.Since(start).Microseconds())/1000).Msg("request")
+		e := log.Debug().Str("method", r.Method).Str("path", r.URL.Path)
+		if r.URL.RawQuery != "" {
+			e = e.Str("query", redactedQuery(r.URL.RawQuery))
+		}
+		e.Int("status", rec.status).Str("remote", r.RemoteAddr).Float64("duration_ms", float64(time.Since(start).Microseconds())/1000).Msg("request")
 	})
 }
 

@@ -11,13 +11,13 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"event-dispatcher/internal/ssetest"
+	"event-dispatcher/pkg/access"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/server"
 )
@@ -179,7 +179,7 @@ func startChromium(t *testing.T) context.Context {
 		}
 		t.Skipf("no Chromium at %s (.ci/run installs it): %v", chromiumPath, err)
 	}
-	output := &chromiumOutput{}
+	output := &lockedBuffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath),
 		chromedp.UserDataDir(t.TempDir()),
@@ -217,24 +217,6 @@ func startChromium(t *testing.T) context.Context {
 		t.Fatalf("starting Chromium: %v\n%s", err, output)
 	}
 	return ctx
-}
-
-// chromiumOutput collects what the browser prints, for failure reports.
-type chromiumOutput struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *chromiumOutput) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-func (o *chromiumOutput) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
 }
 
 // browserRig is a dispatcher and, on another origin, the page that talks
@@ -343,4 +325,94 @@ func jsString(s string) string {
 		panic(err) // a string always marshals
 	}
 	return string(b)
+}
+
+// dashboardPage is a dashboard on its own origin holding a listener token:
+// an EventSource passes it as ?access_token= (it cannot set headers), a
+// fetch of the stream sends it as Authorization: Bearer (preflighted), and
+// an EventSource without it must be refused.
+const dashboardPage = `<!doctype html>
+<html><head><meta charset="utf-8"><title>dashboard</title></head><body><script>
+const dispatcher = %s;
+const token = %s;
+window.state = {received: [], opened: false, streamState: null, bareState: null,
+  fetchStatus: null, fetchFirst: null, fetchError: null};
+const es = new EventSource(dispatcher + "/events?access_token=" + encodeURIComponent(token));
+es.onmessage = e => { state.received.push(e.data); };
+es.onopen = () => { state.opened = true; };
+es.onerror = () => { state.streamState = es.readyState; };
+const bare = new EventSource(dispatcher + "/events");
+bare.onerror = () => { state.bareState = bare.readyState; };
+const ctl = new AbortController();
+fetch(dispatcher + "/events", {headers: {"Authorization": "Bearer " + token}, signal: ctl.signal})
+  .then(async r => {
+    state.fetchStatus = r.status;
+    const chunk = await r.body.getReader().read();
+    state.fetchFirst = new TextDecoder().decode(chunk.value);
+    ctl.abort();
+  })
+  .catch(e => { if (state.fetchFirst === null) state.fetchError = e.name + ": " + e.message; });
+</script></body></html>`
+
+type dashboardState struct {
+	Received    []string `json:"received"`
+	Opened      bool     `json:"opened"`
+	StreamState *int     `json:"streamState"`
+	BareState   *int     `json:"bareState"`
+	FetchStatus *int     `json:"fetchStatus"`
+	FetchFirst  *string  `json:"fetchFirst"`
+	FetchError  *string  `json:"fetchError"`
+}
+
+// TestBrowserListenerToken runs the public set-up (listener tokens, listed
+// origins) against a real Chromium: the EventSource with ?access_token=
+// receives events, a fetch with the Authorization header passes the CORS
+// preflight and reads the stream, and an EventSource without a token is
+// refused for good.
+func TestBrowserListenerToken(t *testing.T) {
+	browser := startChromium(t)
+	page := httptest.NewUnstartedServer(nil)
+	t.Cleanup(page.Close)
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{
+		AllowOrigins: []string{"http://" + page.Listener.Addr().String()},
+		Access:       access.Policy{Listeners: access.NewAuth([]string{listenToken}, nil)},
+	})
+	html := fmt.Appendf(nil, dashboardPage, jsString(srv.URL), jsString(listenToken))
+	page.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(html)
+	})
+	page.Start()
+	tab := openPage(t, browser, page.URL+"/")
+
+	var st dashboardState
+	read := func(what, cond string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(tab, browserWait)
+		defer cancel()
+		_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](cond,
+			chromedp.WithPollingInterval(10*time.Millisecond), chromedp.WithPollingTimeout(0)))
+		st, _ = chromedp.Run(ctx, chromedp.Evaluate[dashboardState]("window.state"))
+		if err != nil {
+			t.Fatalf("waiting for %s: %v; page state %+v", what, err, st)
+		}
+	}
+	read("the streams to open or fail", `state.streamState === EventSource.CLOSED || state.fetchError !== null ||
+		(state.opened && state.fetchFirst !== null && state.bareState === EventSource.CLOSED)`)
+	if !st.Opened || st.StreamState != nil {
+		t.Fatalf("EventSource with ?access_token=: want open without error; page state %+v", st)
+	}
+	if st.FetchError != nil || st.FetchStatus == nil || *st.FetchStatus != http.StatusOK || !strings.HasPrefix(*st.FetchFirst, "retry:") {
+		t.Errorf("fetch with Authorization: want 200 and the stream's first line; page state %+v", st)
+	}
+	if st.BareState == nil || *st.BareState != 2 {
+		t.Errorf("EventSource without a token: want closed (refused); page state %+v", st)
+	}
+
+	ev := sessionMessage(t, string(ssetest.Fixture(t, "start-web.json")), "dashboard")
+	srv.Publish(t, ev)
+	read("the event", `state.received.length >= 1`)
+	if len(st.Received) != 1 || st.Received[0] != string(ev) {
+		t.Errorf("page received %q, want exactly %q", st.Received, ev)
+	}
 }

@@ -15,7 +15,7 @@ func (s *Server) cors(next http.Handler) http.Handler {
 	origins := s.opts.AllowOrigins
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Access-Control-Expose-Headers", "Retry-After")
+		h.Set("Access-Control-Expose-Headers", "Retry-After, WWW-Authenticate")
 		if origins == nil {
 			h.Set("Access-Control-Allow-Origin", "*")
 			next.ServeHTTP(w, r)
@@ -39,7 +39,7 @@ func (s *Server) cors(next http.Handler) http.Handler {
 func preflight(w http.ResponseWriter, allow string) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Methods", allow)
-	h.Set("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID, Cache-Control")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, Cache-Control")
 	h.Set("Access-Control-Max-Age", "86400")
 	w.WriteHeader(http.StatusNoContent)
 }

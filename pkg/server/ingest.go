@@ -44,7 +44,7 @@ func (s *Server) handleIngest() http.Handler {
 		body := buf.Bytes()
 		var ip string
 		if s.opts.ClientIPField != "" {
-			ip = s.opts.ClientIP.ClientIP(r)
+			ip = s.clientIP(r)
 		}
 		// Compact into a second pooled buffer: the hub copies what it keeps.
 		out := s.body()

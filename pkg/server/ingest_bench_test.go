@@ -13,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"event-dispatcher/pkg/access"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/fixtures"
@@ -21,8 +22,8 @@ import (
 
 // benchIngestServer is the real handler over a real hub with no listener
 // but the hub's own probe, and a queue deep enough that the fan-out keeps
-// up with a benchmark loop.
-func benchIngestServer(b *testing.B) *server.Server {
+// up with a benchmark loop, applying policy.
+func benchIngestServer(b *testing.B, policy access.Policy) *server.Server {
 	hub, err := broadcast.New(broadcast.Options{QueueSize: 1 << 16, Logger: zerolog.Nop()})
 	if err != nil {
 		b.Fatal(err)
@@ -38,6 +39,7 @@ func benchIngestServer(b *testing.B) *server.Server {
 		MaxBodyBytes:    64 << 10,
 		BodyReadTimeout: 10 * time.Second,
 		ClientIP:        clientip.New(nil),
+		Access:          policy,
 	})
 }
 
@@ -81,7 +83,7 @@ func BenchmarkIngest(b *testing.B) {
 		b.Run("transport=inproc/body="+c.name, func(b *testing.B) { benchIngestInproc(b, c.body) })
 	}
 	b.Run("transport=inproc-parallel/body=compact", func(b *testing.B) {
-		srv := benchIngestServer(b)
+		srv := benchIngestServer(b, access.Policy{})
 		var busy atomic.Int64
 		b.ReportAllocs()
 		b.SetBytes(int64(len(body)))
@@ -105,7 +107,7 @@ func BenchmarkIngest(b *testing.B) {
 		b.ReportMetric(float64(busy.Load())/float64(b.N), "busy/op")
 	})
 	b.Run("transport=http/body=compact", func(b *testing.B) {
-		ts := httptest.NewServer(benchIngestServer(b))
+		ts := httptest.NewServer(benchIngestServer(b, access.Policy{}))
 		b.Cleanup(ts.Close)
 		client := ts.Client()
 		var busy int
@@ -125,7 +127,7 @@ func BenchmarkIngest(b *testing.B) {
 }
 
 func benchIngestInproc(b *testing.B, body []byte) {
-	srv := benchIngestServer(b)
+	srv := benchIngestServer(b, access.Policy{})
 	reader := bytes.NewReader(body)
 	req := httptest.NewRequest(http.MethodPost, "/api/events", nil)
 	req.Header.Set("Content-Type", "application/json")

@@ -28,6 +28,13 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+// String returns everything written so far.
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // refusals returns the logged lines whose message starts "request refused".
 func (l *lockedBuffer) refusals(t *testing.T) []map[string]any {
 	l.mu.Lock()

@@ -6,8 +6,8 @@ import "net/http"
 // methods named here plus OPTIONS (CORS preflight); anything else gets 405,
 // and unknown paths 404, both with a JSON error body.
 func (s *Server) addRoutes(mux *http.ServeMux) {
-	ingest := s.handleIngest()
-	stream := s.handleStream()
+	ingest := s.limitPublish(s.handleIngest())
+	stream := s.authorizeListener(s.limitStreams(s.handleStream()))
 	health := s.handleHealth()
 
 	mux.Handle("/metrics", s.methods(map[string]http.Handler{"POST": ingest}))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"event-dispatcher/pkg/access"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/clientip"
 )
@@ -25,6 +26,7 @@ type Options struct {
 	AllowOrigins    []string // nil allows any origin
 	ClientIPField   string   // empty: events are passed through unchanged
 	ClientIP        *clientip.Resolver
+	Access          access.Policy // listener tokens, per-IP limits, IP anonymisation; zero: open
 }
 
 // Server routes requests to the hub. It is an http.Handler.

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// The built binary at LOG_LEVEL=debug, with listener tokens and a JWT key
+// set: the start-up line, access log, listener and shutdown lines never
+// hold a token or the key, and the stream still needs a token.
+func TestSecretsNeverLoggedAtDebug(t *testing.T) {
+	const token, key = "listen-token-abcdefghijklmnop", "jwt-key-abcdefghijklmnopqrstuvwxyz0123"
+	p := startProcess(t, []string{"-port", "0"}, "LOG_LEVEL=debug", "LISTEN_TOKENS=other-token-0123456789abc,"+token, "LISTEN_JWT_SECRET="+key)
+	_, base := p.listening(t)
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	get := func(path string, header http.Header) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = header
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			buf := make([]byte, 64)
+			if _, err := resp.Body.Read(buf); err != nil && err != io.EOF { // the first line; closing the body ends the stream
+				t.Fatalf("GET %s: %v", path, err)
+			}
+		}
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		path   string
+		header http.Header
+		want   int
+	}{
+		{"/events?access_token=" + token, nil, http.StatusOK},
+		{"/events?access_token=" + url.QueryEscape(signed), nil, http.StatusOK},
+		{"/events", http.Header{"Authorization": {"Bearer " + token}}, http.StatusOK},
+		{"/events", nil, http.StatusUnauthorized},
+		{"/events?access_token=" + token + "x", nil, http.StatusUnauthorized},
+	} {
+		if got := get(tc.path, tc.header); got != tc.want {
+			t.Errorf("GET %s: status %d, want %d", tc.path, got, tc.want)
+		}
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.exit(t, 30*time.Second); code != 0 {
+		t.Errorf("exit code %d; stderr:\n%s", code, p.stderr)
+	}
+	out := p.stdout.String() + p.stderr.String()
+	if n := len(p.stdout.records("request")); n != 5 {
+		t.Errorf("%d access-log lines, want 5:\n%s", n, out)
+	}
+	for what, secret := range map[string]string{"token": token, "JWT": signed, "JWT key": key} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the %s appears in the output:\n%s", what, out)
+		}
+	}
+}

@@ -1,0 +1,210 @@
+package access_test
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"event-dispatcher/pkg/access"
+)
+
+const (
+	staticToken = "listener-token-0123456789"
+	jwtKey      = "0123456789abcdef0123456789abcdef-jwt-key"
+)
+
+func signHS256(t *testing.T, key string, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestAuthCheck(t *testing.T) {
+	a := access.NewAuth([]string{"other-token-abcdefghijkl", staticToken}, []byte(jwtKey))
+	future := time.Now().Add(time.Hour).Unix()
+	valid := signHS256(t, jwtKey, jwt.MapClaims{"exp": future, "sub": "dashboard"})
+	parts := strings.Split(valid, ".")
+	tampered := parts[0] + "." + signedPayload(t, `{"exp":`+fmt.Sprint(future)+`,"sub":"admin"}`) + "." + parts[2]
+	none, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"exp": future}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs512, err := jwt.NewWithClaims(jwt.SigningMethodHS512, jwt.MapClaims{"exp": future}).SignedString([]byte(jwtKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, token string
+		want        error
+	}{
+		{"static token", staticToken, nil},
+		{"valid JWT", valid, nil},
+		{"empty", "", access.ErrMissing},
+		{"static token with a suffix", staticToken + "x", access.ErrInvalid},
+		{"static token prefix", staticToken[:10], access.ErrInvalid},
+		{"expired JWT", signHS256(t, jwtKey, jwt.MapClaims{"exp": time.Now().Add(-time.Minute).Unix()}), access.ErrInvalid},
+		{"JWT without exp", signHS256(t, jwtKey, jwt.MapClaims{"sub": "dashboard"}), access.ErrInvalid},
+		{"JWT not yet valid", signHS256(t, jwtKey, jwt.MapClaims{"exp": future, "nbf": future}), access.ErrInvalid},
+		{"JWT with the wrong key", signHS256(t, "another-key-of-at-least-32-bytes!!", jwt.MapClaims{"exp": future}), access.ErrInvalid},
+		{"alg none", none, access.ErrInvalid},
+		{"HS512 with the right key", hs512, access.ErrInvalid},
+		{"tampered payload", tampered, access.ErrInvalid},
+		{"the JWT key itself", jwtKey, access.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := a.Check(tc.token); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Errorf("Check = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// signedPayload base64url-encodes a JWT payload.
+func signedPayload(t *testing.T, payload string) string {
+	t.Helper()
+	return base64.RawURLEncoding.EncodeToString([]byte(payload))
+}
+
+func TestAuthModes(t *testing.T) {
+	if a := access.NewAuth(nil, nil); a.Required() || a.Check("") != nil {
+		t.Error("without tokens or key, anyone must be let in")
+	}
+	onlyJWT := access.NewAuth(nil, []byte(jwtKey))
+	if !onlyJWT.Required() {
+		t.Fatal("a JWT key alone must require tokens")
+	}
+	if err := onlyJWT.Check(signHS256(t, jwtKey, jwt.MapClaims{"exp": time.Now().Add(time.Minute).Unix()})); err != nil {
+		t.Errorf("valid JWT refused: %v", err)
+	}
+	onlyStatic := access.NewAuth([]string{staticToken}, nil)
+	if err := onlyStatic.Check(signHS256(t, jwtKey, jwt.MapClaims{"exp": time.Now().Add(time.Minute).Unix()})); !errors.Is(err, access.ErrInvalid) {
+		t.Errorf("a JWT with no key configured: %v, want ErrInvalid", err)
+	}
+}
+
+func TestAnonymize(t *testing.T) {
+	for in, want := range map[string]string{
+		"203.0.113.77":               "203.0.113.0",
+		"10.1.2.3":                   "10.1.2.0",
+		"::ffff:203.0.113.77":        "203.0.113.0",
+		"2001:db8:abcd:12:1:2:3:4":   "2001:db8:abcd::",
+		"2001:db8:abcd:ffff::1%eth0": "2001:db8:abcd::",
+		"::1":                        "::",
+	} {
+		if got := access.Anonymize(netip.MustParseAddr(in)).String(); got != want {
+			t.Errorf("Anonymize(%s) = %s, want %s", in, got, want)
+		}
+	}
+	if got := access.Anonymize(netip.Addr{}); got.IsValid() {
+		t.Errorf("Anonymize(invalid) = %v", got)
+	}
+}
+
+func TestRateLimiterPerClient(t *testing.T) {
+	l := access.NewRateLimiter(5, 0) // burst 10
+	now := time.Unix(1e9, 0)
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	for i := range 10 {
+		if ok, _ := l.Allow(a, now); !ok {
+			t.Fatalf("event %d of the burst refused", i+1)
+		}
+	}
+	ok, wait := l.Allow(a, now)
+	if ok {
+		t.Fatal("event 11 within the same instant allowed: burst is twice the rate")
+	}
+	if wait != 200*time.Millisecond {
+		t.Errorf("wait %v, want 200ms (one event at 5/s)", wait)
+	}
+	if ok, _ := l.Allow(b, now); !ok {
+		t.Error("another client was limited by the first one's flood")
+	}
+	if ok, _ := l.Allow(a, now.Add(200*time.Millisecond)); !ok {
+		t.Error("not allowed again after the announced wait")
+	}
+	if got := l.Refused(); got != 1 {
+		t.Errorf("Refused = %d, want 1", got)
+	}
+	// An IPv6 client is its /64.
+	x, y := netip.MustParseAddr("2001:db8:1:2::1"), netip.MustParseAddr("2001:db8:1:2:ffff::9")
+	for range 10 {
+		l.Allow(x, now)
+	}
+	if ok, _ := l.Allow(y, now); ok {
+		t.Error("another address of the same IPv6 /64 escaped the limit")
+	}
+	if ok, _ := l.Allow(netip.MustParseAddr("2001:db8:1:3::1"), now); !ok {
+		t.Error("another /64 was limited")
+	}
+}
+
+func TestRateLimiterBounded(t *testing.T) {
+	const bound = 1000
+	l := access.NewRateLimiter(1, bound)
+	now := time.Unix(1e9, 0)
+	flood := netip.MustParseAddr("198.51.100.1")
+	l.Allow(flood, now)
+	l.Allow(flood, now)
+	if ok, _ := l.Allow(flood, now); ok {
+		t.Fatal("third event allowed at 1/s")
+	}
+	for i := range 10 * bound {
+		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if ok, _ := l.Allow(ip, now); !ok {
+			t.Fatalf("first event of new client %s refused", ip)
+		}
+		if n := l.Tracked(); n > bound {
+			t.Fatalf("tracking %d clients, bound %d", n, bound)
+		}
+	}
+	if n := l.Tracked(); n != bound {
+		t.Errorf("tracking %d clients after %d, want exactly the bound %d", n, 10*bound, bound)
+	}
+}
+
+func TestStreamLimiter(t *testing.T) {
+	l := access.NewStreamLimiter(2)
+	a := netip.MustParseAddr("192.0.2.1")
+	if !l.Acquire(a) || !l.Acquire(a) {
+		t.Fatal("the first two streams refused")
+	}
+	if l.Acquire(a) {
+		t.Fatal("third stream allowed with a cap of 2")
+	}
+	if !l.Acquire(netip.MustParseAddr("192.0.2.2")) {
+		t.Error("another client refused")
+	}
+	l.Release(a)
+	if !l.Acquire(a) {
+		t.Error("refused after one stream ended")
+	}
+	l.Release(a)
+	l.Release(a)
+	l.Release(netip.MustParseAddr("192.0.2.2"))
+	if n := l.Tracked(); n != 0 {
+		t.Errorf("%d clients tracked with no stream open, want 0", n)
+	}
+	if got := l.Refused(); got != 1 {
+		t.Errorf("Refused = %d, want 1", got)
+	}
+}
+
+func TestNilRulesAllowEverything(t *testing.T) {
+	var r *access.RateLimiter = access.NewRateLimiter(0, 0)
+	var s *access.StreamLimiter = access.NewStreamLimiter(0)
+	ip := netip.MustParseAddr("192.0.2.1")
+	for range 100 {
+		if ok, _ := r.Allow(ip, time.Now()); !ok || !s.Acquire(ip) {
+			t.Fatal("a zero limit must mean unlimited")
+		}
+	}
+}

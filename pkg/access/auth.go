@@ -1,0 +1,86 @@
+package access
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// QueryParam is the query parameter that carries a listener token for
+// clients that cannot set headers (a browser's EventSource). It is reserved:
+// the server takes it out of the request before anything else reads the
+// query, and never logs it.
+const QueryParam = "access_token"
+
+// Why a listener was refused. The messages are what the client is told:
+// nothing about which part of a token was wrong.
+var (
+	ErrMissing = errors.New("missing token")
+	ErrInvalid = errors.New("invalid token")
+)
+
+// Auth decides whether a token lets its holder listen. A nil *Auth lets
+// everyone in.
+type Auth struct {
+	tokens [][sha256.Size]byte // hashed, so comparing takes the same time whatever the lengths
+	jwtKey []byte
+	parser *jwt.Parser
+}
+
+// NewAuth accepts any of tokens and, when jwtKey is not empty, any JWT
+// signed with it using HS256 that carries an exp claim and has not expired.
+// It returns nil (everyone may listen) when both are empty.
+func NewAuth(tokens []string, jwtKey []byte) *Auth {
+	if len(tokens) == 0 && len(jwtKey) == 0 {
+		return nil
+	}
+	a := &Auth{}
+	for _, t := range tokens {
+		a.tokens = append(a.tokens, sha256.Sum256([]byte(t)))
+	}
+	if len(jwtKey) > 0 {
+		a.jwtKey = jwtKey
+		// Only HS256: an attacker must not pick "none", or an RSA/ECDSA
+		// method that would treat our secret as a public key.
+		a.parser = jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithExpirationRequired())
+	}
+	return a
+}
+
+// Required reports whether listeners need a token.
+func (a *Auth) Required() bool { return a != nil }
+
+// Check returns nil when token lets its holder listen, ErrMissing when it
+// is empty and ErrInvalid otherwise. Static tokens are compared in constant
+// time, every one of them each time.
+func (a *Auth) Check(token string) error {
+	switch {
+	case a == nil:
+		return nil
+	case token == "":
+		return ErrMissing
+	case a.matchStatic(token), a.validJWT(token):
+		return nil
+	}
+	return ErrInvalid
+}
+
+func (a *Auth) matchStatic(token string) bool {
+	h := sha256.Sum256([]byte(token))
+	match := 0
+	for i := range a.tokens {
+		match |= subtle.ConstantTimeCompare(h[:], a.tokens[i][:])
+	}
+	return match == 1
+}
+
+func (a *Auth) validJWT(token string) bool {
+	if a.parser == nil || strings.Count(token, ".") != 2 {
+		return false
+	}
+	_, err := a.parser.Parse(token, func(*jwt.Token) (any, error) { return a.jwtKey, nil })
+	return err == nil
+}

@@ -1,0 +1,162 @@
+package server
+
+import (
+	"errors"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"event-dispatcher/pkg/access"
+)
+
+// authorizeListener lets a stream through only with a valid listener token
+// (see package access), from an Authorization: Bearer header or, for
+// browsers' EventSource, the access_token query parameter. Either way the
+// token is taken out of the request before next sees it, so nothing
+// downstream can read, match on or log it. Refusals are 401 with a JSON
+// error that says only "missing" or "invalid", and WWW-Authenticate as RFC
+// 6750 describes.
+func (s *Server) authorizeListener(next http.Handler) http.Handler {
+	auth := s.opts.Access.Listeners
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, r := takeToken(r)
+		if err := auth.Check(token); err != nil {
+			challenge := `Bearer realm="event-dispatcher"`
+			if errors.Is(err, access.ErrInvalid) {
+				challenge += `, error="invalid_token"`
+			}
+			w.Header().Set("WWW-Authenticate", challenge)
+			writeError(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// takeToken returns the listener token of r and a request without it: the
+// Authorization header wins over the query parameter, and a header that is
+// not Bearer is returned whole, so that it fails as invalid.
+func takeToken(r *http.Request) (string, *http.Request) {
+	authz := r.Header.Get("Authorization")
+	rest, fromQuery, inQuery := takeParam(r.URL.RawQuery, access.QueryParam)
+	if authz == "" && !inQuery {
+		return "", r
+	}
+	token := fromQuery
+	if authz != "" {
+		token = authz
+		if scheme, t, ok := strings.Cut(authz, " "); ok && strings.EqualFold(scheme, "Bearer") {
+			token = strings.TrimSpace(t)
+		}
+	}
+	r2 := r.WithContext(r.Context()) // shallow copy; URL and Header are replaced below
+	u := *r.URL
+	u.RawQuery = rest
+	u.ForceQuery = false
+	r2.URL = &u
+	r2.RequestURI = u.RequestURI()
+	if authz != "" {
+		r2.Header = r.Header.Clone()
+		r2.Header.Del("Authorization")
+	}
+	return token, r2
+}
+
+// takeParam returns rawQuery without any name=value pair, and the first
+// such value, unescaped. Everything else is kept byte for byte, so whoever
+// reads the query next sees exactly what the client sent, bar the token.
+func takeParam(rawQuery, name string) (rest, value string, found bool) {
+	if rawQuery == "" {
+		return "", "", false
+	}
+	var kept []string
+	for pair := range strings.SplitSeq(rawQuery, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		if key, err := url.QueryUnescape(k); err != nil || key != name {
+			kept = append(kept, pair)
+			continue
+		}
+		if !found {
+			value, _ = url.QueryUnescape(v)
+			found = true
+		}
+	}
+	if !found {
+		return rawQuery, "", false
+	}
+	return strings.Join(kept, "&"), value, true
+}
+
+// redactedQuery is rawQuery for the log, with any listener token
+// replaced, so that no log line ever holds one.
+func redactedQuery(rawQuery string) string {
+	rest, _, found := takeParam(rawQuery, access.QueryParam)
+	if !found {
+		return rawQuery
+	}
+	if rest != "" {
+		rest += "&"
+	}
+	return rest + access.QueryParam + "=REDACTED"
+}
+
+// limitStreams refuses a stream with 429 while its client already holds
+// MAX_LISTENERS_PER_IP open, and counts the stream for exactly as long as
+// next serves it: the hub returns only once the stream has ended, however
+// it ended (client gone, dropped as slow, maximum duration, shutdown).
+func (s *Server) limitStreams(next http.Handler) http.Handler {
+	streams := s.opts.Access.Streams
+	if streams == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip := s.opts.ClientIP.Addr(r)
+		if !streams.Acquire(ip) {
+			w.Header().Set("Retry-After", "5")
+			writeError(w, http.StatusTooManyRequests, "too many streams open from this address")
+			return
+		}
+		defer streams.Release(ip)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitPublish refuses a POST with 429 and Retry-After once its client has
+// used up PUBLISH_RATE_PER_IP. It decides before the body is read, so a
+// refused flood costs no more than a bad request.
+func (s *Server) limitPublish(next http.Handler) http.Handler {
+	limit := s.opts.Access.Publish
+	if limit == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ok, wait := limit.Allow(s.opts.ClientIP.Addr(r), time.Now())
+		if ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength != 0 {
+			// Otherwise net/http would read the unread body before
+			// answering, to keep the connection: a trickling body would
+			// hold the answer, and reading it is what this refusal saves.
+			w.Header().Set("Connection", "close")
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, math.Ceil(wait.Seconds())))))
+		s.reject(w, http.StatusTooManyRequests, "too many events from this address; slow down")
+	})
+}
+
+// clientIP is the address written into events (CLIENT_IP_FIELD), truncated
+// when CLIENT_IP_ANONYMIZE is set.
+func (s *Server) clientIP(r *http.Request) string {
+	if !s.opts.Access.AnonymizeIP {
+		return s.opts.ClientIP.ClientIP(r)
+	}
+	if a := s.opts.ClientIP.Addr(r); a.IsValid() {
+		return access.Anonymize(a).String()
+	}
+	return "" // not an IP address: nothing that could be truncated is passed on
+}

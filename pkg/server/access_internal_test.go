@@ -1,0 +1,54 @@
+package server
+
+import (
+	"net/http/httptest"
+	"testing"
+)
+
+// The request handed on after the token check carries no token anywhere,
+// and the rest of its query is exactly what the client sent, so the query
+// is free for other uses (a malformed pair included, for them to refuse).
+func TestTakeTokenLeavesNoTrace(t *testing.T) {
+	for _, tc := range []struct {
+		target, authz, token, rest string
+	}{
+		{"/events?access_token=abc", "", "abc", ""},
+		{"/events?a=1&access_token=abc&b=%zz", "", "abc", "a=1&b=%zz"},
+		{"/events?access%5Ftoken=a%2Bb&access_token=second", "", "a+b", ""},
+		{"/events?a=1", "Bearer xyz", "xyz", "a=1"},
+		{"/events?access_token=q", "Bearer h", "h", ""},
+		{"/events", "Basic dTpw", "Basic dTpw", ""},
+		{"/events?a=1", "", "", "a=1"},
+	} {
+		r := httptest.NewRequest("GET", tc.target, nil)
+		if tc.authz != "" {
+			r.Header.Set("Authorization", tc.authz)
+		}
+		token, out := takeToken(r)
+		if token != tc.token {
+			t.Errorf("%s: token %q, want %q", tc.target, token, tc.token)
+		}
+		if out.URL.RawQuery != tc.rest || out.Header.Get("Authorization") != "" {
+			t.Errorf("%s: handed on query %q, Authorization %q; want %q and none", tc.target, out.URL.RawQuery, out.Header.Get("Authorization"), tc.rest)
+		}
+		if want := out.URL.RequestURI(); out.RequestURI != want {
+			t.Errorf("%s: RequestURI %q, want %q", tc.target, out.RequestURI, want)
+		}
+		if r.RequestURI != tc.target || r.Header.Get("Authorization") != tc.authz {
+			t.Errorf("%s: the original request was modified", tc.target)
+		}
+	}
+}
+
+func TestRedactedQuery(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                            "",
+		"a=1":                         "a=1",
+		"access_token=s3cr3t":         "access_token=REDACTED",
+		"a=1&access%5Ftoken=s3cr3t&b": "a=1&b&access_token=REDACTED",
+	} {
+		if got := redactedQuery(in); got != want {
+			t.Errorf("redactedQuery(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
