@@ -11,6 +11,9 @@
 # Environment:
 #   SCENARIOS    which to run, default "ingest fanout idle slow storm disconnect"
 #   SERVERS      default "dispatcher reference" ("dispatcher" without the reference)
+#   BASELINE_REV a git revision of this repository (e.g. a release tag): its
+#                dispatcher is built too and measured in the same run, as
+#                "baseline", for before/after figures
 #   OUT          where binaries, logs and JSON reports go (default: a new temp dir)
 #   PORT_BASE    dispatcher on PORT_BASE, reference on PORT_BASE+1 (default 29690:
 #                below the ephemeral range, which ten thousand client
@@ -44,6 +47,10 @@ if [ -z "${SERVERS:-}" ]; then
 fi
 OUT=${OUT:-$(mktemp -d -t dispatcher-bench.XXXXXX)}
 PORT_BASE=${PORT_BASE:-29690}
+BASELINE_REV=${BASELINE_REV:-}
+if [ -n "$BASELINE_REV" ]; then
+	SERVERS="$SERVERS baseline"
+fi
 FANOUT_LISTENERS=${FANOUT_LISTENERS:-1000}
 IDLE_LISTENERS=${IDLE_LISTENERS:-10000}
 STORM_LISTENERS=${STORM_LISTENERS:-10000}
@@ -76,6 +83,11 @@ echo "building into $OUT" >&2
 case " $SERVERS " in
 *" reference "*) (cd "$REFERENCE_HUB_DIR" && go build -o "$OUT/reference-hub" .) ;;
 esac
+if [ -n "$BASELINE_REV" ]; then
+	rm -rf "$OUT/baseline-src" && mkdir -p "$OUT/baseline-src"
+	git -C "$ROOT" archive "$BASELINE_REV" | tar -x -C "$OUT/baseline-src"
+	(cd "$OUT/baseline-src" && go build -o "$OUT/event_dispatcher_baseline" ./cmd/event_dispatcher)
+fi
 
 SERVER_PID=
 PORT=
@@ -86,13 +98,16 @@ PORT=
 # listeners than its default MAX_SUBSCRIBERS are coming, a limit above them.
 start_server() {
 	case $1 in
-	dispatcher)
+	dispatcher | baseline)
 		PORT=$PORT_BASE
-		local limit=()
+		local limit=() bin=$OUT/event_dispatcher
+		if [ "$1" = baseline ]; then
+			PORT=$((PORT_BASE + 2)) bin=$OUT/event_dispatcher_baseline
+		fi
 		if [ "${2:-0}" -gt 10000 ]; then
 			limit=("MAX_SUBSCRIBERS=$(($2 + 100))")
 		fi
-		env PORT="$PORT" LOG_LEVEL=warn "${limit[@]}" "$OUT/event_dispatcher" >"$OUT/$1.log" 2>&1 &
+		env PORT="$PORT" LOG_LEVEL=warn "${limit[@]}" "$bin" >"$OUT/$1.log" 2>&1 &
 		;;
 	reference)
 		PORT=$((PORT_BASE + 1))
@@ -166,20 +181,32 @@ figure() {
 	jq -r "($3) // \"-\"" "$f" 2>/dev/null || echo "-"
 }
 
-row() { # row LABEL SCENARIO JQ [better]
-	local d r ratio
-	d=$(figure "$2" dispatcher "$3")
-	r=$(figure "$2" reference "$3")
-	ratio=$(jq -nr --arg d "$d" --arg r "$r" \
+ratio() { # ratio A B: "A/B" with an x, or "-" unless both are numbers
+	jq -nr --arg d "$1" --arg r "$2" \
 		'def num: test("^-?[0-9]+(\\.[0-9]+)?([eE][+-]?[0-9]+)?$");
 		 if ($d|num) and ($r|num) and ($r|tonumber) != 0
-		 then (($d|tonumber)/($r|tonumber)*100|round/100|tostring) + "x" else "-" end')
-	printf '%-52s %14s %14s %8s  %s\n' "$1" "$d" "$r" "$ratio" "${4:-}"
+		 then (($d|tonumber)/($r|tonumber)*100|round/100|tostring) + "x" else "-" end'
+}
+
+row() { # row LABEL SCENARIO JQ [better]
+	local d r b
+	d=$(figure "$2" dispatcher "$3")
+	r=$(figure "$2" reference "$3")
+	if [ -n "$BASELINE_REV" ]; then
+		b=$(figure "$2" baseline "$3")
+		printf '%-52s %14s %14s %8s %14s %8s  %s\n' "$1" "$d" "$r" "$(ratio "$d" "$r")" "$b" "$(ratio "$d" "$b")" "${4:-}"
+		return
+	fi
+	printf '%-52s %14s %14s %8s  %s\n' "$1" "$d" "$r" "$(ratio "$d" "$r")" "${4:-}"
 }
 
 echo
 echo "date $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(go version | cut -d' ' -f3), reports in $OUT"
-printf '%-52s %14s %14s %8s  %s\n' "figure" "dispatcher" "reference" "ratio" ""
+if [ -n "$BASELINE_REV" ]; then
+	printf '%-52s %14s %14s %8s %14s %8s  %s\n' "figure" "dispatcher" "reference" "ratio" "baseline" "ratio" "baseline: $BASELINE_REV"
+else
+	printf '%-52s %14s %14s %8s  %s\n' "figure" "dispatcher" "reference" "ratio" ""
+fi
 if has ingest; then
 	row "(a) ingest: server CPU µs per accepted POST" ingest '.result.server.cpu_us_per_event*10|round/10' "lower is better"
 	row "(a) ingest: accepted POSTs/s" ingest '.result.achieved_rate|round'
