@@ -56,6 +56,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 			Streams:     access.NewStreamLimiter(cfg.MaxListenersPerIP),
 			AnonymizeIP: cfg.ClientIPAnonymize,
 		},
+		WriteTimeout: cfg.WriteTimeout,
 	})
 	hs := srv.HTTPServer()
 

@@ -37,6 +37,9 @@ func (s *Server) methods(handlers map[string]http.Handler) http.Handler {
 	allow := strings.Join(append(allowed, "OPTIONS"), ", ")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h := handlers[r.Method]; h != nil {
+			if noBody(w, r) {
+				return
+			}
 			h.ServeHTTP(w, r)
 			return
 		}

@@ -27,6 +27,9 @@ type Options struct {
 	ClientIPField   string   // empty: events are passed through unchanged
 	ClientIP        *clientip.Resolver
 	Access          access.Policy // listener tokens, per-IP limits, IP anonymisation; zero: open
+	// WriteTimeout bounds the writing of every answer but streams, which
+	// have their own per-write deadline. Zero means 10 s.
+	WriteTimeout time.Duration
 }
 
 // Server routes requests to the hub. It is an http.Handler.
@@ -46,6 +49,9 @@ func New(opts Options) *Server {
 	if opts.ClientIP == nil {
 		opts.ClientIP = clientip.New(nil) // the TCP peer
 	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
 	s := &Server{opts: opts, started: time.Now()}
 	mux := http.NewServeMux()
 	s.addRoutes(mux)
@@ -53,7 +59,7 @@ func New(opts Options) *Server {
 	if opts.Logger.GetLevel() <= zerolog.DebugLevel {
 		h = accessLog(opts.Logger, h) // debug only: the ingest path stays cheap
 	}
-	s.handler = s.cors(h)
+	s.handler = s.guardConn(s.cors(h))
 	return s
 }
 
