@@ -22,13 +22,26 @@ import (
 //   - Every answer is written under writeTimeout, so a client that never
 //     reads (pipelining requests until the socket buffers fill) is cut off.
 //     A stream moves the deadline forward on each of its writes.
+// unreadGrace is how long a client that declared a body the service will
+// not read may go on sending it after the answer, so that the connection
+// ends with a clean close rather than a reset that could lose the answer.
+const unreadGrace = time.Second
+
 func (s *Server) guardConn(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
-		if r.ContentLength != 0 { // -1: chunked
-			w.Header().Set("Connection", "close")
+		rc := http.NewResponseController(w)
+		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+		if r.ContentLength == 0 { // no body: every GET of a well-behaved client
+			next.ServeHTTP(w, r)
+			return
 		}
+		w.Header().Set("Connection", "close") // -1 is chunked
 		next.ServeHTTP(w, r)
+		if w.Header().Get("Connection") == "close" {
+			// Even when closing, net/http reads what is left of the body
+			// (up to 256 KiB) after the answer, with no deadline of its own.
+			_ = rc.SetReadDeadline(time.Now().Add(unreadGrace))
+		}
 	})
 }
 
