@@ -5,6 +5,11 @@ import (
 	"time"
 )
 
+// unreadGrace is how long a client that declared a body the service will
+// not read may go on sending it after the answer, so that the connection
+// ends with a clean close rather than a reset that could lose the answer.
+const unreadGrace = time.Second
+
 // guardConn keeps a request from holding its connection beyond a deadline,
 // whatever its route:
 //
@@ -14,19 +19,15 @@ import (
 //     listener slot forever. A request with a body that its route would
 //     serve but not read gets 400 at once (see noBody); any answer to a
 //     request with a body closes the connection, unless ingest has read
-//     the body to the end.
+//     the body to the end, and what net/http still reads of it afterwards
+//     is bounded by unreadGrace.
 //   - Go's parser drops Content-Length when Transfer-Encoding is present, so
 //     a chunked request cannot be told from one with both headers, which RFC
 //     9112 §6.3 treats as a smuggling attempt: its connection is closed after
 //     the answer.
-//   - Every answer is written under writeTimeout, so a client that never
+//   - Every answer is written under WriteTimeout, so a client that never
 //     reads (pipelining requests until the socket buffers fill) is cut off.
 //     A stream moves the deadline forward on each of its writes.
-// unreadGrace is how long a client that declared a body the service will
-// not read may go on sending it after the answer, so that the connection
-// ends with a clean close rather than a reset that could lose the answer.
-const unreadGrace = time.Second
-
 func (s *Server) guardConn(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
