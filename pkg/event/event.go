@@ -1,6 +1,10 @@
 // Package event validates one telemetry event and turns it into the compact,
 // single-line JSON that listeners receive. It never decodes into maps: key
 // order, duplicate keys and number literals pass through byte for byte.
+//
+// By default it also holds events to I-JSON (RFC 7493), so that one
+// publisher cannot send what strict consumers fail to decode: no number
+// beyond the range of an IEEE 754 double, no lone surrogate escape.
 package event
 
 import (
@@ -17,13 +21,26 @@ var (
 	ErrUTF8      = errors.New("body is not valid UTF-8")
 	ErrNotObject = errors.New("body must be one JSON object")
 	ErrSyntax    = errors.New("body is not valid JSON")
+	ErrRange     = errors.New("body has a number beyond the range of a 64-bit float (I-JSON, RFC 7493)")
+	ErrSurrogate = errors.New(`body has a \u escape that is a lone UTF-16 surrogate (I-JSON, RFC 7493)`)
 )
 
-// Compact validates body as exactly one JSON object in valid UTF-8 and
+// Compact validates body as exactly one I-JSON object in valid UTF-8 and
 // appends its compact form to dst. When ipField is not empty, every
 // top-level member of that name is removed and "ipField":"ip" is appended
-// as the last member.
+// as the last member. Numbers are checked for range only: a large integer
+// or a long decimal within range passes as written.
 func Compact(dst, body []byte, ipField, ip string) ([]byte, error) {
+	return compact(dst, body, ipField, ip, true)
+}
+
+// CompactLenient is Compact accepting any JSON object of RFC 8259, numbers
+// of any size and lone surrogate escapes included.
+func CompactLenient(dst, body []byte, ipField, ip string) ([]byte, error) {
+	return compact(dst, body, ipField, ip, false)
+}
+
+func compact(dst, body []byte, ipField, ip string, strict bool) ([]byte, error) {
 	first := bytes.TrimLeft(body, " \t\r\n")
 	switch {
 	case len(first) == 0:
@@ -42,6 +59,11 @@ func Compact(dst, body []byte, ipField, ip string) ([]byte, error) {
 		return dst, ErrSyntax
 	}
 	out := buf.Bytes()
+	if strict {
+		if err := checkStrict(out[len(dst):]); err != nil {
+			return dst, err
+		}
+	}
 	if ipField == "" {
 		return out, nil
 	}
