@@ -57,6 +57,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 			AnonymizeIP: cfg.ClientIPAnonymize,
 		},
 		WriteTimeout: cfg.WriteTimeout,
+		LenientJSON:  !cfg.StrictJSON,
 	})
 	hs := srv.HTTPServer()
 

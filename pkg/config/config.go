@@ -38,6 +38,7 @@ type Config struct {
 	ShutdownTimeout       time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"grace period after SIGTERM/SIGINT" json:"SHUTDOWN_TIMEOUT"`
 	ClientIPField         string        `envconfig:"CLIENT_IP_FIELD" desc:"when set (e.g. user_ip), each event gets this top-level field set to the client IP" json:"CLIENT_IP_FIELD"`
 	TrustedProxyCIDRs     []string      `envconfig:"TRUSTED_PROXY_CIDRS" desc:"comma-separated CIDRs whose X-Forwarded-For is believed" json:"TRUSTED_PROXY_CIDRS"`
+	StrictJSON            bool          `envconfig:"STRICT_JSON" default:"true" desc:"refuse (400) numbers beyond double range and lone surrogate escapes (I-JSON, RFC 7493); false accepts any JSON" json:"STRICT_JSON"`
 
 	// Access control and abuse limits (package access). Secrets are never logged.
 	ListenTokens      []string `envconfig:"LISTEN_TOKENS" secret:"true" desc:"comma-separated listener tokens; when set, GET /events needs one (Authorization: Bearer, or ?access_token=)" json:"LISTEN_TOKENS"`

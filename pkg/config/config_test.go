@@ -85,7 +85,8 @@ func TestDefaults(t *testing.T) {
 		BodyReadTimeout: 10 * time.Second, CORSAllowedOrigins: []string{"*"}, HeartbeatInterval: 5 * time.Second,
 		WriteTimeout: 10 * time.Second, SubscriberBufferBytes: 1 << 20, MaxSubscribers: 10000,
 		PublishQueueSize: 1024, MaxFanoutLag: time.Second, MaxStreamDuration: 0, ShutdownTimeout: 10 * time.Second,
-		Level: zerolog.InfoLevel,
+		StrictJSON: true,
+		Level:      zerolog.InfoLevel,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\ngot  %+v\nwant %+v", c, want)
@@ -118,6 +119,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		"PUBLISH_RATE_PER_IP":     "2.5",
 		"MAX_LISTENERS_PER_IP":    "3",
 		"CLIENT_IP_ANONYMIZE":     "true",
+		"STRICT_JSON":             "false",
 	}
 	for _, v := range variables() {
 		if _, ok := env[v.name]; !ok {
@@ -136,6 +138,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		PublishQueueSize: 3, MaxFanoutLag: 250 * time.Millisecond, MaxStreamDuration: time.Hour, ShutdownTimeout: 2 * time.Second,
 		ClientIPField:     "user_ip",
 		TrustedProxyCIDRs: []string{"10.1.2.3/8", " 2001:db8::/32", ""},
+		StrictJSON:        false,
 		Level:             zerolog.DebugLevel,
 		AllowOrigins:      []string{"https://a.example", "https://b.example"},
 		TrustedNets:       []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")},

@@ -3,8 +3,8 @@ package event
 import (
 	"bytes"
 	"encoding/json"
-	"strings"
 	"strconv"
+	"strings"
 	"testing"
 	"unicode/utf16"
 	"unicode/utf8"

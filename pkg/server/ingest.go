@@ -18,6 +18,10 @@ import (
 func (s *Server) handleIngest() http.Handler {
 	max := s.opts.MaxBodyBytes
 	tooLarge := "body exceeds " + strconv.FormatInt(max, 10) + " bytes"
+	compact := event.Compact
+	if s.opts.LenientJSON {
+		compact = event.CompactLenient
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.inflight.Add(1)
 		defer s.inflight.Add(-1)
@@ -50,7 +54,7 @@ func (s *Server) handleIngest() http.Handler {
 		// Compact into a second pooled buffer: the hub copies what it keeps.
 		out := s.body()
 		defer s.bodies.Put(out)
-		data, err := event.Compact(out.AvailableBuffer(), body, s.opts.ClientIPField, ip)
+		data, err := compact(out.AvailableBuffer(), body, s.opts.ClientIPField, ip)
 		if err != nil {
 			s.reject(w, http.StatusBadRequest, err.Error())
 			return

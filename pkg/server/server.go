@@ -30,6 +30,9 @@ type Options struct {
 	// WriteTimeout bounds the writing of every answer but streams, which
 	// have their own per-write deadline. Zero means 10 s.
 	WriteTimeout time.Duration
+	// LenientJSON accepts any JSON object; by default events must be
+	// I-JSON (see event.Compact).
+	LenientJSON bool
 }
 
 // Server routes requests to the hub. It is an http.Handler.
