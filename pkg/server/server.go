@@ -70,8 +70,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 // HTTPServer returns an http.Server for s with timeouts that bound what a
 // client can hold. There is no WriteTimeout: it would cut every stream; each
-// stream has its own write deadline instead, and POST bodies have their own
-// read deadline.
+// stream has its own write deadline instead, every other answer one set by
+// guardConn, and POST bodies have their own read deadline.
 func (s *Server) HTTPServer() *http.Server {
 	return &http.Server{
 		Handler:           s,
