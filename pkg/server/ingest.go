@@ -45,7 +45,6 @@ func (s *Server) handleIngest() http.Handler {
 			}
 			return
 		}
-		keepConn(w, r)
 		body := buf.Bytes()
 		var ip string
 		if s.opts.ClientIPField != "" {
