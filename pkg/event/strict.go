@@ -53,8 +53,6 @@ func checkString(obj []byte, i int) (int, error) {
 				return 0, err
 			}
 			i += n
-		default:
-			i++
 		}
 	}
 }
