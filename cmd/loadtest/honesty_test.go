@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,13 +22,19 @@ import (
 // freePort returns a loopback port nothing listens on right now.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Below the usual ephemeral range (32768-60999): the test restarts a
+	// server on this port, and a port from that range can meanwhile become
+	// the source port of some outgoing connection, refusing the restart.
+	for range 100 {
+		port := strconv.Itoa(20000 + rand.IntN(12000))
+		ln, err := net.Listen("tcp", "127.0.0.1:"+port)
+		if err == nil {
+			ln.Close()
+			return port
+		}
 	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
+	t.Fatal("no free port below the ephemeral range")
+	return ""
 }
 
 // startBinary runs the built dispatcher on port and waits until /health
