@@ -47,6 +47,8 @@ type listener struct {
 type listenerAcct struct {
 	base, limit uint64 // this phase's sequence numbers are [base, base+limit)
 	from        uint64 // owed from base+from on; earlier ones may arrive or not
+	until       uint64 // with bounded: owed only before base+until (lost before it was to leave)
+	bounded     bool
 	fromAcc     uint64 // events accepted when it became owed (progress line)
 	hist        *histogram
 	windows     *windows // survivors of a mass disconnect: latency by publish time
@@ -291,11 +293,22 @@ func (l *listener) progress() (got, accAtStart uint64) {
 }
 
 // depart closes the listener's connection on purpose in the middle of a
-// phase, without waiting for its reader: it is owed nothing any more.
-// close still has to be called.
-func (l *listener) depart() {
-	l.departed.Store(true)
+// phase, without waiting for its reader: it is owed nothing any more. One
+// the server had already dropped is not departed but stays lost, owed the
+// events taken before until (the moment it was to leave): a server that
+// drops everyone before a mass disconnect must not pass for one that kept
+// them. close still has to be called.
+func (l *listener) depart(until uint64) {
 	l.closing.Store(true)
+	if l.lost.Load() {
+		l.mu.Lock()
+		if l.acct != nil {
+			l.acct.until, l.acct.bounded = until, true
+		}
+		l.mu.Unlock()
+		return
+	}
+	l.departed.Store(true)
 	_ = l.conn.Close()
 }
 

@@ -262,7 +262,7 @@ type tally struct {
 }
 
 func (t *tally) add(l *listener, a *listenerAcct, acc []uint64, owed suffixCounter) {
-	if l.departed.Load() {
+	if l.departed.Load() && !l.lost.Load() {
 		t.listeners.Departed++
 		t.goneLatSum += a.latSum
 		t.goneLatMax = max(t.goneLatMax, a.latMax)
@@ -278,6 +278,9 @@ func (t *tally) add(l *listener, a *listenerAcct, acc []uint64, owed suffixCount
 	t.latMax = max(t.latMax, a.latMax)
 	in, out := a.seen.countIn(acc, a.from)
 	t.d.Expected += owed.from(a.from)
+	if a.bounded {
+		t.d.Expected -= owed.from(max(a.until, a.from))
+	}
 	t.d.Delivered += in
 	t.d.Unexpected += out
 	t.d.Duplicates += a.dups

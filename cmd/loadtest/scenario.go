@@ -167,28 +167,33 @@ func (t *tester) disconnect(ctx context.Context, ph *phase, rep *disconnectRepor
 		return
 	}
 
+	// Survivors the server already dropped stay lost, owed everything.
 	var leaving []*listener
 	for _, l := range t.listenerList() {
-		if l.id < t.cfg.Survivors && !l.lost.Load() {
-			rep.Survivors++
-		} else {
+		switch {
+		case l.id >= t.cfg.Survivors:
 			leaving = append(leaving, l)
+		case !l.lost.Load():
+			rep.Survivors++
 		}
 	}
+	until := ph.watermark()
 	begin := time.Now()
 	var wg sync.WaitGroup
 	var next atomic.Int64
 	for range 16 { // a few closers: a close is one syscall and a wake-up
 		wg.Go(func() {
 			for i := next.Add(1) - 1; i < int64(len(leaving)); i = next.Add(1) - 1 {
-				leaving[i].depart()
+				leaving[i].depart(until)
 			}
 		})
 	}
 	wg.Wait()
 	rep.CloseMS = float64(time.Since(begin)) / float64(time.Millisecond)
-	rep.Departed = len(leaving)
 	for _, l := range leaving {
+		if l.departed.Load() {
+			rep.Departed++
+		}
 		l.close() // their readers have ended, or soon will
 	}
 	release.Store(int64(rep.Survivors + len(t.stalled)))

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"event-dispatcher/pkg/broadcast"
 )
@@ -131,5 +132,31 @@ func TestReplicasOweEveryEvent(t *testing.T) {
 	rep, err = runJSON(t, guard(t), "-url", a.URL, "-url", a.URL, "-listeners", "4", "-publishers", "2", "-events", "100")
 	if err != nil || rep.Result.Deliveries.Delivered != 400 || len(rep.Result.Replicas) != 2 || rep.Result.Replicas[1].Deliveries.Delivered != 200 {
 		t.Errorf("one server named twice: %v, %+v", err, rep.Result)
+	}
+}
+
+// Listeners the server ends before the mass disconnect are lost, not
+// departed: a server that drops everyone early must fail the run. The
+// survivors are owed every event, the others those taken before the
+// disconnect.
+func TestDisconnectAfterServerDroppedEveryone(t *testing.T) {
+	ts := startDispatcher(t, broadcast.Options{MaxStreamDuration: 300 * time.Millisecond})
+	const n, survivors = 10, 3
+	rep, err := runJSON(t, guard(t), "-url", ts.URL, "-scenario", "disconnect", "-listeners", fmt.Sprint(n),
+		"-survivors", fmt.Sprint(survivors), "-publishers", "1", "-rate", "100", "-duration", "2s", "-warmup", "1s", "-settle", "1s")
+	if err == nil || rep.Check.Pass {
+		t.Fatalf("a disconnect run whose listeners the server had all ended passed: %+v", rep.Check)
+	}
+	if d := rep.Disconnect; d == nil || d.Departed != 0 || d.Survivors != 0 {
+		t.Errorf("disconnect = %+v, want nobody departed and no survivor", d)
+	}
+	p := rep.Result
+	if p.Listeners != (phaseListeners{Owed: n, Lost: n}) || rep.Check.FailedListeners != n {
+		t.Errorf("listeners = %+v, check %+v: want all %d owed and lost", p.Listeners, rep.Check, n)
+	}
+	d := p.Deliveries
+	acc := p.Posts.Accepted
+	if d.Expected <= survivors*acc || d.Expected >= n*acc || d.Lost != d.Expected-d.Delivered || d.Lost < survivors*acc/2 {
+		t.Errorf("deliveries = %+v with %d accepted: want the survivors owed all, the others those before the disconnect", d, acc)
 	}
 }
