@@ -166,7 +166,8 @@ func TestRejectsOutOfBoundFlags(t *testing.T) {
 	for _, extra := range [][]string{
 		{"-duration", "11m"}, {"-duration", "0s"}, {"-publishers", "0"}, {"-rate", "-1"},
 		{"-fixture", "nope"}, {"-find-max", "-factor", "1"}, {"-listeners", "-1"},
-		{"-max-loss", "-1"}, {"-max-loss", "101"}, {"-scenario", "nope"}, {"-server-pid", "x"},
+		{"-max-loss", "-1"}, {"-max-loss", "101"}, {"-max-loss", "NaN"}, {"-rate", "nan"}, {"-rate", "+Inf"},
+		{"-find-max", "-factor", "NaN"}, {"-find-max", "-start-rate", "Inf"}, {"-scenario", "nope"}, {"-server-pid", "x"},
 		{"-url", "http://127.0.0.1:2,ftp://x"}, {"-scenario", "storm", "-find-max"},
 		{"-scenario", "storm", "-warmup", "10s", "-duration", "10s"}, {"-scenario", "storm", "-listeners", "0"},
 		{"-scenario", "disconnect", "-listeners", "10", "-survivors", "10"},

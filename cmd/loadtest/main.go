@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"os"
 	"os/signal"
@@ -193,6 +194,9 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 		cfg.URLs = append(cfg.URLs, u)
 	}
 	switch {
+	case slices.ContainsFunc([]float64{cfg.Rate, cfg.MaxLoss, cfg.StartRate, cfg.Factor}, notFinite):
+		// NaN compares false with every bound: -max-loss NaN would pass any run.
+		return cfg, false, usageError(fs, "-rate, -max-loss, -start-rate and -factor must be finite numbers")
 	case cfg.Listeners < 0 || cfg.Stall < 0 || cfg.StallRcvBuf < 0:
 		return cfg, false, usageError(fs, "-listeners, -stall and -stall-rcvbuf cannot be negative")
 	case cfg.Publishers < 1:
@@ -276,6 +280,8 @@ func (l listFlag[T]) Set(s string) error {
 }
 
 func parseString(s string) (string, error) { return s, nil }
+
+func notFinite(f float64) bool { return math.IsNaN(f) || math.IsInf(f, 0) }
 
 func parsePID(s string) (int, error) {
 	n, err := strconv.Atoi(s)
