@@ -55,8 +55,10 @@ type listenerAcct struct {
 	seen        seqSet
 	unique      uint64 // owed events received
 	dups        uint64
-	stale       uint64 // from an earlier phase, arriving after it was counted
-	foreign     uint64 // events not sent by this run
+	lastByPub   []uint64 // 1 + the last sequence number received from each publisher
+	outOfOrder  uint64   // received after a later event of the same publisher
+	stale       uint64   // from an earlier phase, arriving after it was counted
+	foreign     uint64   // events not sent by this run
 	latSum      int64
 	latMax      int64
 }
@@ -235,9 +237,16 @@ func (l *listener) deliver(data []byte, now int64) {
 		a.foreign++
 	case !a.seen.add(st.seq - a.base):
 		a.dups++
-	case st.seq-a.base < a.from:
-		// Sent while its stream was starting: welcome, not owed, not timed.
 	default:
+		// Each publisher waits for an answer before its next POST: its
+		// events must arrive in the order it sent them. Late, an event
+		// still counts as delivered.
+		if !a.inOrder(st) {
+			a.outOfOrder++
+		}
+		if st.seq-a.base < a.from {
+			return // sent while its stream was starting: welcome, not owed, not timed
+		}
 		a.unique++
 		lat := max(now-st.sentNS, 0)
 		a.hist.record(lat)
@@ -247,6 +256,20 @@ func (l *listener) deliver(data []byte, now int64) {
 			a.windows.record(st.sentNS, lat)
 		}
 	}
+}
+
+// inOrder records st as the last event of its publisher and reports
+// whether no later event of that publisher came before it.
+func (a *listenerAcct) inOrder(st stamp) bool {
+	if st.pub < 0 || st.pub >= int64(len(a.lastByPub)) {
+		return true // not one of this run's publishers
+	}
+	last := &a.lastByPub[st.pub]
+	if st.seq < *last {
+		return false
+	}
+	*last = st.seq + 1
+	return true
 }
 
 // startPhase makes the listener count the sequence numbers of ph, owed
@@ -262,7 +285,7 @@ func (l *listener) startPhase(ph *phase, from uint64) {
 	}
 	l.acct = &listenerAcct{
 		base: ph.base, limit: ph.limit, from: from, fromAcc: ph.accepted.count(),
-		hist: ph.hists[l.replica].shard(l.id), seen: seen,
+		hist: ph.hists[l.replica].shard(l.id), seen: seen, lastByPub: make([]uint64, ph.publishers),
 	}
 	switch {
 	case ph.windows != nil && l.id < ph.survivors:

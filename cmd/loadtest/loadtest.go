@@ -93,6 +93,7 @@ type phase struct {
 	windows     *windows            // disconnect: the survivors' latency by publish time
 	leaving     *shardedHistogram   // disconnect: the latency of the listeners that leave
 	survivors   int                 // listeners with a smaller id are survivors
+	publishers  int
 }
 
 // watermark is the first sequence number (relative) that no publisher has
@@ -313,7 +314,7 @@ func (t *tester) runPhase(ctx context.Context, rate float64, d time.Duration, du
 	if t.cfg.Events > 0 {
 		limit = min(limit, t.cfg.Events)
 	}
-	ph := &phase{base: t.nextBase, limit: limit, rate: rate, survivors: t.cfg.Survivors}
+	ph := &phase{base: t.nextBase, limit: limit, rate: rate, survivors: t.cfg.Survivors, publishers: t.cfg.Publishers}
 	for range t.targets {
 		ph.hists = append(ph.hists, newShardedHistogram(4*runtime.GOMAXPROCS(0)))
 	}
@@ -525,6 +526,9 @@ func (p *phaseReport) verdict() string {
 	}
 	if p.Latency.P99MS > 1000 {
 		why = append(why, fmt.Sprintf("p99 %.0f ms > 1 s", p.Latency.P99MS))
+	}
+	if n := p.Deliveries.Duplicates + p.Deliveries.OutOfOrder; n > 0 {
+		why = append(why, strconv.FormatUint(n, 10)+" duplicate or out-of-order deliveries")
 	}
 	if p.Posts.Rejected > 0 {
 		why = append(why, strconv.FormatUint(p.Posts.Rejected, 10)+" POSTs rejected")

@@ -255,9 +255,11 @@ func TestParseStampTolerance(t *testing.T) {
 // lines with CRLF line ends, and adds id, event and comment lines. The load
 // tool must count exactly what it did.
 type faultyHub struct {
-	drop, dup func(seq uint64) bool
-	mu        sync.Mutex
-	subs      []chan []byte
+	drop, dup, refuse func(seq uint64) bool
+	hold              func(seq uint64) bool // sent after the next event instead
+	mu                sync.Mutex
+	subs              []chan []byte
+	held              []byte
 }
 
 func (h *faultyHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -269,17 +271,25 @@ func (h *faultyHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "no stamp", http.StatusBadRequest)
 			return
 		}
-		if st.seq%10 == 9 { // refused: must count as rejected, never as loss
+		if h.refuse(st.seq) { // refused: must count as rejected, never as loss
 			http.Error(w, "busy", http.StatusServiceUnavailable)
 			return
 		}
 		h.mu.Lock()
+		held := h.held
+		h.held = nil
+		if h.hold != nil && h.hold(st.seq) {
+			h.held = body
+		}
 		for _, c := range h.subs {
-			if !h.drop(st.seq) {
+			if h.held == nil && !h.drop(st.seq) {
 				c <- body
 			}
 			if h.dup(st.seq) {
 				c <- body
+			}
+			if held != nil {
+				c <- held
 			}
 		}
 		h.mu.Unlock()
@@ -307,8 +317,9 @@ func (h *faultyHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func TestCountsLossAndDuplicates(t *testing.T) {
 	h := &faultyHub{
-		drop: func(seq uint64) bool { return seq%7 == 3 },
-		dup:  func(seq uint64) bool { return seq%5 == 1 },
+		drop:   func(seq uint64) bool { return seq%7 == 3 },
+		dup:    func(seq uint64) bool { return seq%5 == 1 },
+		refuse: func(seq uint64) bool { return seq%10 == 9 },
 	}
 	ts := httptest.NewServer(h)
 	defer ts.Close()
@@ -360,6 +371,34 @@ func TestCountsLossAndDuplicates(t *testing.T) {
 	}
 }
 
+// Duplicates and events overtaken by a later one of the same publisher
+// fail the run, though nothing is lost.
+func TestDuplicatesAndDisorderFail(t *testing.T) {
+	never := func(uint64) bool { return false }
+	h := &faultyHub{
+		drop: never, refuse: never,
+		dup:  func(seq uint64) bool { return seq%50 == 7 },
+		hold: func(seq uint64) bool { return seq%20 == 4 },
+	}
+	ts := httptest.NewServer(h)
+	defer ts.Close()
+	rep, err := runJSON(t, guard(t), "-url", ts.URL, "-listeners", "3", "-publishers", "1", "-events", "200",
+		"-fixture", "heartbeat", "-settle", "2s")
+	d := rep.Result.Deliveries
+	if d.Lost != 0 || d.Delivered != 600 || d.Duplicates != 3*4 || d.OutOfOrder != 3*10 {
+		t.Errorf("deliveries = %+v, want 600 delivered, 12 duplicates, 30 out of order", d)
+	}
+	why := strings.Join(rep.Check.Failures, "; ")
+	if err == nil || !strings.Contains(why, "12 duplicate and 30 out-of-order deliveries") {
+		t.Errorf("err %v, check %+v: want a failure naming the duplicates and the disorder", err, rep.Check)
+	}
+	// Tolerated by -max-loss like the rest: 42 of 600 is 7 %.
+	if rep, _ := runJSON(t, guard(t), "-url", ts.URL, "-listeners", "3", "-publishers", "1", "-events", "200",
+		"-fixture", "heartbeat", "-settle", "2s", "-max-loss", "8"); !rep.Check.Pass {
+		t.Errorf("-max-loss 8: check %+v, want a pass", rep.Check)
+	}
+}
+
 func TestStalledListener(t *testing.T) {
 	ts := startDispatcher(t, broadcast.Options{})
 	hub := ts.Hub
@@ -397,6 +436,8 @@ func TestVerdict(t *testing.T) {
 	for name, p := range map[string]phaseReport{
 		"loss":      {Deliveries: deliveries{LossPct: 0.11}},
 		"p99":       {Latency: latencySummary{P99MS: 1001}},
+		"duplicate": {Deliveries: deliveries{Duplicates: 1}},
+		"disorder":  {Deliveries: deliveries{OutOfOrder: 1}},
 		"rejected":  {Posts: postReport{Rejected: 1}},
 		"errors":    {Posts: postReport{TransportErrors: 1}},
 		"listeners": {Listeners: phaseListeners{Lost: 1}},

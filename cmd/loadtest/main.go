@@ -150,7 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	fs.DurationVar(&cfg.PostTimeout, "post-timeout", 10*time.Second, "a POST without an answer within this long is a transport error")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "time for one listener to connect and receive its first line")
 	fs.Var(listFlag[int]{&cfg.ServerPIDs, parsePID}, "server-pid", "`pids` of the server on this host (comma-separated for several processes, summed): report its CPU per event and RSS per listener from /proc")
-	fs.Float64Var(&cfg.MaxLoss, "max-loss", 0, "exit status 1 when lost deliveries, failed POSTs (non-2xx or transport error) or failed listeners (refused, not 200, dropped) exceed this percentage of theirs")
+	fs.Float64Var(&cfg.MaxLoss, "max-loss", 0, "exit status 1 when lost, duplicate or out-of-order deliveries, failed POSTs (non-2xx or transport error) or failed listeners (refused, not 200, dropped) exceed this percentage of theirs")
 	fs.DurationVar(&cfg.Progress, "progress", 5*time.Second, "when the output is not a terminal, print a progress line this often (0 = never); on a terminal it is rewritten every second")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the summary (settings and progress go to stderr)")

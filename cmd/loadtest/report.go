@@ -119,9 +119,10 @@ type deliveries struct {
 	Lost       uint64  `json:"lost"`
 	LossPct    float64 `json:"loss_pct"`
 	Duplicates uint64  `json:"duplicates"`
-	Unexpected uint64  `json:"unexpected"` // of events whose POST did not succeed
-	Stale      uint64  `json:"stale"`      // from an earlier phase
-	Foreign    uint64  `json:"foreign"`    // not sent by this run
+	OutOfOrder uint64  `json:"out_of_order"` // after a later event of the same publisher
+	Unexpected uint64  `json:"unexpected"`   // of events whose POST did not succeed
+	Stale      uint64  `json:"stale"`        // from an earlier phase
+	Foreign    uint64  `json:"foreign"`      // not sent by this run
 	PerSecond  float64 `json:"per_second"`
 }
 
@@ -165,6 +166,7 @@ type checkReport struct {
 	MaxLossPct       float64  `json:"max_loss_pct"`
 	LossPct          float64  `json:"loss_pct"`           // lost / expected deliveries
 	FailedPostsPct   float64  `json:"failed_posts_pct"`   // rejected + transport errors / sent
+	MisdeliveredPct  float64  `json:"misdelivered_pct"`   // duplicates + out of order / delivered
 	FailedListenPct  float64  `json:"failed_listens_pct"` // failed to connect + lost / attempted
 	FailedListeners  int      `json:"failed_listeners"`
 	AttemptListeners int      `json:"attempted_listeners"`
@@ -191,6 +193,7 @@ func (r *report) check(maxLoss float64) {
 	if p != nil {
 		c.FailedListeners += p.Listeners.Lost
 		c.LossPct = p.Deliveries.LossPct
+		c.MisdeliveredPct = pct(p.Deliveries.Duplicates+p.Deliveries.OutOfOrder, p.Deliveries.Delivered)
 		if p.Posts.Sent > 0 {
 			c.FailedPostsPct = pct(p.Posts.failed(), p.Posts.Sent)
 		}
@@ -208,6 +211,10 @@ func (r *report) check(maxLoss float64) {
 	}
 	if c.LossPct > maxLoss {
 		fail("loss %.3f%% > %g%%", c.LossPct, maxLoss)
+	}
+	if c.MisdeliveredPct > maxLoss {
+		fail("%d duplicate and %d out-of-order deliveries (%.3f%%) > %g%%",
+			p.Deliveries.Duplicates, p.Deliveries.OutOfOrder, c.MisdeliveredPct, maxLoss)
 	}
 	if c.FailedPostsPct > maxLoss {
 		fail("%d failed POSTs (%.3f%%) > %g%%", p.Posts.failed(), c.FailedPostsPct, maxLoss)
@@ -284,6 +291,7 @@ func (t *tally) add(l *listener, a *listenerAcct, acc []uint64, owed suffixCount
 	t.d.Delivered += in
 	t.d.Unexpected += out
 	t.d.Duplicates += a.dups
+	t.d.OutOfOrder += a.outOfOrder
 	t.d.Stale += a.stale
 	t.d.Foreign += a.foreign
 }
@@ -390,7 +398,7 @@ func writeSettings(w io.Writer, cfg config) {
 		fmt.Fprintf(w, "scenario  disconnect: %d of the %d listeners close at once %s into publishing; survivors' latency per %s\n",
 			cfg.Listeners-cfg.Survivors, cfg.Listeners, cfg.Warmup, cfg.Window)
 	}
-	fmt.Fprintf(w, "check     fails when loss, failed POSTs or failed listeners exceed %g%% (-max-loss)\n", cfg.MaxLoss)
+	fmt.Fprintf(w, "check     fails when loss, duplicates or disorder, failed POSTs or failed listeners exceed %g%% (-max-loss)\n", cfg.MaxLoss)
 }
 
 // writeText prints the human-readable summary; the settings were printed
@@ -452,8 +460,8 @@ func (r *report) writeText(w io.Writer) {
 	if !c.Pass {
 		verdict = "FAIL: " + strings.Join(c.Failures, "; ")
 	}
-	fmt.Fprintf(w, "\ncheck     loss %.3f%%, failed POSTs %.3f%%, failed listeners %d of %d (%.3f%%), limit %g%%: %s\n",
-		c.LossPct, c.FailedPostsPct, c.FailedListeners, c.AttemptListeners, c.FailedListenPct, c.MaxLossPct, verdict)
+	fmt.Fprintf(w, "\ncheck     loss %.3f%%, duplicate or out of order %.3f%%, failed POSTs %.3f%%, failed listeners %d of %d (%.3f%%), limit %g%%: %s\n",
+		c.LossPct, c.MisdeliveredPct, c.FailedPostsPct, c.FailedListeners, c.AttemptListeners, c.FailedListenPct, c.MaxLossPct, verdict)
 }
 
 func (p *phaseReport) writeText(w io.Writer) {
@@ -497,7 +505,7 @@ func (d deliveries) text(l phaseListeners) string {
 	if l.Departed > 0 {
 		s += fmt.Sprintf(", %d departed", l.Departed)
 	}
-	s += fmt.Sprintf("): loss %.3f%%, %d duplicates", d.LossPct, d.Duplicates)
+	s += fmt.Sprintf("): loss %.3f%%, %d duplicates, %d out of order", d.LossPct, d.Duplicates, d.OutOfOrder)
 	if d.Unexpected+d.Stale+d.Foreign > 0 {
 		s += fmt.Sprintf(", %d of failed POSTs, %d stale, %d foreign", d.Unexpected, d.Stale, d.Foreign)
 	}
