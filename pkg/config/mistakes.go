@@ -160,11 +160,31 @@ func resembles(name string, known []string) (string, bool) {
 	for _, k := range known {
 		// The same leading words (HEARTBEAT_PERIOD, CORS_ORIGINS), at least
 		// four letters of them: MAX_ and LOG_ are everybody's.
-		if i := strings.IndexByte(k[min(4, len(k)):], '_'); i >= 0 && strings.HasPrefix(upper, k[:4+i+1]) {
+		if p, ok := leadingWords(k); ok && strings.HasPrefix(upper, p) {
 			return k, true
 		}
 	}
 	return "", false
+}
+
+// leadingWords returns the leading words of a known name that mark a
+// variable as meant for this service: at least four letters up to an
+// underscore, and one word more after a word other software uses too
+// (CLIENT_ID and CLIENT_SECRET are OAuth's, CLIENT_IP is ours).
+func leadingWords(k string) (string, bool) {
+	i := strings.IndexByte(k[min(4, len(k)):], '_')
+	if i < 0 {
+		return "", false
+	}
+	p := k[:4+i+1]
+	if p == "CLIENT_" {
+		j := strings.IndexByte(k[len(p):], '_')
+		if j < 0 {
+			return "", false
+		}
+		p = k[:len(p)+j+1]
+	}
+	return p, true
 }
 
 // editDistance is the Damerau-Levenshtein distance (optimal string

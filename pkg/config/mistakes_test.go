@@ -72,9 +72,11 @@ func TestNearMisses(t *testing.T) {
 		"log_level=debug",          // case
 		"CORS_ORIGINS=https://a.b", // our leading word
 		"PORTS=1",                  // one letter more in a short name
+		"CLIENT_IP_HEADER=x",       // our leading words
 		// Not ours:
 		"PORT=1", "HEARTBEAT_INTERVAL=5s", "HOST=x", "PATH=/bin", "HOME=/root", "MAX_HEAP=1", "LOG_DIR=/tmp",
 		"GOMAXPROCS=2", "TERM=xterm", "LANG=C", "=weird", "NOEQUALS",
+		"CLIENT_ID=x", "CLIENT_SECRET=x", "KUBERNETES_SERVICE_PORT=443", "AWS_REGION=eu-west-1",
 	}
 	got := map[string]string{}
 	for _, m := range NearMisses(env) {
@@ -83,7 +85,7 @@ func TestNearMisses(t *testing.T) {
 	want := map[string]string{
 		"HEARTBEAT_INTERVL": "HEARTBEAT_INTERVAL", "HEARTBEAT_PERIOD": "HEARTBEAT_INTERVAL",
 		"MAX_SUBSCRIBER": "MAX_SUBSCRIBERS", "SHUTDOWN_TIMOEUT": "SHUTDOWN_TIMEOUT", "log_level": "LOG_LEVEL",
-		"CORS_ORIGINS": "CORS_ALLOWED_ORIGINS", "PORTS": "PORT",
+		"CORS_ORIGINS": "CORS_ALLOWED_ORIGINS", "PORTS": "PORT", "CLIENT_IP_HEADER": "CLIENT_IP_FIELD",
 	}
 	for name, like := range want {
 		if got[name] != like {
