@@ -49,7 +49,6 @@ type listenerAcct struct {
 	from        uint64 // owed from base+from on; earlier ones may arrive or not
 	until       uint64 // with bounded: owed only before base+until (lost before it was to leave)
 	bounded     bool
-	fromAcc     uint64 // events accepted when it became owed (progress line)
 	hist        *histogram
 	windows     *windows // survivors of a mass disconnect: latency by publish time
 	seen        seqSet
@@ -284,7 +283,7 @@ func (l *listener) startPhase(ph *phase, from uint64) {
 		clear(l.acct.seen.words)
 	}
 	l.acct = &listenerAcct{
-		base: ph.base, limit: ph.limit, from: from, fromAcc: ph.accepted.count(),
+		base: ph.base, limit: ph.limit, from: from,
 		hist: ph.hists[l.replica].shard(l.id), seen: seen, lastByPub: make([]uint64, ph.publishers),
 	}
 	switch {
@@ -305,14 +304,14 @@ func (l *listener) endPhase() *listenerAcct {
 }
 
 // progress returns how many owed events the listener has received in the
-// current phase, and how many had been accepted when it became owed them.
-func (l *listener) progress() (got, accAtStart uint64) {
+// current phase, and the sequence number (relative) it is owed from.
+func (l *listener) progress() (got, from uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.acct == nil {
 		return 0, 0
 	}
-	return l.acct.unique, l.acct.fromAcc
+	return l.acct.unique, l.acct.from
 }
 
 // depart closes the listener's connection on purpose in the middle of a

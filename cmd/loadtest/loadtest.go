@@ -391,19 +391,7 @@ func (t *tester) watch(ph *phase, done <-chan struct{}, peak int64) int64 {
 		if t.progress.due() {
 			acc := ph.accepted.count()
 			ls := t.listenerList()
-			var got, want uint64
-			lost := 0
-			for _, l := range ls {
-				if l.departed.Load() {
-					continue
-				}
-				g, from := l.progress()
-				got += g
-				want += acc - min(from, acc)
-				if l.lost.Load() {
-					lost++
-				}
-			}
+			got, want, lost := deliveredShare(ph, ls)
 			pct := 100.0
 			if want > 0 {
 				pct = 100 * float64(got) / float64(want)
@@ -413,6 +401,28 @@ func (t *tester) watch(ph *phase, done <-chan struct{}, peak int64) int64 {
 		}
 		lastAcc = ph.accepted.count()
 	}
+}
+
+// deliveredShare is the progress line's figures: of the listeners not
+// departed, the owed events received so far, the events accepted from
+// each one's start on, and how many were lost. Counting the events
+// accepted since each one joined instead would include the POSTs in
+// flight when a storm listener joined, never owed to it.
+func deliveredShare(ph *phase, ls []*listener) (got, want uint64, lost int) {
+	owed := newSuffixCounter(ph.accepted.snapshot())
+	for _, l := range ls {
+		if l.departed.Load() {
+			continue
+		}
+		g, from := l.progress()
+		w := owed.from(from)
+		got += min(g, w)
+		want += w
+		if l.lost.Load() {
+			lost++
+		}
+	}
+	return got, want, lost
 }
 
 // settle waits until every listener still connected has every event it is

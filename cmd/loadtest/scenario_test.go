@@ -160,3 +160,27 @@ func TestDisconnectAfterServerDroppedEveryone(t *testing.T) {
 		t.Errorf("deliveries = %+v with %d accepted: want the survivors owed all, the others those before the disconnect", d, acc)
 	}
 }
+
+// The progress line of a storm: a listener that joined while POSTs were
+// in flight is owed only the events taken after its first line, and
+// shows 100 % once it has them all, not 100 % less the in-flight ones.
+func TestProgressShareOfLateListener(t *testing.T) {
+	ph := &phase{limit: 1000, publishers: 1, hists: []*shardedHistogram{newShardedHistogram(1)}}
+	for k := range uint64(30) {
+		ph.accepted.add(k)
+	}
+	l := &listener{done: make(chan struct{})}
+	l.startPhase(ph, 40) // 30 accepted, 40 taken: 10 in flight
+	for k := range uint64(100) {
+		if k >= 30 {
+			ph.accepted.add(k)
+		}
+		if k >= 40 {
+			l.deliver(fmt.Appendf(nil, `{"lt_seq":%d,"lt_pub":0,"lt_sent_ns":1}`, k), 2)
+		}
+	}
+	got, want, lost := deliveredShare(ph, []*listener{l})
+	if got != 60 || want != 60 || lost != 0 {
+		t.Errorf("got %d of %d (%d lost), want all 60 owed received", got, want, lost)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math/bits"
+	"slices"
 	"sync"
 )
 
@@ -97,4 +98,11 @@ func (s *syncSeqSet) words() []uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.set.words
+}
+
+// snapshot returns a copy of the bitset, safe to read while writers go on.
+func (s *syncSeqSet) snapshot() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.set.words)
 }
