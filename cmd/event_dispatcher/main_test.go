@@ -303,6 +303,8 @@ func TestMistakesExplained(t *testing.T) {
 			`CORS_ALLOWED_ORIGINS: "a.example" is not an origin; use scheme://host[:port], such as https://player.example`},
 		{"wildcard in a list", nil, []string{"CORS_ALLOWED_ORIGINS=*,https://a.example"},
 			"CORS_ALLOWED_ORIGINS: * allows any origin and cannot be combined with a list; use * alone, or list the origins"},
+		{"wildcard subdomain", nil, []string{"CORS_ALLOWED_ORIGINS=https://*.a.example"},
+			`CORS_ALLOWED_ORIGINS: "https://*.a.example" is not an origin; use scheme://host[:port], such as https://player.example: wildcards are not supported; list each origin, or use * alone`},
 		{"duration without unit", nil, []string{"HEARTBEAT_INTERVAL=5"},
 			`HEARTBEAT_INTERVAL: "5" is not a duration; use a number with a unit, such as 5s or 500ms`},
 		{"size with a unit", nil, []string{"MAX_BODY_BYTES=64k"},

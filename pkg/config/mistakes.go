@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/kelseyhightower/envconfig"
+	"golang.org/x/net/idna"
 )
 
 // explain turns envconfig's parse error into one that says what the
@@ -50,6 +52,18 @@ func parseOrigin(s string) (string, error) {
 	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
 	if host == "" || strings.HasSuffix(u.Host, ":") {
 		return "", fmt.Errorf("%q %s", s, want)
+	}
+	if strings.Contains(host, "*") {
+		return "", fmt.Errorf("%q %s: wildcards are not supported; list each origin, or use * alone", s, want)
+	}
+	// Browsers send an internationalised host in its ASCII form
+	// (https://xn--bcher-kva.example): listed as typed, it would never match.
+	if strings.ContainsFunc(host, func(r rune) bool { return r >= utf8.RuneSelf }) {
+		ascii, err := idna.Lookup.ToASCII(host)
+		if err != nil {
+			return "", fmt.Errorf("%q %s: %v", s, want, err)
+		}
+		host = ascii
 	}
 	if port != "" {
 		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {

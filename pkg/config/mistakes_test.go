@@ -17,6 +17,9 @@ func TestOrigins(t *testing.T) {
 		{"https://a.example/, HTTPS://B.Example:8443", []string{"https://a.example", "https://b.example:8443"}},
 		{"https://a.example:443,http://b.example:80,http://c.example:8080", []string{"https://a.example", "http://b.example", "http://c.example:8080"}},
 		{"http://[::1]:3000, https://a.example, https://a.example", []string{"http://[::1]:3000", "https://a.example"}},
+		// As browsers send them: internationalised hosts in ASCII.
+		{"https://Bücher.example, https://xn--bcher-kva.example:443", []string{"https://xn--bcher-kva.example"}},
+		{"https://a_b.example,https://[::1]", []string{"https://a_b.example", "https://[::1]"}},
 		{"capacitor://localhost", []string{"capacitor://localhost"}},
 	}
 	for _, tc := range ok {
@@ -37,6 +40,7 @@ func TestOrigins(t *testing.T) {
 		{"https://user@a.example", "no path, query or user"},
 		{"https://a.example:99999", `"99999" is not a port`},
 		{"https://a.example:", "use scheme://host[:port]"},
+		{"https://*.a.example", "wildcards are not supported; list each origin"},
 		{"*,https://a.example", "* allows any origin and cannot be combined"},
 		{"https://a.example, *", "* allows any origin and cannot be combined"},
 		{"https://a.example,b.example", `"b.example" is not an origin`},
