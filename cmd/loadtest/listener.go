@@ -345,8 +345,16 @@ func (l *listener) close() {
 // small receive buffer stands for a client whose kernel buffer is already
 // full: loopback autotuning would otherwise absorb tens of megabytes before
 // the server could notice anything.
-type stalledConn struct{ conn net.Conn }
+type stalledConn struct {
+	conn  net.Conn
+	resp  *http.Response // its stream, read only from the first dropped on
+	once  sync.Once
+	ended chan struct{} // closed when the stream has ended
+}
 
+// openStalled subscribes and reads no more than the response head: a
+// stream refused (503 over MAX_SUBSCRIBERS) is a failed listener, not one
+// the server dropped later.
 func openStalled(ctx context.Context, target *url.URL, rcvBuf int, timeout time.Duration) (*stalledConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -354,27 +362,45 @@ func openStalled(ctx context.Context, target *url.URL, rcvBuf int, timeout time.
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetWriteDeadline(time.Now().Add(timeout))
-	if err := streamRequest(target).Write(conn); err != nil {
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	req := streamRequest(target)
+	if err := req.Write(conn); err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	_ = conn.SetWriteDeadline(time.Time{})
-	return &stalledConn{conn: conn}, nil
+	// The smallest buffer: the head and a few bytes of the stream.
+	resp, err := http.ReadResponse(bufio.NewReaderSize(conn, 16), req)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = statusError{resp.StatusCode}
+	}
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return &stalledConn{conn: conn, resp: resp}, nil
 }
 
-// dropped reads what the server managed to send and reports whether it has
-// ended the stream: closed or reset the connection, or finished the
-// response (a keep-alive connection outlives its stream). A stream still
-// open keeps the read waiting until the deadline.
+// dropped reads what the server managed to send, from now on to the end,
+// and reports whether the server ends the stream within wait: closes or
+// resets the connection, or finishes the response (a keep-alive connection
+// outlives its stream). The reading goes on after it returns.
 func (s *stalledConn) dropped(wait time.Duration) bool {
-	_ = s.conn.SetReadDeadline(time.Now().Add(wait))
-	resp, err := http.ReadResponse(bufio.NewReader(s.conn), nil)
-	if err == nil {
-		_, err = io.Copy(io.Discard, resp.Body)
+	s.once.Do(func() {
+		s.ended = make(chan struct{})
+		go func() {
+			defer close(s.ended)
+			_, _ = io.Copy(io.Discard, s.resp.Body)
+		}()
+	})
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-s.ended:
+		return true
+	case <-timer.C:
+		return false
 	}
-	var ne net.Error
-	return !(errors.As(err, &ne) && ne.Timeout())
 }
 
 func (s *stalledConn) close() { _ = s.conn.Close() }

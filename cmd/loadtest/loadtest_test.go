@@ -428,6 +428,26 @@ func TestStalledListener(t *testing.T) {
 	}
 }
 
+// A stalled connection the server refuses (503 over MAX_SUBSCRIBERS) is a
+// failed listener, not one the server dropped as too slow.
+func TestRefusedStalledListenerFails(t *testing.T) {
+	ts := startDispatcher(t, broadcast.Options{MaxListeners: 1})
+	u, _ := url.Parse(ts.URL)
+	l, err := connectListener(guard(t), 0, 0, endpoint(u, "/events"), 4096, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go l.run()
+	defer l.close()
+	rep, err := runJSON(t, guard(t), "-url", ts.URL, "-listeners", "0", "-stall", "1", "-publishers", "1", "-events", "5")
+	if err == nil || rep.Connect.FailedBy["HTTP 503"] != 1 || rep.Check.FailedListeners != 1 {
+		t.Errorf("err %v, connect %+v, check %+v: want the refused stalled connection counted as a failed listener", err, rep.Connect, rep.Check)
+	}
+	if s := rep.Stalled; s != nil && (s.Opened != 0 || s.DroppedByServer != 0) {
+		t.Errorf("stalled = %+v, want none opened or dropped", s)
+	}
+}
+
 func TestVerdict(t *testing.T) {
 	ok := phaseReport{TargetRate: 100, AchievedRate: 95, Latency: latencySummary{P99MS: 1000}}
 	if v := ok.verdict(); v != "" {
