@@ -256,6 +256,7 @@ func TestParseStampTolerance(t *testing.T) {
 // tool must count exactly what it did.
 type faultyHub struct {
 	drop, dup, refuse func(seq uint64) bool
+	delay             time.Duration         // before answering a POST
 	hold              func(seq uint64) bool // sent after the next event instead
 	mu                sync.Mutex
 	subs              []chan []byte
@@ -266,6 +267,7 @@ func (h *faultyHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodPost:
 		body, _ := io.ReadAll(r.Body)
+		time.Sleep(h.delay)
 		st, ok := parseStamp(body)
 		if !ok {
 			http.Error(w, "no stamp", http.StatusBadRequest)
@@ -396,6 +398,24 @@ func TestDuplicatesAndDisorderFail(t *testing.T) {
 	if rep, _ := runJSON(t, guard(t), "-url", ts.URL, "-listeners", "3", "-publishers", "1", "-events", "200",
 		"-fixture", "heartbeat", "-settle", "2s", "-max-loss", "8"); !rep.Check.Pass {
 		t.Errorf("-max-loss 8: check %+v, want a pass", rep.Check)
+	}
+}
+
+// A server that answers every POST, slowly: nothing is lost, but the rate
+// asked for was never applied, and the run says so and fails.
+func TestSlowServerFailsTheRate(t *testing.T) {
+	never := func(uint64) bool { return false }
+	h := &faultyHub{drop: never, dup: never, refuse: never, delay: 300 * time.Millisecond}
+	ts := httptest.NewServer(h)
+	defer ts.Close()
+	rep, err := runJSON(t, guard(t), "-url", ts.URL, "-listeners", "1", "-publishers", "2", "-rate", "100",
+		"-duration", "1500ms", "-fixture", "heartbeat", "-settle", "1s")
+	p := rep.Result
+	if p.Deliveries.Lost != 0 || p.Posts.failed() != 0 || p.AchievedRate >= 90 {
+		t.Fatalf("posts %+v, deliveries %+v, achieved %.0f/s: want a slow run with nothing lost", p.Posts, p.Deliveries, p.AchievedRate)
+	}
+	if why := strings.Join(rep.Check.Failures, "; "); err == nil || !strings.Contains(why, "under 90% of the -rate 100/s") {
+		t.Errorf("err %v, check %+v: want a failure naming the rate", err, rep.Check)
 	}
 }
 

@@ -174,8 +174,9 @@ type checkReport struct {
 	Failures         []string `json:"failures,omitempty"`
 }
 
-// check fills in r.Check: the run passes when loss, failed POSTs and
-// failed listeners are each at most maxLoss percent, it was not
+// check fills in r.Check: the run passes when loss, duplicate or
+// out-of-order deliveries, failed POSTs and failed listeners are each at
+// most maxLoss percent, at least 90 % of -rate was achieved, it was not
 // interrupted and something was measured. A -find-max run passes when a
 // step passed (failing steps are its purpose).
 func (r *report) check(maxLoss float64) {
@@ -211,6 +212,11 @@ func (r *report) check(maxLoss float64) {
 	}
 	if c.LossPct > maxLoss {
 		fail("loss %.3f%% > %g%%", c.LossPct, maxLoss)
+	}
+	if p != nil && r.FindMax == nil && p.TargetRate > 0 && p.AchievedRate < 0.9*p.TargetRate && !r.Interrupted {
+		// Publishers waiting on a slow server: the load asked for was
+		// never applied, whatever else the figures say.
+		fail("achieved %.0f/s, under 90%% of the -rate %g/s", p.AchievedRate, p.TargetRate)
 	}
 	if c.MisdeliveredPct > maxLoss {
 		fail("%d duplicate and %d out-of-order deliveries (%.3f%%) > %g%%",
