@@ -60,7 +60,9 @@ STORM_RATE=${STORM_RATE:-200}
 RSS_AFTER=${RSS_AFTER:-10s,60s}
 
 has() { case " $SCENARIOS " in *" $1 "*) return 0 ;; esac; return 1; }
-most=$IDLE_LISTENERS
+most=10
+has fanout && [ "$FANOUT_LISTENERS" -gt "$most" ] && most=$FANOUT_LISTENERS
+has idle && [ "$IDLE_LISTENERS" -gt "$most" ] && most=$IDLE_LISTENERS
 has storm && [ "$STORM_LISTENERS" -gt "$most" ] && most=$STORM_LISTENERS
 has disconnect && [ "$DISCONNECT_LISTENERS" -gt "$most" ] && most=$DISCONNECT_LISTENERS
 
