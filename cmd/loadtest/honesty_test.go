@@ -251,7 +251,7 @@ func has(s seqSet, i uint64) bool {
 // terminal, and with -json they go to stderr so stdout is one object.
 func TestSettingsAndProgress(t *testing.T) {
 	ts := startDispatcher(t, broadcast.Options{})
-	args := []string{"-url", ts.URL, "-listeners", "2", "-publishers", "1", "-rate", "50", "-duration", "1500ms", "-progress", "100ms"}
+	args := []string{"-url", ts.URL, "-listeners", "2", "-publishers", "4", "-rate", "50", "-duration", "1500ms", "-progress", "100ms"}
 	var out, errOut strings.Builder
 	if err := runMain(guard(t), args, &out, &errOut, terminals{}); err != nil {
 		t.Fatalf("%v\n%s", err, errOut.String())

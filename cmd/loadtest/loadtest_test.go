@@ -408,7 +408,7 @@ func TestSlowServerFailsTheRate(t *testing.T) {
 	h := &faultyHub{drop: never, dup: never, refuse: never, delay: 300 * time.Millisecond}
 	ts := httptest.NewServer(h)
 	defer ts.Close()
-	rep, err := runJSON(t, guard(t), "-url", ts.URL, "-listeners", "1", "-publishers", "2", "-rate", "100",
+	rep, err := runJSON(t, guard(t), "-url", ts.URL, "-listeners", "1", "-publishers", "8", "-rate", "100",
 		"-duration", "1500ms", "-fixture", "heartbeat", "-settle", "1s")
 	p := rep.Result
 	if p.Deliveries.Lost != 0 || p.Posts.failed() != 0 || p.AchievedRate >= 90 {

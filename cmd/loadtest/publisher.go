@@ -52,16 +52,21 @@ func publish(ctx context.Context, ph *phase, pub int, client *http.Client, targe
 		if k >= ph.limit {
 			return st
 		}
+		// Latency runs from when the event was due, not from when a
+		// publisher held up by slow answers got round to it: a stalled
+		// server must show in the latency, not only in a lower rate.
+		stamp := time.Now()
 		if interval > 0 {
 			due := ph.start.Add(time.Duration(k) * interval)
 			if !due.Before(ph.deadline) || !sleepUntil(ctx, due) {
 				return st
 			}
+			stamp = due
 		}
 		if !time.Now().Before(ph.deadline) {
 			return st // no catching up after the end: what was not sent counts against the rate
 		}
-		body := inj.appendBody(make([]byte, 0, inj.size()), ph.base+k, pub, time.Now().UnixNano())
+		body := inj.appendBody(make([]byte, 0, inj.size()), ph.base+k, pub, stamp.UnixNano())
 		code, err := post(ctx, client, target, body)
 		switch {
 		case err != nil && ctx.Err() != nil:

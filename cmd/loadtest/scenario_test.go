@@ -17,7 +17,7 @@ func TestStorm(t *testing.T) {
 	ts := startDispatcher(t, broadcast.Options{})
 	const n = 60
 	rep, err := runJSON(t, guard(t), "-url", ts.URL, "-scenario", "storm", "-listeners", fmt.Sprint(n),
-		"-publishers", "2", "-rate", "100", "-duration", "2s", "-warmup", "500ms", "-settle", "30s")
+		"-publishers", "8", "-rate", "100", "-duration", "2s", "-warmup", "500ms", "-settle", "30s")
 	if err != nil {
 		t.Fatalf("%v: %+v", err, rep.Check)
 	}
@@ -49,7 +49,7 @@ func TestStorm(t *testing.T) {
 func TestMassDisconnect(t *testing.T) {
 	ts := startDispatcher(t, broadcast.Options{})
 	rep, err := runJSON(t, guard(t), "-url", ts.URL, "-scenario", "disconnect", "-listeners", "40", "-survivors", "3",
-		"-publishers", "2", "-rate", "100", "-duration", "3s", "-warmup", "1s", "-window", "500ms",
+		"-publishers", "8", "-rate", "100", "-duration", "3s", "-warmup", "1s", "-window", "500ms",
 		"-server-pid", fmt.Sprint(os.Getpid()), "-rss-after", "2500ms", "-settle", "30s")
 	if err != nil {
 		t.Fatalf("%v: %+v", err, rep.Check)
@@ -143,7 +143,7 @@ func TestDisconnectAfterServerDroppedEveryone(t *testing.T) {
 	ts := startDispatcher(t, broadcast.Options{MaxStreamDuration: 300 * time.Millisecond})
 	const n, survivors = 10, 3
 	rep, err := runJSON(t, guard(t), "-url", ts.URL, "-scenario", "disconnect", "-listeners", fmt.Sprint(n),
-		"-survivors", fmt.Sprint(survivors), "-publishers", "1", "-rate", "100", "-duration", "2s", "-warmup", "1s", "-settle", "1s")
+		"-survivors", fmt.Sprint(survivors), "-publishers", "8", "-rate", "100", "-duration", "2s", "-warmup", "1s", "-settle", "1s")
 	if err == nil || rep.Check.Pass {
 		t.Fatalf("a disconnect run whose listeners the server had all ended passed: %+v", rep.Check)
 	}
