@@ -14,6 +14,8 @@ type frame struct {
 	b   []byte
 	seq uint64
 	at  time.Time // when it was accepted: the fan-out lag is measured from it
+
+	fields frameFields // top-level members, read once when a filter asks
 }
 
 func newFrame(data []byte) *frame {

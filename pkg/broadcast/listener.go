@@ -32,9 +32,10 @@ type listener struct {
 	sh      *shard
 
 	// Owned by the r3labs loop (the Serve goroutine): see shard.
-	confirmed bool   // registered with r3labs: its first Flush has come
-	joined    uint64 // the shard's batch in flight when it registered
-	taken     uint64 // last batch it took
+	confirmed bool    // registered with r3labs: its first Flush has come
+	joined    uint64  // the shard's batch in flight when it registered
+	taken     uint64  // last batch it took
+	filter    *Filter // nil: every event
 
 	mu      sync.Mutex
 	pending []*frame // not yet handed to the socket
@@ -95,6 +96,9 @@ func (l *listener) enqueueRange(first, last uint64) {
 		if f == nil {
 			reason = errLost
 			break
+		}
+		if !l.filter.keeps(f) { // heartbeats are queued by enqueue: always
+			continue
 		}
 		if l.bytes+len(f.b) > l.limit {
 			reason = ErrSlow

@@ -24,9 +24,16 @@ func jitter(d time.Duration) time.Duration {
 // first line will receive every event published afterwards. ErrTooMany and
 // ErrClosed come back before anything is written.
 func (h *Hub) Serve(w http.ResponseWriter, r *http.Request) error {
+	return h.ServeFiltered(w, r, nil)
+}
+
+// ServeFiltered is [Hub.Serve] for a listener that receives only the events
+// filter keeps, and every heartbeat.
+func (h *Hub) ServeFiltered(w http.ResponseWriter, r *http.Request, filter *Filter) error {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	l := h.newListener(w, cancel)
+	l.filter = filter
 	if err := h.add(l); err != nil {
 		return err
 	}

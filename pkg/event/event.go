@@ -76,14 +76,9 @@ func withField(out []byte, start int, field, val string) []byte {
 	obj := out[start:]
 	w := start + 1 // write position: members are shifted left over removed ones
 	members := 0
-	i := 1
-	for i < len(obj)-1 { // obj[0] is '{', obj[len-1] is '}'
-		if obj[i] == ',' {
-			i++
-		}
-		begin := i
-		keyEnd := skipString(obj, i)
-		end := skipValue(obj, keyEnd+1) // after ':'
+	// Each member is shifted left only after it has been read, and the walk
+	// never looks back, so rewriting in place is safe.
+	eachMember(obj, func(begin, keyEnd, end int) bool {
 		if !keyIs(obj[begin:keyEnd], field) {
 			if members > 0 {
 				out[w] = ','
@@ -92,8 +87,8 @@ func withField(out []byte, start int, field, val string) []byte {
 			w += copy(out[w:], obj[begin:end])
 			members++
 		}
-		i = end
-	}
+		return true
+	})
 	out = out[:w]
 	if members > 0 {
 		out = append(out, ',')
@@ -106,12 +101,8 @@ func withField(out []byte, start int, field, val string) []byte {
 
 // keyIs reports whether the JSON string literal lit decodes to name.
 func keyIs(lit []byte, name string) bool {
-	inner := lit[1 : len(lit)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
-		return string(inner) == name
-	}
-	var s string
-	return json.Unmarshal(lit, &s) == nil && s == name
+	key, ok := Unquote(lit)
+	return ok && string(key) == name
 }
 
 // skipString returns the index just past the string literal starting at
