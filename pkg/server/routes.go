@@ -1,6 +1,10 @@
 package server
 
-import "net/http"
+import (
+	"net/http"
+
+	"event-dispatcher/pkg/server/viewer"
+)
 
 // addRoutes lists every route the service answers. Each path accepts the
 // methods named here plus OPTIONS (CORS preflight); anything else gets 405,
@@ -18,4 +22,12 @@ func (s *Server) addRoutes(mux *http.ServeMux) {
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such path")
 	}))
+
+	// The live viewer: the page at exactly "/", and its script, style and
+	// icon at /viewer/<file>.
+	page := viewer.Handler()
+	mux.Handle("/{$}", s.methods(map[string]http.Handler{"GET": page, "HEAD": page}))
+	for _, path := range viewer.AssetPaths() {
+		mux.Handle(path, s.methods(map[string]http.Handler{"GET": page, "HEAD": page}))
+	}
 }

@@ -25,6 +25,8 @@ func TestWrongMethodGets405WithAllowAndJSONError(t *testing.T) {
 		{http.MethodHead, "/events", "GET, OPTIONS"},
 		{http.MethodPost, "/health", "GET, HEAD, OPTIONS"},
 		{http.MethodDelete, "/health", "GET, HEAD, OPTIONS"},
+		{http.MethodPost, "/", "GET, HEAD, OPTIONS"},
+		{http.MethodPost, "/viewer/viewer.js", "GET, HEAD, OPTIONS"},
 	}
 	for _, c := range cases {
 		t.Run(c.method+" "+c.path, func(t *testing.T) {
@@ -51,9 +53,12 @@ func TestUnknownPathGets404JSONError(t *testing.T) {
 	t.Parallel()
 	srv := ssetest.Start(t, broadcast.Options{}, server.Options{})
 	cases := []struct{ method, path string }{
-		{http.MethodGet, "/"},
-		{http.MethodPost, "/"},
 		{http.MethodGet, "/nope"},
+		{http.MethodGet, "/index.html"},
+		{http.MethodGet, "/viewer/"},
+		{http.MethodGet, "/viewer/index.html"},
+		{http.MethodGet, "/viewer/nope.js"},
+		{http.MethodPost, "/viewer/nope.js"},
 		{http.MethodPost, "/api/events/"},
 		{http.MethodPost, "/api/event"},
 		{http.MethodGet, "/events/x"},
@@ -81,6 +86,8 @@ func routeMethods() map[string]string {
 		"/events":           "GET, OPTIONS",
 		"/event-dispatcher": "GET, OPTIONS",
 		"/health":           "GET, HEAD, OPTIONS",
+		"/":                 "GET, HEAD, OPTIONS",
+		"/viewer/viewer.js": "GET, HEAD, OPTIONS",
 	}
 }
 

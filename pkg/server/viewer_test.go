@@ -1,0 +1,455 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"event-dispatcher/internal/ssetest"
+	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/server"
+	"event-dispatcher/pkg/server/viewer"
+)
+
+// TestViewerServedWithStrictCSP: the page and every asset come with the
+// Content-Security-Policy and revalidate by ETag.
+func TestViewerServedWithStrictCSP(t *testing.T) {
+	t.Parallel()
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{})
+	paths := append([]string{"/"}, viewer.AssetPaths()...)
+	if len(paths) < 4 {
+		t.Fatalf("assets %q: want the script, stylesheet and icon", paths)
+	}
+	types := map[string]string{"/": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+	for _, p := range paths {
+		r, err := srv.Do(within(t, 10*time.Second), http.MethodGet, p, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := types[filepath.Ext(p)]
+		if p == "/" {
+			want = types["/"]
+		}
+		if r.Status != http.StatusOK || len(r.Body) == 0 || !strings.HasPrefix(r.Header.Get("Content-Type"), want) {
+			t.Errorf("GET %s: status %d, %d bytes, Content-Type %q; want 200, a body, %s", p, r.Status, len(r.Body), r.Header.Get("Content-Type"), want)
+		}
+		if got := r.Header.Get("Content-Security-Policy"); got != viewer.CSP || !strings.Contains(got, "default-src 'none'") {
+			t.Errorf("GET %s: Content-Security-Policy %q", p, got)
+		}
+		again, err := srv.Do(within(t, 10*time.Second), http.MethodGet, p, http.Header{"If-None-Match": {r.Header.Get("ETag")}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.Status != http.StatusNotModified {
+			t.Errorf("GET %s with its ETag: status %d, want 304", p, again.Status)
+		}
+	}
+}
+
+// viewerTab is the viewer open in a browser tab, with every request the
+// tab sent and every error it reported.
+type viewerTab struct {
+	ctx context.Context
+
+	mu       sync.Mutex
+	requests []string
+	errors   []string // uncaught exceptions and error-level console entries
+}
+
+// openViewer opens url in a new tab of the given size, recording from
+// before the navigation.
+func openViewer(t *testing.T, browser context.Context, url string, width, height int64, dark bool) *viewerTab {
+	t.Helper()
+	v := &viewerTab{}
+	tab, closeTab := chromedp.NewContext(browser, chromedp.WithListener(v.record))
+	t.Cleanup(closeTab)
+	if err := chromedp.Do(tab); err != nil { // the tab lives as long as its own context
+		t.Fatalf("opening a tab: %v", err)
+	}
+	v.ctx = tab
+	scheme := "light"
+	if dark {
+		scheme = "dark"
+	}
+	ctx, cancel := context.WithTimeout(tab, browserWait)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, height), chromedp.Navigate(url)); err != nil {
+		t.Fatalf("loading %s: %v", url, err)
+	}
+	return v
+}
+
+// record runs on the tab's event loop: it only appends.
+func (v *viewerTab) record(ev any) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch ev := ev.(type) {
+	case *network.EventRequestWillBeSent:
+		v.requests = append(v.requests, ev.Request.URL)
+	case *runtime.EventExceptionThrown:
+		v.errors = append(v.errors, "exception: "+ev.ExceptionDetails.Text+" "+fmt.Sprint(ev.ExceptionDetails.Exception))
+	case *cdplog.EventEntryAdded:
+		if ev.Entry.Level == cdplog.EntryLevelError {
+			v.errors = append(v.errors, string(ev.Entry.Source)+": "+ev.Entry.Text)
+		}
+	}
+}
+
+// checkOrigin fails the test if the tab sent any request outside origin,
+// or reported an error other than ones from source ignore (e.g. "network"
+// for an expected 401).
+func (v *viewerTab) checkOrigin(t *testing.T, origin, ignore string) {
+	t.Helper()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.requests) < 3 {
+		t.Errorf("the tab sent %d requests %q: the recording missed the page's own", len(v.requests), v.requests)
+	}
+	for _, u := range v.requests {
+		if !strings.HasPrefix(u, origin+"/") {
+			t.Errorf("request left the origin %s: %s", origin, u)
+		}
+	}
+	for _, e := range v.errors {
+		if ignore == "" || !strings.HasPrefix(e, ignore+":") {
+			t.Errorf("page error: %s", e)
+		}
+	}
+}
+
+// viewerState is what the page shows: the connection state, the filter
+// of the open stream, the rows (the first five, and how many) and the
+// counter line.
+type viewerState struct {
+	State    string     `json:"state"`
+	Query    *string    `json:"query"`
+	RowCount int        `json:"rowCount"`
+	Rows     [][]string `json:"rows"`
+	Count    string     `json:"count"`
+	Rate     string     `json:"rate"`
+	Notice   string     `json:"notice"`
+	Token    bool       `json:"token"`
+}
+
+const viewerStateJS = `(() => {
+	const rows = [...document.querySelectorAll("#events tbody tr")];
+	const st = document.getElementById("state");
+	return {state: st.dataset.state, query: st.dataset.query ?? null, rowCount: rows.length,
+		rows: rows.slice(0, 5).map(tr => [...tr.cells].map(c => c.textContent)),
+		count: document.getElementById("count").textContent,
+		rate: document.getElementById("rate").textContent,
+		notice: document.getElementById("notice").textContent,
+		token: !document.getElementById("token").hidden};
+})()`
+
+// eval runs JavaScript in the tab and decodes its result.
+func eval[T any](t *testing.T, v *viewerTab, js string) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(v.ctx, 10*time.Second)
+	defer cancel()
+	out, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		t.Fatalf("evaluating %.60q: %v", js, err)
+	}
+	return out
+}
+
+// wait polls the page until cond (JavaScript over the viewerState s)
+// holds, and returns that state.
+func (v *viewerTab) wait(t *testing.T, what, cond string) viewerState {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(v.ctx, browserWait)
+	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void]("(s => "+cond+")("+viewerStateJS+")",
+		chromedp.WithPollingInterval(10*time.Millisecond), chromedp.WithPollingTimeout(0)))
+	st := eval[viewerState](t, v, viewerStateJS)
+	if err != nil {
+		t.Fatalf("waiting for %s: %v; page shows %+v", what, err, st)
+	}
+	return st
+}
+
+// viewerEvent is a real player message with the given event name and
+// session id.
+func viewerEvent(t *testing.T, fixture, session string) []byte {
+	t.Helper()
+	return []byte(compact(t, sessionMessage(t, string(ssetest.Fixture(t, fixture)), session)))
+}
+
+// TestViewerInBrowser drives the viewer in headless Chromium: it loads
+// with no request leaving the origin, shows events POSTed after load
+// newest first, opens one pretty-printed, narrows to a session with the
+// filter input (server-side), stops updating while paused, and holds its
+// row cap after thousands of events.
+func TestViewerInBrowser(t *testing.T) {
+	browser := startChromium(t)
+	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
+	v := openViewer(t, browser, srv.URL+"/", 1280, 800, false)
+	v.wait(t, "the stream connected", `s.state === "connected" && s.query === ""`)
+
+	// Events POSTed after load, newest first.
+	sent := [][]byte{
+		viewerEvent(t, "start.json", "viewer-1"),
+		viewerEvent(t, "error.json", "viewer-2"),
+		viewerEvent(t, "stop.json", "viewer-3"),
+	}
+	for _, ev := range sent {
+		srv.Publish(t, ev)
+	}
+	st := v.wait(t, "three rows", `s.rowCount >= 3`)
+	if st.RowCount != 3 {
+		t.Fatalf("rows: %d, want 3: %+v", st.RowCount, st.Rows)
+	}
+	for i, want := range [][2]string{{"STOP", "viewer-3"}, {"ERROR", "viewer-2"}, {"START", "viewer-1"}} {
+		if r := st.Rows[i]; r[1] != want[0] || r[2] != want[1] || len(r[0]) != len("15:04:05.000") || r[3] == "" {
+			t.Errorf("row %d: %q, want time, %s, %s and a summary", i, r, want[0], want[1])
+		}
+	}
+
+	// A click shows the whole event, pretty-printed.
+	pretty := eval[string](t, v, `document.querySelector("#events tbody tr:nth-child(2)").click();
+		document.getElementById("detail").open ? document.getElementById("detail-json").textContent : ""`)
+	var got, want any
+	if err := json.Unmarshal([]byte(pretty), &got); err != nil || !strings.Contains(pretty, "\n  \"") {
+		t.Errorf("detail %.100q is not the event pretty-printed: %v", pretty, err)
+	}
+	_ = json.Unmarshal(sent[1], &want)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("detail shows %v, want %v", got, want)
+	}
+	eval[bool](t, v, `document.getElementById("detail-close").click(); !document.getElementById("detail").open`)
+
+	// The filter input reconnects with a server-side filter: only that
+	// session's events arrive, in order.
+	eval[bool](t, v, `document.getElementById("clear").click();
+		document.querySelector("[name=session_id]").value = "viewer-b";
+		document.getElementById("filters").requestSubmit(); true`)
+	v.wait(t, "the filtered stream connected", `s.state === "connected" && s.query === "session_id=viewer-b"`)
+	if loc := eval[string](t, v, `location.search`); loc != "?session_id=viewer-b" {
+		t.Errorf("page URL query %q: want the filter, to share the view", loc)
+	}
+	srv.Publish(t, viewerEvent(t, "start.json", "viewer-a"))
+	srv.Publish(t, viewerEvent(t, "error.json", "viewer-b"))
+	srv.Publish(t, viewerEvent(t, "start.json", "viewer-a"))
+	srv.Publish(t, viewerEvent(t, "stop.json", "viewer-b"))
+	st = v.wait(t, "the last event of session viewer-b", `s.rowCount > 0 && s.rows[0][1] === "STOP"`)
+	if st.RowCount != 2 || st.Rows[0][2] != "viewer-b" || st.Rows[1][2] != "viewer-b" || st.Rows[1][1] != "ERROR" {
+		t.Fatalf("filtered rows %d: %q, want exactly viewer-b's STOP and ERROR", st.RowCount, st.Rows)
+	}
+
+	// Paused: events are counted, the table stays as it is.
+	eval[bool](t, v, `document.getElementById("pause").click(); true`)
+	srv.Publish(t, viewerEvent(t, "heartbeat.json", "viewer-b"))
+	st = v.wait(t, "the paused page counting one new event", `s.count.includes("paused, 1 new")`)
+	if st.RowCount != 2 || st.Rows[0][1] != "STOP" {
+		t.Fatalf("paused page changed its rows: %d %q", st.RowCount, st.Rows)
+	}
+	eval[bool](t, v, `document.getElementById("pause").click(); true`)
+	st = v.wait(t, "the held event shown on resume", `s.rowCount === 3`)
+	if st.Rows[0][1] != "HEARTBEAT" {
+		t.Errorf("after resume, top row %q: want the event held while paused", st.Rows[0])
+	}
+
+	// Thousands of events: the table keeps its cap.
+	eval[bool](t, v, `document.querySelector("[name=session_id]").value = "";
+		document.getElementById("filters").requestSubmit(); true`)
+	v.wait(t, "the unfiltered stream connected", `s.state === "connected" && s.query === ""`)
+	const many, capRows = 3000, 500
+	publishMany(t, srv, viewerEvent(t, "heartbeat.json", "viewer-many"), many)
+	srv.Publish(t, viewerEvent(t, "stop.json", "viewer-last"))
+	st = v.wait(t, "the last of thousands of events", `s.rowCount > 0 && s.rows[0][2] === "viewer-last"`)
+	if st.RowCount != capRows || !strings.HasPrefix(st.Count, fmt.Sprintf("%d events shown", capRows)) {
+		t.Errorf("after %d events: %d rows (%q), want the cap of %d", many+1, st.RowCount, st.Count, capRows)
+	}
+
+	v.checkOrigin(t, srv.URL, "")
+}
+
+// publishMany posts n copies of body from a few concurrent publishers.
+func publishMany(t *testing.T, srv *ssetest.Server, body []byte, n int) {
+	t.Helper()
+	const publishers = 8
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Go(func() {
+			for i := p; i < n; i += publishers {
+				r, err := srv.Post(within(t, 10*time.Second), "/api/events", "application/json", body)
+				if err != nil || r.Status != http.StatusNoContent {
+					t.Errorf("POST %d: %v %d", i, err, r.Status)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestViewerAsksForToken: when the stream answers 401 (as it does when
+// listener tokens are required), the page asks for a token, keeps it in
+// the tab's sessionStorage only, and connects with it.
+func TestViewerAsksForToken(t *testing.T) {
+	browser := startChromium(t)
+	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
+	const token = "t0k3n-for-the-tab"
+	guarded := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/events" && r.URL.Query().Get("access_token") != token {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":"a listener token is required"}`))
+			return
+		}
+		srv.Server.ServeHTTP(w, r)
+	}))
+	// Cleanups run last-in first-out: cut the page's stream, then close.
+	t.Cleanup(guarded.Close)
+	t.Cleanup(guarded.CloseClientConnections)
+
+	v := openViewer(t, browser, guarded.URL+"/", 1280, 800, false)
+	v.wait(t, "the token prompt", `s.state === "token" && s.token`)
+	eval[bool](t, v, `document.querySelector("[name=token]").value = "wrong";
+		document.getElementById("token").requestSubmit(); true`)
+	st := v.wait(t, "the prompt again, saying the token was refused", `s.state === "token" && s.token && s.notice !== ""`)
+	if !strings.Contains(st.Notice, "refused") {
+		t.Errorf("notice %q: want it to say the token was refused", st.Notice)
+	}
+	eval[bool](t, v, `document.querySelector("[name=token]").value = `+jsString(token)+`;
+		document.getElementById("token").requestSubmit(); true`)
+	v.wait(t, "the stream connected with the token", `s.state === "connected" && !s.token`)
+
+	srv.Publish(t, viewerEvent(t, "start.json", "viewer-token"))
+	v.wait(t, "the event", `s.rowCount === 1 && s.rows[0][2] === "viewer-token"`)
+	kept := eval[[]string](t, v, `[sessionStorage.getItem("event-dispatcher.access_token") || "",
+		localStorage.length + "", location.href, document.cookie]`)
+	if kept[0] != token || kept[1] != "0" || strings.Contains(kept[2], token) || kept[3] != "" {
+		t.Errorf("token storage: sessionStorage %q, localStorage entries %s, URL %q, cookies %q; want it in sessionStorage only",
+			kept[0], kept[1], kept[2], kept[3])
+	}
+	v.checkOrigin(t, guarded.URL, "network") // the 401s are logged as network errors
+}
+
+// TestViewerScreenshots renders the viewer with real player messages, wide
+// in light mode and phone-sized in dark mode, checks each screenshot is not
+// blank, that the colour scheme follows the system's, and that a phone
+// needs no sideways scrolling. The PNGs go to a temporary directory; with
+// VIEWER_SCREENSHOTS=<dir> (docs/ for the README) they are written there.
+func TestViewerScreenshots(t *testing.T) {
+	browser := startChromium(t)
+	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
+	dir := os.Getenv("VIEWER_SCREENSHOTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	for _, tc := range []struct {
+		file          string
+		width, height int64
+		dark          bool
+	}{
+		{"viewer.png", 1280, 720, false},
+		{"viewer-phone-dark.png", 390, 760, true},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			v := openViewer(t, browser, srv.URL+"/", tc.width, tc.height, tc.dark)
+			v.wait(t, "the stream connected", `s.state === "connected"`)
+			publishTraffic(t, srv)
+			v.wait(t, "the traffic shown", `s.rowCount >= 14 && s.rate !== "0"`)
+			if overflow := eval[bool](t, v, `document.documentElement.scrollWidth > innerWidth`); overflow {
+				t.Errorf("%dpx wide: the page scrolls sideways", tc.width)
+			}
+			ctx, cancel := context.WithTimeout(v.ctx, browserWait)
+			defer cancel()
+			shot, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkScreenshot(t, shot, tc.dark)
+			if err := os.WriteFile(filepath.Join(dir, tc.file), shot, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			v.checkOrigin(t, srv.URL, "")
+		})
+	}
+}
+
+// publishTraffic sends a few seconds of realistic traffic: sessions
+// starting, heartbeating, failing and stopping, at an uneven rate so the
+// chart has something to show.
+func publishTraffic(t *testing.T, srv *ssetest.Server) {
+	t.Helper()
+	sessions := []string{
+		"ebdb3da7-bc77-454e-9de0-a1dfa8091e84", "5f0e3c1a-9d8b-4f5e-a2c7-3b1d6e8f9a04",
+		"c4a9e2d1-7b3f-4e6a-8d5c-1f2e3a4b5c6d", "9b8a7c6d-5e4f-4a3b-9c2d-1e0f9a8b7c6d",
+	}
+	script := []struct{ fixture, session string }{
+		{"start.json", sessions[0]}, {"start-web.json", sessions[1]}, {"heartbeat.json", sessions[0]},
+		{"start.json", sessions[2]}, {"heartbeat.json", sessions[1]}, {"error.json", sessions[2]},
+		{"heartbeat.json", sessions[0]}, {"start-web.json", sessions[3]}, {"heartbeat.json", sessions[1]},
+		{"stop.json", sessions[0]}, {"heartbeat.json", sessions[3]}, {"heartbeat.json", sessions[1]},
+		{"error.json", sessions[3]}, {"stop.json", sessions[1]},
+	}
+	perSecond := []int{2, 5, 3, 4}
+	i := 0
+	for _, n := range perSecond {
+		for range n {
+			if i < len(script) {
+				srv.Publish(t, viewerEvent(t, script[i].fixture, script[i].session))
+				i++
+			}
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// checkScreenshot fails unless shot is a PNG with real content: many
+// colours, a good share of pixels unlike the background, and a background
+// that is light or dark as asked.
+func checkScreenshot(t *testing.T, shot []byte, dark bool) {
+	t.Helper()
+	img, err := png.Decode(bytes.NewReader(shot))
+	if err != nil {
+		t.Fatalf("screenshot is not a PNG: %v", err)
+	}
+	b := img.Bounds()
+	bg := img.At(b.Max.X-3, b.Max.Y-3) // bottom right: page background
+	colours := map[[3]uint32]bool{}
+	differ := 0
+	for y := b.Min.Y; y < b.Max.Y; y += 2 {
+		for x := b.Min.X; x < b.Max.X; x += 2 {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			colours[[3]uint32{r >> 8, g >> 8, bl >> 8}] = true
+			if img.At(x, y) != bg {
+				differ++
+			}
+		}
+	}
+	total := (b.Dx() / 2) * (b.Dy() / 2)
+	if len(colours) < 32 || differ < total/50 {
+		t.Errorf("screenshot looks blank: %d colours, %d of %d pixels unlike the background", len(colours), differ, total)
+	}
+	r, g, bl, _ := bg.RGBA()
+	lum := (r>>8)*3 + (g>>8)*6 + (bl >> 8)
+	if isDark := lum < 10*128; isDark != dark {
+		t.Errorf("background %v: dark %v, want %v", bg, isDark, dark)
+	}
+}
