@@ -77,6 +77,7 @@ type member struct {
 
 func (ff *frameFields) get(obj []byte) *frameFields {
 	ff.once.Do(func() {
+		ff.members = make([]member, 0, 8) // players send a handful of top-level fields
 		event.Members(obj, func(key, value []byte) bool {
 			k, _ := event.Unquote(key)
 			ff.members = append(ff.members, literal(k, value))

@@ -57,3 +57,32 @@ func TestFilterDuplicateKeys(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkFilter splits what filtering costs: reading the event's
+// top-level fields, once per event (extract), and one filtered listener's
+// check against them (keeps), which every filtered listener does.
+func BenchmarkFilter(b *testing.B) {
+	ev := benchEvent(b)
+	b.Run("extract", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			fr := newFrame(ev)
+			fr.fields.get(fr.json())
+		}
+	})
+	fr := newFrame(ev)
+	for _, c := range []struct {
+		name string
+		f    *Filter
+	}{
+		{"keeps/session_id-miss", NewFilter(Term{"session_id", []string{"s42"}})},
+		{"keeps/event_name-match", NewFilter(Term{"event_name", []string{"ERROR", "START"}})},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c.f.keeps(fr)
+			}
+		})
+	}
+}

@@ -1,0 +1,180 @@
+//go:build unix
+
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/clientip"
+	"event-dispatcher/pkg/server"
+)
+
+// BenchmarkFilteredIngest measures the process CPU time per accepted POST
+// (cpu-µs/post, from getrusage: every goroutine counts) through the real
+// ingest and stream handlers and hub, with in-process listeners that
+// discard what they get (no sockets: the hub's own cost). Each iteration
+// posts the START message with one of 1000 session ids and waits until
+// every listener owed it has it.
+//
+//   - listeners=1000/filter=none: every listener takes every event (1000
+//     deliveries per POST), the service before filters;
+//   - listeners=1000/filter=session_id: each listener asks for its own
+//     session (?session_id=sN), so each POST reaches one of them;
+//   - listeners=1/filter=none: one listener takes every event, the same
+//     deliveries as the filtered case without the 999 listeners that skip
+//     it.
+func BenchmarkFilteredIngest(b *testing.B) {
+	for _, c := range []struct {
+		listeners int
+		filtered  bool
+	}{{1000, false}, {1000, true}, {1, false}} {
+		name := "none"
+		if c.filtered {
+			name = "session_id"
+		}
+		b.Run(fmt.Sprintf("listeners=%d/filter=%s", c.listeners, name), func(b *testing.B) {
+			benchFilteredIngest(b, c.listeners, c.filtered)
+		})
+	}
+}
+
+func benchFilteredIngest(b *testing.B, listeners int, filtered bool) {
+	const sessions = 1000
+	var ready, served sync.WaitGroup
+	b.Cleanup(served.Wait) // cleanups run last-in first-out: after the hub's Close ended every stream
+	srv := benchFanoutServer(b, listeners)
+	delivered := newBenchCounter()
+	for i := range listeners {
+		target := "/events"
+		if filtered {
+			target = fmt.Sprintf("/events?session_id=s%d", i)
+		}
+		sink := &benchListener{header: http.Header{}, ready: &ready, delivered: delivered}
+		ready.Add(1)
+		req := httptest.NewRequest(http.MethodGet, target, nil)
+		served.Go(func() { srv.ServeHTTP(sink, req) })
+	}
+	ready.Wait()
+
+	_, start := benchStartFixture(b)
+	bodies := make([][]byte, sessions)
+	for i := range bodies {
+		bodies[i] = bytes.Replace(start, []byte(`"ebdb3da7-bc77-454e-9de0-a1dfa8091e84"`), fmt.Appendf(nil, `"s%d"`, i), 1)
+	}
+	perPost := int64(listeners)
+	if filtered {
+		perPost = 1
+	}
+	reader := bytes.NewReader(nil)
+	req := httptest.NewRequest(http.MethodPost, "/api/events", nil)
+	w := &benchResponse{header: http.Header{}}
+	var want int64
+	cpu0 := cpuTime()
+	n := 0
+	for b.Loop() {
+		body := bodies[n%sessions]
+		n++
+		reader.Reset(body)
+		req.Body, req.ContentLength = io.NopCloser(reader), int64(len(body))
+		clear(w.header)
+		srv.ServeHTTP(w, req)
+		if w.code != http.StatusNoContent {
+			b.Fatalf("status %d", w.code)
+		}
+		want += perPost
+		delivered.waitFor(want)
+	}
+	cpu := cpuTime() - cpu0
+	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/post")
+}
+
+// benchFanoutServer is the real server over a hub for listeners listeners.
+func benchFanoutServer(b *testing.B, listeners int) *server.Server {
+	hub := broadcast.New(broadcast.Options{
+		QueueSize:    1024,
+		MaxListeners: listeners + 1,
+		BufferBytes:  1 << 20,
+		WriteTimeout: 10 * time.Second,
+		Logger:       zerolog.Nop(),
+	})
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = hub.Close(ctx)
+	})
+	return server.New(server.Options{
+		Hub: hub, Logger: zerolog.Nop(), MaxBodyBytes: 64 << 10,
+		BodyReadTimeout: 10 * time.Second, ClientIP: clientip.New(nil),
+	})
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchCounter counts deliveries and lets the benchmark wait for a total.
+type benchCounter struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	n    int64
+}
+
+func newBenchCounter() *benchCounter {
+	c := &benchCounter{}
+	c.cond = sync.NewCond(&c.mu)
+	return c
+}
+
+func (c *benchCounter) add(n int64) {
+	c.mu.Lock()
+	c.n += n
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+func (c *benchCounter) waitFor(n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.n < n {
+		c.cond.Wait()
+	}
+}
+
+// benchListener is an in-process stream client that discards what it
+// gets, counting events. The hub writes to it from one goroutine at a time.
+type benchListener struct {
+	header    http.Header
+	ready     *sync.WaitGroup
+	subbed    bool
+	delivered *benchCounter
+}
+
+func (l *benchListener) Header() http.Header { return l.header }
+func (l *benchListener) WriteHeader(int)     {}
+func (l *benchListener) Flush()              {}
+
+func (l *benchListener) Write(p []byte) (int, error) {
+	if !l.subbed && bytes.HasPrefix(p, []byte("retry:")) {
+		l.subbed = true
+		l.ready.Done()
+	}
+	if n := bytes.Count(p, []byte("data: ")); n > 0 {
+		l.delivered.add(int64(n))
+	}
+	return len(p), nil
+}
