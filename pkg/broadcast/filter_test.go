@@ -41,7 +41,7 @@ func TestFilterKeeps(t *testing.T) {
 }
 
 // With duplicate keys the last member counts, as in JSON.parse and
-// encoding/json, even when it is not a literal.
+// encoding/json, even when it is not a literal. Keys are compared decoded.
 func TestFilterDuplicateKeys(t *testing.T) {
 	for _, tc := range []struct {
 		ev   string
@@ -51,6 +51,7 @@ func TestFilterDuplicateKeys(t *testing.T) {
 		{`{"k":"b","k":"a"}`, false},
 		{`{"k":"b","k":{}}`, false},
 		{`{"k\u0041":"b"}`, false}, // the key is kA, not k
+		{`{"\u006b":"b"}`, true},   // an escaped key is compared decoded
 	} {
 		if got := NewFilter(Term{"k", []string{"b"}}).keeps(newFrame([]byte(tc.ev))); got != tc.want {
 			t.Errorf("%s: keeps = %v, want %v", tc.ev, got, tc.want)
