@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -452,4 +453,47 @@ func checkScreenshot(t *testing.T, shot []byte, dark bool) {
 	if isDark := lum < 10*128; isDark != dark {
 		t.Errorf("background %v: dark %v, want %v", bg, isDark, dark)
 	}
+}
+
+// TestViewerReconnects: when its stream is cut and the service then
+// answers 503 for a while (a restart), the page says it is reconnecting,
+// keeps trying, and shows events again once the stream is back.
+func TestViewerReconnects(t *testing.T) {
+	browser := startChromium(t)
+	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
+	var refuse atomic.Bool
+	var refused atomic.Int64
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/events" && refuse.Load() {
+			refused.Add(1)
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"error":"the service is shutting down"}`))
+			return
+		}
+		srv.Server.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	t.Cleanup(front.CloseClientConnections)
+
+	v := openViewer(t, browser, front.URL+"/", 1280, 800, false)
+	v.wait(t, "the stream connected", `s.state === "connected"`)
+	refuse.Store(true)
+	front.CloseClientConnections()
+	v.wait(t, "the page saying it reconnects", `s.state === "reconnecting"`)
+	// Refused: the probe after the cut, EventSource's own retry and the
+	// probe after it. EventSource gives up on a 503, so a fourth is the
+	// page retrying by itself.
+	ssetest.Eventually(t, browserWait, "the page retrying after 503s", func() (bool, string) {
+		return refused.Load() >= 4, fmt.Sprintf("%d refused", refused.Load())
+	})
+	if st := eval[viewerState](t, v, viewerStateJS); st.State != "reconnecting" {
+		t.Errorf("state %q while refused, want reconnecting", st.State)
+	}
+	refuse.Store(false)
+	v.wait(t, "the stream back", `s.state === "connected"`)
+	srv.Publish(t, viewerEvent(t, "start.json", "viewer-back"))
+	v.wait(t, "an event after reconnecting", `s.rowCount === 1 && s.rows[0][2] === "viewer-back"`)
+	v.checkOrigin(t, front.URL, "network") // the cut and the 503s are logged as network errors
 }
