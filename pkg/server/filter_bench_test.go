@@ -4,7 +4,6 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,12 +12,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
-
-	"event-dispatcher/pkg/broadcast"
-	"event-dispatcher/pkg/clientip"
-	"event-dispatcher/pkg/server"
 )
 
 // BenchmarkFilteredIngest measures the process CPU time per accepted POST
@@ -53,8 +46,8 @@ func BenchmarkFilteredIngest(b *testing.B) {
 func benchFilteredIngest(b *testing.B, listeners int, filtered bool) {
 	const sessions = 1000
 	var ready, served sync.WaitGroup
-	b.Cleanup(served.Wait) // cleanups run last-in first-out: after the hub's Close ended every stream
-	srv := benchFanoutServer(b, listeners)
+	b.Cleanup(served.Wait)      // cleanups run last-in first-out: after the hub's Close ended every stream
+	srv := benchIngestServer(b) // room for 1000 listeners by default
 	delivered := newBenchCounter()
 	for i := range listeners {
 		target := "/events"
@@ -98,26 +91,6 @@ func benchFilteredIngest(b *testing.B, listeners int, filtered bool) {
 	}
 	cpu := cpuTime() - cpu0
 	b.ReportMetric(float64(cpu.Microseconds())/float64(n), "cpu-µs/post")
-}
-
-// benchFanoutServer is the real server over a hub for listeners listeners.
-func benchFanoutServer(b *testing.B, listeners int) *server.Server {
-	hub := broadcast.New(broadcast.Options{
-		QueueSize:    1024,
-		MaxListeners: listeners + 1,
-		BufferBytes:  1 << 20,
-		WriteTimeout: 10 * time.Second,
-		Logger:       zerolog.Nop(),
-	})
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = hub.Close(ctx)
-	})
-	return server.New(server.Options{
-		Hub: hub, Logger: zerolog.Nop(), MaxBodyBytes: 64 << 10,
-		BodyReadTimeout: 10 * time.Second, ClientIP: clientip.New(nil),
-	})
 }
 
 // cpuTime is the process's user and system CPU time so far.
