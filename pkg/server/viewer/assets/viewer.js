@@ -63,12 +63,15 @@
     noticeEl.textContent = text || "";
   }
 
-  function connect() {
+  // connect opens the stream with the current filters; retrying keeps the
+  // "reconnecting" state on screen.
+  function connect(retrying) {
     if (source) source.close();
     clearTimeout(retryTimer);
     const gen = ++generation;
     const query = filterParams().toString();
-    setState("connecting", "connecting…");
+    if (retrying === true) setState("reconnecting", "reconnecting…");
+    else setState("connecting", "connecting…");
     const es = new EventSource(streamURL());
     source = es;
     es.onopen = () => {
@@ -124,7 +127,7 @@
     // EventSource retries network errors by itself, but gives up on an
     // error status (e.g. 503 while the service restarts): retry then.
     if (es.readyState === EventSource.CLOSED) {
-      retryTimer = setTimeout(connect, retryDelay);
+      retryTimer = setTimeout(() => connect(true), retryDelay);
       retryDelay = Math.min(retryDelay * 2, 30000);
     }
   }
