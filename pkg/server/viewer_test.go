@@ -306,6 +306,27 @@ func publishMany(t *testing.T, srv *ssetest.Server, body []byte, n int) {
 	wg.Wait()
 }
 
+// streamGate serves srv behind a front that answers GET /events with
+// status, one header and a JSON error whenever refuse says so, as a
+// listener-token check or a restarting service would.
+func streamGate(t *testing.T, srv *ssetest.Server, status int, header, value, msg string, refuse func(*http.Request) bool) *httptest.Server {
+	t.Helper()
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/events" && refuse(r) {
+			w.Header().Set(header, value)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = fmt.Fprintf(w, `{"error":%s}`, jsString(msg))
+			return
+		}
+		srv.Server.ServeHTTP(w, r)
+	}))
+	// Cleanups run last-in first-out: cut the page's stream, then close.
+	t.Cleanup(front.Close)
+	t.Cleanup(front.CloseClientConnections)
+	return front
+}
+
 // TestViewerAsksForToken: when the stream answers 401 (as it does when
 // listener tokens are required), the page asks for a token, keeps it in
 // the tab's sessionStorage only, and connects with it.
@@ -313,19 +334,8 @@ func TestViewerAsksForToken(t *testing.T) {
 	browser := startChromium(t)
 	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
 	const token = "t0k3n-for-the-tab"
-	guarded := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/events" && r.URL.Query().Get("access_token") != token {
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = w.Write([]byte(`{"error":"a listener token is required"}`))
-			return
-		}
-		srv.Server.ServeHTTP(w, r)
-	}))
-	// Cleanups run last-in first-out: cut the page's stream, then close.
-	t.Cleanup(guarded.Close)
-	t.Cleanup(guarded.CloseClientConnections)
+	guarded := streamGate(t, srv, http.StatusUnauthorized, "WWW-Authenticate", "Bearer", "a listener token is required",
+		func(r *http.Request) bool { return r.URL.Query().Get("access_token") != token })
 
 	v := openViewer(t, browser, guarded.URL+"/", 1280, 800, false)
 	v.wait(t, "the token prompt", `s.state === "token" && s.token`)
@@ -463,19 +473,14 @@ func TestViewerReconnects(t *testing.T) {
 	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
 	var refuse atomic.Bool
 	var refused atomic.Int64
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/events" && refuse.Load() {
-			refused.Add(1)
-			w.Header().Set("Retry-After", "1")
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(`{"error":"the service is shutting down"}`))
-			return
-		}
-		srv.Server.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
-	t.Cleanup(front.CloseClientConnections)
+	front := streamGate(t, srv, http.StatusServiceUnavailable, "Retry-After", "1", "the service is shutting down",
+		func(*http.Request) bool {
+			no := refuse.Load()
+			if no {
+				refused.Add(1)
+			}
+			return no
+		})
 
 	v := openViewer(t, browser, front.URL+"/", 1280, 800, false)
 	v.wait(t, "the stream connected", `s.state === "connected"`)
