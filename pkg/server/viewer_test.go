@@ -365,9 +365,13 @@ func TestViewerAsksForToken(t *testing.T) {
 // blank, that the colour scheme follows the system's, and that a phone
 // needs no sideways scrolling. The PNGs go to a temporary directory; with
 // VIEWER_SCREENSHOTS=<dir> (docs/ for the README) they are written there.
+//
+// The service here lists only another origin in CORS_ALLOWED_ORIGINS: the
+// page is same-origin, so that must not keep it from its stream.
 func TestViewerScreenshots(t *testing.T) {
 	browser := startChromium(t)
-	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
+	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond},
+		server.Options{AllowOrigins: []string{"https://player.example"}})
 	dir := os.Getenv("VIEWER_SCREENSHOTS")
 	if dir == "" {
 		dir = t.TempDir()
