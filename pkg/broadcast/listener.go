@@ -30,12 +30,12 @@ type listener struct {
 	timeout time.Duration
 	header  http.Header // what r3labs sets here is discarded; the caller set the real headers
 	sh      *shard
+	filter  *Filter // nil: every event; set before subscribing, then only read
 
 	// Owned by the r3labs loop (the Serve goroutine): see shard.
-	confirmed bool    // registered with r3labs: its first Flush has come
-	joined    uint64  // the shard's batch in flight when it registered
-	taken     uint64  // last batch it took
-	filter    *Filter // nil: every event
+	confirmed bool   // registered with r3labs: its first Flush has come
+	joined    uint64 // the shard's batch in flight when it registered
+	taken     uint64 // last batch it took
 
 	mu      sync.Mutex
 	pending []*frame // not yet handed to the socket
