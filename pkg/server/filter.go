@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"event-dispatcher/pkg/access"
 	"event-dispatcher/pkg/broadcast"
 )
 
@@ -13,7 +14,7 @@ import (
 // filter but means something else.
 func reserved(name string) bool {
 	switch name {
-	case "access_token": // listener tokens: EventSource cannot send headers
+	case access.QueryParam: // listener tokens, when access control is off too
 		return true
 	}
 	return false

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"event-dispatcher/pkg/access"
 )
 
 // BenchmarkFilteredIngest measures the process CPU time per accepted POST
@@ -53,8 +55,8 @@ func BenchmarkFilteredIngest(b *testing.B) {
 func benchFilteredIngest(b *testing.B, listeners int, filtered, oneByOne bool) {
 	const sessions = 1000
 	var ready, served sync.WaitGroup
-	b.Cleanup(served.Wait)      // cleanups run last-in first-out: after the hub's Close ended every stream
-	srv := benchIngestServer(b) // room for 1000 listeners by default
+	b.Cleanup(served.Wait)                       // cleanups run last-in first-out: after the hub's Close ended every stream
+	srv := benchIngestServer(b, access.Policy{}) // room for 1000 listeners by default
 	delivered := newBenchCounter()
 	for i := range listeners {
 		target := "/events"
@@ -66,7 +68,13 @@ func benchFilteredIngest(b *testing.B, listeners int, filtered, oneByOne bool) {
 		req := httptest.NewRequest(http.MethodGet, target, nil)
 		served.Go(func() { srv.ServeHTTP(sink, req) })
 	}
-	ready.Wait()
+	subscribed := make(chan struct{})
+	go func() { ready.Wait(); close(subscribed) }()
+	select {
+	case <-subscribed:
+	case <-time.After(time.Minute): // a guard against a hang only
+		b.Fatal("listeners did not all subscribe within a minute")
+	}
 
 	_, start := benchStartFixture(b)
 	bodies := make([][]byte, sessions)
@@ -158,7 +166,7 @@ func (l *benchListener) WriteHeader(int)     {}
 func (l *benchListener) Flush()              {}
 
 func (l *benchListener) Write(p []byte) (int, error) {
-	if !l.subbed && bytes.HasPrefix(p, []byte("retry:")) {
+	if !l.subbed && bytes.Contains(p, []byte("retry:")) { // after a byte order mark
 		l.subbed = true
 		l.ready.Done()
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"event-dispatcher/internal/ssetest"
+	"event-dispatcher/pkg/access"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/server"
 	"event-dispatcher/pkg/server/viewer"
@@ -308,7 +309,7 @@ func publishMany(t *testing.T, srv *ssetest.Server, body []byte, n int) {
 
 // streamGate serves srv behind a front that answers GET /events with
 // status, one header and a JSON error whenever refuse says so, as a
-// listener-token check or a restarting service would.
+// restarting service would.
 func streamGate(t *testing.T, srv *ssetest.Server, status int, header, value, msg string, refuse func(*http.Request) bool) *httptest.Server {
 	t.Helper()
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -327,17 +328,16 @@ func streamGate(t *testing.T, srv *ssetest.Server, status int, header, value, ms
 	return front
 }
 
-// TestViewerAsksForToken: when the stream answers 401 (as it does when
-// listener tokens are required), the page asks for a token, keeps it in
-// the tab's sessionStorage only, and connects with it.
+// TestViewerAsksForToken: when the stream needs a listener token (401),
+// the page asks for one, keeps it in the tab's sessionStorage only, and
+// connects with it.
 func TestViewerAsksForToken(t *testing.T) {
 	browser := startChromium(t)
-	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
 	const token = "t0k3n-for-the-tab"
-	guarded := streamGate(t, srv, http.StatusUnauthorized, "WWW-Authenticate", "Bearer", "a listener token is required",
-		func(r *http.Request) bool { return r.URL.Query().Get("access_token") != token })
+	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond},
+		server.Options{Access: access.Policy{Listeners: access.NewAuth([]string{token}, nil)}})
 
-	v := openViewer(t, browser, guarded.URL+"/", 1280, 800, false)
+	v := openViewer(t, browser, srv.URL+"/", 1280, 800, false)
 	v.wait(t, "the token prompt", `s.state === "token" && s.token`)
 	eval[bool](t, v, `document.querySelector("[name=token]").value = "wrong";
 		document.getElementById("token").requestSubmit(); true`)
@@ -357,7 +357,7 @@ func TestViewerAsksForToken(t *testing.T) {
 		t.Errorf("token storage: sessionStorage %q, localStorage entries %s, URL %q, cookies %q; want it in sessionStorage only",
 			kept[0], kept[1], kept[2], kept[3])
 	}
-	v.checkOrigin(t, guarded.URL, "network") // the 401s are logged as network errors
+	v.checkOrigin(t, srv.URL, "network") // the 401s are logged as network errors
 }
 
 // TestViewerScreenshots renders the viewer with real player messages, wide
