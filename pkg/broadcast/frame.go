@@ -112,7 +112,15 @@ func (w *writeBuffers) get() *[]byte {
 	return &b
 }
 
+// put keeps b for reuse unless one large event grew it well past maxBatch:
+// a pool of such buffers would hold memory no ordinary batch needs.
 func (w *writeBuffers) put(b *[]byte) {
+	if cap(*b) > maxKeptBuffer {
+		return
+	}
 	*b = (*b)[:0]
 	w.pool.Put(b)
 }
+
+// maxKeptBuffer is the largest write buffer put keeps.
+const maxKeptBuffer = 2 * maxBatch

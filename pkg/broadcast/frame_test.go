@@ -31,7 +31,7 @@ func TestRingOutlivesAStalledLoop(t *testing.T) {
 	var received atomic.Int64
 	sink := &countingSink{header: http.Header{}, data: &received}
 	served := make(chan error, 1)
-	go func() { served <- h.Serve(sink, (&http.Request{}).WithContext(ctx)) }()
+	go func() { _, err := h.Serve(sink, (&http.Request{}).WithContext(ctx)); served <- err }()
 
 	stall := newTestLoop(h, 0)
 	stall.stall()

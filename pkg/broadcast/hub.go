@@ -47,6 +47,7 @@ var (
 	ErrStalled     = errors.New("dropped: socket accepted nothing within the write timeout")
 	ErrMaxDuration = errors.New("stream reached its maximum duration")
 	ErrShutdown    = errors.New("server shutting down")
+	ErrClientGone  = errors.New("client went away")
 )
 
 // Options configure a Hub. The zero value of every field works: [New]
@@ -143,6 +144,7 @@ type Hub struct {
 	gone      sync.WaitGroup // one per listener, for Close
 
 	accepted, busy, dropped atomic.Uint64
+	tally                   tally // figures only metrics read, see counters.go
 	stop                    context.CancelFunc
 	bg                      sync.WaitGroup
 }
@@ -239,14 +241,22 @@ func (h *Hub) Close(ctx context.Context) error {
 	go func() { h.gone.Wait(); close(done) }()
 	select {
 	case <-done:
+		h.release()
+		return err
 	case <-ctx.Done():
+		// The streams are ended and each finishes within the write timeout;
+		// release what the hub runs once they have, rather than never.
+		go func() { <-done; h.release() }()
 		return errors.Join(err, ctx.Err())
 	}
-	// No subscriber is left, so stopping the r3labs streams leaks nothing.
+}
+
+// release stops what the hub runs. Only once no subscriber is left: a
+// subscriber leaving a stopped r3labs stream would block forever.
+func (h *Hub) release() {
 	h.stop()
 	h.bg.Wait()
 	h.sse.Close()
-	return err
 }
 
 func (h *Hub) endAll(cause error) {

@@ -85,7 +85,7 @@ func benchFanoutHTTP(b *testing.B, n int) {
 	var hub *Hub
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
-		_ = hub.Serve(w, r)
+		_, _ = hub.Serve(w, r)
 	}))
 	b.Cleanup(ts.Close) // cleanups run last-in first-out: after the hub's Close ended every stream
 	hub = benchHub(b, n)
@@ -161,7 +161,7 @@ func benchFanoutSink(b *testing.B, n int) {
 	for range n {
 		sink := &benchSink{header: http.Header{}, ready: &ready, arrivals: arrivals}
 		req := httptest.NewRequest(http.MethodGet, "/events", nil)
-		served.Go(func() { _ = hub.Serve(sink, req) })
+		served.Go(func() { _, _ = hub.Serve(sink, req) })
 	}
 	ready.Wait()
 	runFanout(b, hub, arrivals, n)

@@ -10,8 +10,6 @@ import (
 	"time"
 )
 
-var errClientGone = errors.New("client went away")
-
 // errLost reports a listener whose r3labs loop looked up a frame that was
 // already gone; the ring is sized so that this cannot happen, and should it
 // ever, the listener is dropped rather than silently missing an event.
@@ -48,6 +46,7 @@ type listener struct {
 	drainFn func() // l.drain, bound once: "go l.drain()" would allocate per event
 
 	deadlineAt time.Time // when the write deadline was last pushed; drain and finish only
+	sent       sentCounter
 }
 
 func (h *Hub) newListener(w http.ResponseWriter, cancel context.CancelCauseFunc) *listener {
@@ -183,6 +182,9 @@ func (l *listener) drain() {
 		l.mu.Unlock()
 
 		err := l.writeFrames(batch)
+		if err == nil {
+			l.sent.add(batch)
+		}
 		clear(batch) // let the frames go
 		if err != nil {
 			// Dead and not writing in one step, so no Flush can start
@@ -220,7 +222,7 @@ func (l *listener) writeFrames(batch []*frame) error {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return ErrStalled
 	default:
-		return errClientGone
+		return ErrClientGone
 	}
 }
 
@@ -274,6 +276,9 @@ func (l *listener) finish(cause error) error {
 	if dead || (!errors.Is(cause, ErrShutdown) && !errors.Is(cause, ErrMaxDuration)) {
 		return cause
 	}
-	_ = l.writeFrames(append(batch, endFrame(cause)))
+	batch = append(batch, endFrame(cause))
+	if l.writeFrames(batch) == nil {
+		l.sent.add(batch)
+	}
 	return cause
 }

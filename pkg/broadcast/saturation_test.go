@@ -100,7 +100,8 @@ func TestHealthyWhileSaturatedButMoving(t *testing.T) {
 	var received atomic.Int64
 	served := make(chan error, 1)
 	go func() {
-		served <- h.Serve(&countingSink{header: http.Header{}, data: &received}, (&http.Request{}).WithContext(ctx))
+		_, err := h.Serve(&countingSink{header: http.Header{}, data: &received}, (&http.Request{}).WithContext(ctx))
+		served <- err
 	}()
 	eventually(t, 5*time.Second, "the listener is registered", func() bool { return live(h.pump.shards[1]) == 1 })
 
@@ -179,7 +180,8 @@ func TestCloseDeliversTheBacklogBeforeEndingStreams(t *testing.T) {
 	var received atomic.Int64
 	served := make(chan error, 1)
 	go func() {
-		served <- h.Serve(&countingSink{header: http.Header{}, data: &received}, (&http.Request{}).WithContext(ctx))
+		_, err := h.Serve(&countingSink{header: http.Header{}, data: &received}, (&http.Request{}).WithContext(ctx))
+		served <- err
 	}()
 	eventually(t, 5*time.Second, "the listener is registered", func() bool { return live(h.pump.shards[0]) == 2 })
 	const events = 600

@@ -18,24 +18,24 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // Serve streams events to w until the client leaves, the listener is
-// dropped, its maximum duration passes or the hub closes, and returns why
-// the stream ended. The caller sets the response headers; nothing is
+// dropped, its maximum duration passes or the hub closes, and returns what
+// it wrote and why the stream ended. The caller sets the response headers; nothing is
 // written before the listener is subscribed, so a client that has read the
 // first line will receive every event published afterwards. ErrTooMany and
 // ErrClosed come back before anything is written.
-func (h *Hub) Serve(w http.ResponseWriter, r *http.Request) error {
+func (h *Hub) Serve(w http.ResponseWriter, r *http.Request) (Sent, error) {
 	return h.ServeFiltered(w, r, nil)
 }
 
 // ServeFiltered is [Hub.Serve] for a listener that receives only the events
 // filter keeps, and every heartbeat.
-func (h *Hub) ServeFiltered(w http.ResponseWriter, r *http.Request, filter *Filter) error {
+func (h *Hub) ServeFiltered(w http.ResponseWriter, r *http.Request, filter *Filter) (Sent, error) {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	l := h.newListener(w, cancel)
 	l.filter = filter
 	if err := h.add(l); err != nil {
-		return err
+		return Sent{}, err
 	}
 	defer h.remove(l)
 	if d := h.opts.MaxStreamDuration; d > 0 {
@@ -49,16 +49,18 @@ func (h *Hub) ServeFiltered(w http.ResponseWriter, r *http.Request, filter *Filt
 	l.sh.leave(l)
 	cause := l.finish(context.Cause(ctx))
 
+	// The server logs the stream's end, with the client's resolved address.
 	switch {
-	case errors.Is(cause, ErrSlow), errors.Is(cause, ErrStalled), errors.Is(cause, errLost):
+	case errors.Is(cause, ErrStalled):
 		h.dropped.Add(1)
-		log.Warn().Str("reason", cause.Error()).Msg("listener dropped")
+		h.tally.droppedStalled.Add(1)
+	case errors.Is(cause, ErrSlow), errors.Is(cause, errLost): // both: fell too far behind
+		h.dropped.Add(1)
+		h.tally.droppedSlow.Add(1)
 	case errors.Is(cause, context.Canceled):
-		log.Info().Str("reason", errClientGone.Error()).Msg("listener disconnected")
-	default:
-		log.Info().Str("reason", cause.Error()).Msg("listener disconnected")
+		cause = ErrClientGone
 	}
-	return cause
+	return l.sent.load(), cause
 }
 
 func (h *Hub) add(l *listener) error {
@@ -79,7 +81,10 @@ func (h *Hub) add(l *listener) error {
 }
 
 func (h *Hub) remove(l *listener) {
+	s := l.sent.load() // final: its drain goroutines have ended
 	h.mu.Lock()
+	h.tally.endedEvents.Add(s.Events)
+	h.tally.endedBytes.Add(s.Bytes)
 	delete(h.listeners, l)
 	l.sh.assigned--
 	h.active.Add(-1)

@@ -145,7 +145,7 @@ func (s *Server) limitPublish(next http.Handler) http.Handler {
 			w.Header().Set("Connection", "close")
 		}
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, math.Ceil(wait.Seconds())))))
-		s.reject(w, http.StatusTooManyRequests, "too many events from this address; slow down")
+		s.reject(w, http.StatusTooManyRequests, reasonRateLimited, "too many events from this address; slow down")
 	})
 }
 

@@ -26,9 +26,13 @@ func (s *Server) cors(next http.Handler) http.Handler {
 		case o == "":
 		case slices.Contains(origins, o):
 			h.Set("Access-Control-Allow-Origin", o)
+		case r.Method == http.MethodPost:
+			s.refused.refuse(s.opts.Logger, r, o)
+			s.reject(w, http.StatusForbidden, reasonForbidden, "origin not allowed")
+			return
 		case r.Method != http.MethodOptions: // a preflight just gets no Allow-Origin
 			s.refused.refuse(s.opts.Logger, r, o)
-			s.reject(w, http.StatusForbidden, "origin not allowed")
+			writeError(w, http.StatusForbidden, "origin not allowed")
 			return
 		}
 		next.ServeHTTP(w, r)

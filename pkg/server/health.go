@@ -17,15 +17,17 @@ type health struct {
 	Goroutines     int     `json:"goroutines"`
 }
 
-// handleHealth answers 200 only while the hub really fans out; 503 when it
-// is wedged or the server is draining. Every figure is a cheap read: no
+// handleHealth (public /health, admin /readyz) answers 200 only while the
+// hub really fans out; 503 when it is wedged or the server is draining, so
+// load balancers stop sending new work. A hub that is behind but moving is
+// healthy: its lag shows in the metrics. Every figure is a cheap read: no
 // stop-the-world work per probe.
 func (s *Server) handleHealth() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body := health{
 			Status:         "ok",
 			Stats:          s.opts.Hub.Stats(),
-			EventsRejected: s.rejected.Load(),
+			EventsRejected: s.rejected4xx(),
 			OriginsRefused: s.refused.total.Load(),
 			UptimeSeconds:  time.Since(s.started).Round(time.Millisecond).Seconds(),
 			Goroutines:     runtime.NumGoroutine(),
@@ -39,4 +41,28 @@ func (s *Server) handleHealth() http.Handler {
 		}
 		writeJSON(w, code, body)
 	})
+}
+
+// handleLive (/livez) answers 200 whenever the process serves requests,
+// overloaded, wedged or draining alike: restarting the process would only
+// drop every listener at once.
+func (s *Server) handleLive() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, struct {
+			Status string `json:"status"`
+		}{"ok"})
+	})
+}
+
+// rejected4xx is the POSTs refused with a 4xx: /health's events_rejected,
+// which predates the per-reason counters and leaves 503s to the hub's
+// events_refused_busy.
+func (s *Server) rejected4xx() uint64 {
+	var n uint64
+	for r := range numReasons {
+		if r != reasonBusy {
+			n += s.rejected[r].Load()
+		}
+	}
+	return n
 }

@@ -26,22 +26,22 @@ func (s *Server) handleIngest() http.Handler {
 		s.inflight.Add(1)
 		defer s.inflight.Add(-1)
 		if r.ContentLength > max {
-			s.reject(w, http.StatusRequestEntityTooLarge, tooLarge)
+			s.reject(w, http.StatusRequestEntityTooLarge, reasonTooLarge, tooLarge)
 			return
 		}
 		// A client trickling its body is cut off after BodyReadTimeout.
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
 		buf := s.body()
-		defer s.bodies.Put(buf)
+		defer s.putBody(buf)
 		if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, max)); err != nil {
 			var tooBig *http.MaxBytesError
 			switch {
 			case errors.As(err, &tooBig):
-				s.reject(w, http.StatusRequestEntityTooLarge, tooLarge)
+				s.reject(w, http.StatusRequestEntityTooLarge, reasonTooLarge, tooLarge)
 			case errors.Is(err, os.ErrDeadlineExceeded):
-				s.reject(w, http.StatusRequestTimeout, "body not received within "+s.opts.BodyReadTimeout.String())
+				s.reject(w, http.StatusRequestTimeout, reasonTimeout, "body not received within "+s.opts.BodyReadTimeout.String())
 			default:
-				s.reject(w, http.StatusBadRequest, "could not read body")
+				s.reject(w, http.StatusBadRequest, reasonInvalid, "could not read body")
 			}
 			return
 		}
@@ -52,26 +52,27 @@ func (s *Server) handleIngest() http.Handler {
 		}
 		// Compact into a second pooled buffer: the hub copies what it keeps.
 		out := s.body()
-		defer s.bodies.Put(out)
+		defer s.putBody(out)
 		data, err := compact(out.AvailableBuffer(), body, s.opts.ClientIPField, ip)
 		if err != nil {
-			s.reject(w, http.StatusBadRequest, err.Error())
+			s.reject(w, http.StatusBadRequest, reasonInvalid, err.Error())
 			return
 		}
 		switch err := s.opts.Hub.Publish(data); {
 		case err == nil:
 			w.WriteHeader(http.StatusNoContent)
+			s.metrics.eventSize.Observe(float64(len(data)))
 		case errors.Is(err, broadcast.ErrBusy), errors.Is(err, broadcast.ErrClosed):
 			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusServiceUnavailable, err.Error())
+			s.reject(w, http.StatusServiceUnavailable, reasonBusy, err.Error())
 		default:
 			writeError(w, http.StatusInternalServerError, "could not publish")
 		}
 	})
 }
 
-func (s *Server) reject(w http.ResponseWriter, code int, msg string) {
-	s.rejected.Add(1)
+func (s *Server) reject(w http.ResponseWriter, code int, why reason, msg string) {
+	s.rejected[why].Add(1)
 	writeError(w, code, msg)
 }
 
@@ -81,4 +82,14 @@ func (s *Server) body() *bytes.Buffer {
 		return b
 	}
 	return bytes.NewBuffer(make([]byte, 0, 4096))
+}
+
+// maxPooledBody is the largest body buffer kept for reuse: one huge POST
+// must not leave every pooled buffer that large.
+const maxPooledBody = 64 << 10
+
+func (s *Server) putBody(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledBody {
+		s.bodies.Put(b)
+	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"net/http/pprof"
 
 	"event-dispatcher/pkg/server/viewer"
 )
@@ -30,4 +31,24 @@ func (s *Server) addRoutes(mux *http.ServeMux) {
 	for _, path := range viewer.AssetPaths() {
 		mux.Handle(path, s.methods(map[string]http.Handler{"GET": page, "HEAD": page}))
 	}
+}
+
+// addAdminRoutes lists the routes of the admin listener (ADMIN_PORT), for
+// operators and orchestrators only.
+func (s *Server) addAdminRoutes(mux *http.ServeMux) {
+	metrics := s.metrics.handler()
+	live := s.handleLive()
+	ready := s.handleHealth()
+
+	mux.Handle("/metrics", s.methods(map[string]http.Handler{"GET": metrics}))
+	mux.Handle("/livez", s.methods(map[string]http.Handler{"GET": live, "HEAD": live}))
+	mux.Handle("/readyz", s.methods(map[string]http.Handler{"GET": ready, "HEAD": ready}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // and every named profile below it
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such path")
+	}))
 }

@@ -26,7 +26,8 @@ type Options struct {
 	AllowOrigins    []string // nil allows any origin
 	ClientIPField   string   // empty: events are passed through unchanged
 	ClientIP        *clientip.Resolver
-	Access          access.Policy // listener tokens, per-IP limits, IP anonymisation; zero: open
+	Access          access.Policy      // listener tokens, per-IP limits, IP anonymisation; zero: open
+	Broker          func() BrokerStats // read at each scrape; nil: no broker
 	// WriteTimeout bounds the writing of every answer but streams, which
 	// have their own per-write deadline. Zero means 10 s.
 	WriteTimeout time.Duration
@@ -41,10 +42,12 @@ type Server struct {
 	handler  http.Handler
 	started  time.Time
 	draining atomic.Bool
-	inflight atomic.Int64  // POSTs being handled, so shutdown can let them finish
-	rejected atomic.Uint64 // POSTs refused with a 4xx
+	inflight atomic.Int64              // POSTs being handled, so shutdown can let them finish
+	rejected [numReasons]atomic.Uint64 // POSTs refused, by reason
 	refused  refusedOrigins
 	bodies   sync.Pool // *bytes.Buffer for request bodies
+	metrics  *metrics
+	admin    http.Handler
 }
 
 // New returns a Server with every route in place.
@@ -56,6 +59,10 @@ func New(opts Options) *Server {
 		opts.WriteTimeout = 10 * time.Second
 	}
 	s := &Server{opts: opts, started: time.Now()}
+	s.metrics = newMetrics(s)
+	admin := http.NewServeMux()
+	s.addAdminRoutes(admin)
+	s.admin = admin
 	mux := http.NewServeMux()
 	s.addRoutes(mux)
 	var h http.Handler = mux
@@ -82,7 +89,11 @@ func (s *Server) HTTPServer() *http.Server {
 	}
 }
 
-// Drain makes /health answer 503 "draining" from now on.
+// Admin returns the operators' handler: metrics, probes and profiles. It
+// belongs on its own port, never exposed publicly.
+func (s *Server) Admin() http.Handler { return s.admin }
+
+// Drain makes /health and /readyz answer 503 "draining" from now on.
 func (s *Server) Drain() { s.draining.Store(true) }
 
 // WaitIngest waits until no POST is being handled, or ctx ends.

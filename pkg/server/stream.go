@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"event-dispatcher/pkg/broadcast"
 )
@@ -21,11 +22,30 @@ func (s *Server) handleStream() http.Handler {
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")
 		h.Set("X-Accel-Buffering", "no") // nginx and friends: do not buffer the stream
-		switch err := s.opts.Hub.ServeFiltered(w, r, filter); {
+		start := time.Now()
+		sent, err := s.opts.Hub.ServeFiltered(w, r, filter)
+		switch {
 		case errors.Is(err, broadcast.ErrTooMany), errors.Is(err, broadcast.ErrClosed):
 			h.Del("X-Accel-Buffering")
 			h.Set("Retry-After", "5")
 			writeError(w, http.StatusServiceUnavailable, err.Error())
+		default:
+			s.streamEnded(r, time.Since(start), sent, err)
 		}
 	})
+}
+
+// streamEnded observes the stream's duration and logs one line for it:
+// who (the client's address, not the load balancer's), how long, what it
+// got and why it ended.
+func (s *Server) streamEnded(r *http.Request, d time.Duration, sent broadcast.Sent, cause error) {
+	s.metrics.streamDuration.Observe(d.Seconds())
+	e, msg := s.opts.Logger.Info(), "listener disconnected"
+	if errors.Is(cause, broadcast.ErrSlow) || errors.Is(cause, broadcast.ErrStalled) {
+		e, msg = s.opts.Logger.Warn(), "listener dropped"
+	}
+	e.Str("client_ip", s.clientIP(r)).Str("user_agent", r.UserAgent()).
+		Float64("duration_s", d.Round(time.Millisecond).Seconds()).
+		Uint64("events", sent.Events).Uint64("bytes", sent.Bytes).
+		Str("reason", cause.Error()).Msg(msg)
 }

@@ -1,0 +1,156 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// reason is why an event POST was refused, as the rejected counter labels it.
+type reason int
+
+const (
+	reasonTooLarge    reason = iota // 413
+	reasonInvalid                   // 400: unreadable body or not an acceptable event
+	reasonTimeout                   // 408: body not received in time
+	reasonBusy                      // 503: publish queue full, or shutting down
+	reasonRateLimited               // 429
+	reasonForbidden                 // 403: page on an origin not listed
+	numReasons
+)
+
+var reasonLabels = [numReasons]string{"too_large", "invalid", "timeout", "busy", "rate_limited", "forbidden"}
+
+// BrokerStats is what the metrics show of the link between replicas. The
+// zero value is the truth without one: not connected, nothing received.
+type BrokerStats struct {
+	Connected        bool
+	MessagesReceived uint64
+	PublishErrors    uint64
+	Reconnects       uint64
+}
+
+// Histogram buckets: events are a few hundred bytes to MAX_BODY_BYTES;
+// streams last from a page view to a day.
+var (
+	eventSizeBuckets      = prometheus.ExponentialBuckets(64, 2, 11) // 64 B .. 64 KiB
+	streamDurationBuckets = []float64{1, 5, 15, 60, 300, 900, 1800, 3600, 3 * 3600, 12 * 3600, 24 * 3600}
+)
+
+// metrics is the service's Prometheus registry. Counters the hub and the
+// server keep anyway are read at scrape time by a collector, so counting
+// costs the request paths nothing more; only the two histograms are
+// observed as things happen, once per accepted POST and once per stream.
+type metrics struct {
+	registry       *prometheus.Registry
+	eventSize      prometheus.Histogram
+	streamDuration prometheus.Histogram
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		eventSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "event_dispatcher_event_size_bytes",
+			Help:    "Size of each accepted event as fanned out (compact JSON).",
+			Buckets: eventSizeBuckets,
+		}),
+		streamDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "event_dispatcher_stream_duration_seconds",
+			Help:    "How long each ended SSE stream lasted.",
+			Buckets: streamDurationBuckets,
+		}),
+	}
+	m.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.eventSize, m.streamDuration, newCollector(s),
+	)
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// collector turns the hub's and the server's counters into metrics when
+// Prometheus scrapes.
+type collector struct {
+	s                                                 *Server
+	listeners, accepted, rejected, deliveries, bytes  *prometheus.Desc
+	dropped, queueDepth, queueCapacity, stalled       *prometheus.Desc
+	draining, brokerUp, brokerIn, brokerErr, brokerRe *prometheus.Desc
+}
+
+func newCollector(s *Server) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("event_dispatcher_"+name, help, labels, nil)
+	}
+	return &collector{
+		s:             s,
+		listeners:     d("listeners", "Connected SSE listeners."),
+		accepted:      d("events_accepted_total", "Event POSTs accepted (204)."),
+		rejected:      d("events_rejected_total", "Event POSTs refused, by reason.", "reason"),
+		deliveries:    d("deliveries_total", "Events written to listeners' sockets."),
+		bytes:         d("sent_bytes_total", "Bytes written to listeners' sockets, heartbeats included."),
+		dropped:       d("listeners_dropped_total", "Listeners dropped, by reason: slow (queue full) or stalled (socket took nothing within WRITE_TIMEOUT).", "reason"),
+		queueDepth:    d("publish_queue_depth", "Events accepted and not yet fanned out (fan-out lag)."),
+		queueCapacity: d("publish_queue_capacity", "Events the publish queue holds before POSTs get 503 (PUBLISH_QUEUE_SIZE)."),
+		stalled:       d("fanout_stalled", "1 while the fan-out makes no progress with work pending (/readyz and /health answer 503)."),
+		draining:      d("draining", "1 once shutdown began (/readyz and /health answer 503)."),
+		brokerUp:      d("broker_connected", "1 while the link to the broker is up; 0 without a broker."),
+		brokerIn:      d("broker_messages_received_total", "Events received from the broker."),
+		brokerErr:     d("broker_publish_errors_total", "Events that could not be published to the broker."),
+		brokerRe:      d("broker_reconnects_total", "Times the link to the broker was re-established."),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{
+		c.listeners, c.accepted, c.rejected, c.deliveries, c.bytes, c.dropped, c.queueDepth, c.queueCapacity,
+		c.stalled, c.draining, c.brokerUp, c.brokerIn, c.brokerErr, c.brokerRe,
+	} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	hc := s.opts.Hub.Counters()
+	var b BrokerStats
+	if s.opts.Broker != nil {
+		b = s.opts.Broker()
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge(c.listeners, float64(hc.Listeners))
+	counter(c.accepted, hc.EventsAccepted)
+	for r := range numReasons {
+		counter(c.rejected, s.rejected[r].Load(), reasonLabels[r])
+	}
+	counter(c.deliveries, hc.Deliveries)
+	counter(c.bytes, hc.BytesSent)
+	counter(c.dropped, hc.DroppedSlow, "slow")
+	counter(c.dropped, hc.DroppedStalled, "stalled")
+	gauge(c.queueDepth, float64(hc.FanoutLag))
+	gauge(c.queueCapacity, float64(hc.QueueCapacity))
+	gauge(c.stalled, flag(!s.opts.Hub.Healthy()))
+	gauge(c.draining, flag(s.draining.Load()))
+	gauge(c.brokerUp, flag(b.Connected))
+	counter(c.brokerIn, b.MessagesReceived)
+	counter(c.brokerErr, b.PublishErrors)
+	counter(c.brokerRe, b.Reconnects)
+}
+
+func flag(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
