@@ -38,6 +38,12 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// The admin port's default is fixed; tests, run in parallel, take free
+	// ports, here for in-process runs and in childEnv for the binary.
+	if err := os.Setenv("ADMIN_PORT", "0"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	binary = filepath.Join(dir, "event_dispatcher")
 	build := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", binary, ".")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -61,14 +67,14 @@ func envNames() []string {
 }
 
 // childEnv is this process's environment without any service variable,
-// plus kv ("NAME=value" each).
+// plus a free admin port and kv ("NAME=value" each; the last of a name wins).
 func childEnv(kv ...string) []string {
 	names := envNames()
 	env := slices.DeleteFunc(os.Environ(), func(e string) bool {
 		name, _, _ := strings.Cut(e, "=")
 		return slices.Contains(names, name)
 	})
-	return append(env, kv...)
+	return append(append(env, "ADMIN_PORT=0"), kv...)
 }
 
 // logSink collects what a writer receives, line by line, safe for
@@ -414,7 +420,7 @@ func TestStartupLineShowsEffectiveConfig(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"PORT": "0", "HEARTBEAT_INTERVAL": "1m30s", "CLIENT_IP_FIELD": "user_ip", "MAX_SUBSCRIBERS": "77",
-		"MAX_BODY_BYTES": "65536", "SHUTDOWN_TIMEOUT": "10s", "LOG_FORMAT": "json",
+		"MAX_BODY_BYTES": "65536", "SHUTDOWN_TIMEOUT": "15s", "LOG_FORMAT": "json", "ADMIN_PORT": "0",
 		// As the service understood them.
 		"CORS_ALLOWED_ORIGINS": "https://a.example,https://b.example:8443", "LOG_LEVEL": "info", "TRUSTED_PROXY_CIDRS": "10.0.0.0/8",
 	} {
@@ -430,6 +436,18 @@ func TestStartupLineShowsEffectiveConfig(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/health status %d", resp.StatusCode)
+	}
+	// So does the logged admin address, with the operators' routes.
+	admin := baseURL(t, rec["admin_addr"])
+	for _, path := range []string{"/livez", "/readyz", "/metrics"} {
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(admin + path)
+		if err != nil {
+			t.Fatalf("GET %s%s: %v", admin, path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("admin %s status %d", path, resp.StatusCode)
+		}
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -468,7 +486,7 @@ func TestGracefulShutdownOnSIGTERM(t *testing.T) {
 // browser, a TCP health probe) has nothing in flight: the shutdown must not
 // wait on it until SHUTDOWN_TIMEOUT and then report itself incomplete.
 func TestShutdownNotHeldBySilentConnection(t *testing.T) {
-	p := startProcess(t, nil, "PORT=0", "SHUTDOWN_TIMEOUT=1s")
+	p := startProcess(t, nil, "PORT=0", "SHUTDOWN_TIMEOUT=1s", "WRITE_TIMEOUT=500ms")
 	_, base := p.listening(t)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
 	if err != nil {
@@ -491,5 +509,47 @@ func TestShutdownNotHeldBySilentConnection(t *testing.T) {
 	}
 	if recs := p.stdout.records("graceful shutdown incomplete; closing remaining connections"); len(recs) > 0 {
 		t.Errorf("an accepted connection that sent no request held http.Server.Shutdown until SHUTDOWN_TIMEOUT: %v", recs[0]["error"])
+	}
+}
+
+func TestAdminPortOff(t *testing.T) {
+	p := startProcess(t, nil, "PORT=0", "ADMIN_PORT=off")
+	rec, _ := p.listening(t)
+	if rec["admin_addr"] != "" {
+		t.Errorf("ADMIN_PORT=off, but the start-up line shows admin_addr %v", rec["admin_addr"])
+	}
+}
+
+func TestBusyAdminPort(t *testing.T) {
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	p := startProcess(t, nil, "PORT=0", "ADMIN_PORT="+port)
+	if code := p.exit(t, 30*time.Second); code != 1 || !strings.Contains(p.stderr.String(), "listen on admin port "+port) {
+		t.Errorf("exit code %d, stderr %q; want 1 and the admin port named", code, p.stderr)
+	}
+}
+
+// A second SIGTERM while the first one's shutdown waits on a stream that
+// takes nothing ends the process at once.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	p := startProcess(t, nil, "PORT=0", "SHUTDOWN_TIMEOUT=2m", "WRITE_TIMEOUT=1m", "DRAIN_DELAY=1m")
+	p.listening(t)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.stdout.waitFor(t, "draining", p.gone, 30*time.Second) // the first signal was handled
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Without the second signal the process would drain for a minute.
+	if code := p.exit(t, 20*time.Second); code != 1 {
+		t.Errorf("exit code %d after the second SIGTERM, want 1; stderr:\n%s", code, p.stderr)
+	}
+	if !strings.Contains(p.stderr.String(), "second terminated, exiting now") {
+		t.Errorf("stderr %q does not say why it exited", p.stderr)
 	}
 }

@@ -21,9 +21,10 @@ import (
 )
 
 // serve wires the hub and the HTTP server, listens, and on ctx's end shuts
-// down gracefully: health turns 503, no new connections are accepted,
-// in-flight POSTs finish, everything accepted is fanned out, then every
-// stream ends cleanly, all within cfg.ShutdownTimeout.
+// down gracefully: health turns 503, and after cfg.DrainDelay no new
+// connections are accepted, in-flight POSTs finish, everything accepted is
+// fanned out, then every stream ends cleanly, all within
+// cfg.ShutdownTimeout. The admin listener answers until the end.
 func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, logOut io.Writer, ready chan<- string) error {
 	log := newLogger(cfg, logOut)
 	for _, m := range unknown {
@@ -66,7 +67,18 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		closeNow(hub)
 		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
 	}
-	log.Info().Str("version", version).Str("addr", ln.Addr().String()).Object("config", cfg).Msg("event dispatcher listening")
+	admin, err := startAdmin(cfg, srv, log)
+	if err != nil {
+		_ = ln.Close()
+		closeNow(hub)
+		return err
+	}
+	defer admin.close()
+	bg, stopBg := context.WithCancel(context.Background())
+	defer stopBg()
+	go srv.LogCounters(bg, time.Minute)
+	log.Info().Str("version", version).Str("addr", ln.Addr().String()).Str("admin_addr", admin.addr()).
+		Object("config", cfg).Msg("event dispatcher listening")
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -82,6 +94,11 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	log.Info().Int64("timeout_ms", cfg.ShutdownTimeout.Milliseconds()).Msg("shutting down")
 	start := time.Now()
 	srv.Drain()
+	if cfg.DrainDelay > 0 {
+		// Load balancers see the 503 before connections are refused.
+		log.Info().Float64("drain_delay_s", cfg.DrainDelay.Seconds()).Msg("draining")
+		time.Sleep(cfg.DrainDelay)
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	shut := make(chan error, 1)
@@ -126,4 +143,48 @@ func newLogger(cfg config.Config, out io.Writer) zerolog.Logger {
 		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.RFC3339, NoColor: !tty}
 	}
 	return zerolog.New(out).Level(cfg.Level).With().Timestamp().Logger()
+}
+
+// adminServer is the operators' listener; the zero value stands for
+// ADMIN_PORT=off.
+type adminServer struct {
+	ln net.Listener
+	hs *http.Server
+}
+
+// startAdmin listens on the admin port and serves srv.Admin() there.
+func startAdmin(cfg config.Config, srv *server.Server, log zerolog.Logger) (adminServer, error) {
+	addr := cfg.AdminAddr()
+	if addr == "" {
+		return adminServer{}, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return adminServer{}, fmt.Errorf("listen on admin port %s: %w", cfg.AdminPort, err)
+	}
+	hs := &http.Server{
+		Handler:           srv.Admin(),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("admin listener")
+		}
+	}()
+	return adminServer{ln: ln, hs: hs}, nil
+}
+
+func (a adminServer) addr() string {
+	if a.ln == nil {
+		return ""
+	}
+	return a.ln.Addr().String()
+}
+
+func (a adminServer) close() {
+	if a.hs != nil {
+		_ = a.hs.Close()
+	}
 }

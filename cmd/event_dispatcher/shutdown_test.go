@@ -23,7 +23,7 @@ import (
 // large enough that a test reader slowed by the race detector is never
 // dropped (dropping is tested elsewhere).
 func shutdownEnv() []string {
-	return []string{"PORT=0", "HEARTBEAT_INTERVAL=50ms", "SUBSCRIBER_BUFFER_BYTES=33554432"}
+	return []string{"PORT=0", "ADMIN_PORT=0", "HEARTBEAT_INTERVAL=50ms", "SUBSCRIBER_BUFFER_BYTES=33554432", "WRITE_TIMEOUT=5s"}
 }
 
 // instance is a running service as the shutdown scenario sees it.

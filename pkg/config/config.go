@@ -35,10 +35,12 @@ type Config struct {
 	PublishQueueSize      int           `envconfig:"PUBLISH_QUEUE_SIZE" default:"1024" desc:"events waiting for fan-out before POSTs get 503" json:"PUBLISH_QUEUE_SIZE"`
 	MaxFanoutLag          time.Duration `envconfig:"MAX_FANOUT_LAG" default:"1s" desc:"when the oldest event waiting for fan-out is older than this, POSTs get 503 at once" json:"MAX_FANOUT_LAG"`
 	MaxStreamDuration     time.Duration `envconfig:"MAX_STREAM_DURATION" default:"0" desc:"end each stream after about this long (±15% jitter); clients reconnect; 0 = never" json:"MAX_STREAM_DURATION"`
-	ShutdownTimeout       time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"grace period after SIGTERM/SIGINT" json:"SHUTDOWN_TIMEOUT"`
+	ShutdownTimeout       time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"grace period after SIGTERM/SIGINT (after DRAIN_DELAY); must exceed WRITE_TIMEOUT" json:"SHUTDOWN_TIMEOUT"`
 	ClientIPField         string        `envconfig:"CLIENT_IP_FIELD" desc:"when set (e.g. user_ip), each event gets this top-level field set to the client IP" json:"CLIENT_IP_FIELD"`
 	TrustedProxyCIDRs     []string      `envconfig:"TRUSTED_PROXY_CIDRS" desc:"comma-separated CIDRs whose X-Forwarded-For is believed" json:"TRUSTED_PROXY_CIDRS"`
 	StrictJSON            bool          `envconfig:"STRICT_JSON" default:"true" desc:"refuse (400) numbers beyond double range and lone surrogate escapes (I-JSON, RFC 7493); false accepts any JSON" json:"STRICT_JSON"`
+	AdminPort             string        `envconfig:"ADMIN_PORT" default:"9569" desc:"operators' port: GET /metrics, /livez, /readyz, /debug/pprof/; off disables it; never expose it publicly" json:"ADMIN_PORT"`
+	DrainDelay            time.Duration `envconfig:"DRAIN_DELAY" default:"0" desc:"after SIGTERM/SIGINT, time health answers 503 draining while still serving, before the listener closes" json:"DRAIN_DELAY"`
 
 	// Access control and abuse limits (package access). Secrets are never logged.
 	ListenTokens      []string `envconfig:"LISTEN_TOKENS" secret:"true" desc:"comma-separated listener tokens; when set, GET /events needs one (Authorization: Bearer, or ?access_token=)" json:"LISTEN_TOKENS"`
@@ -68,6 +70,18 @@ func (c Config) Addr() string { return ":" + c.Port }
 
 // ErrVersion is returned by Load for -version: the caller prints its version.
 var ErrVersion = errors.New("version requested")
+
+// AdminAddr is the admin listener's address, all interfaces; "" when
+// ADMIN_PORT is off.
+func (c Config) AdminAddr() string {
+	if c.AdminPort == AdminOff {
+		return ""
+	}
+	return ":" + c.AdminPort
+}
+
+// AdminOff is the ADMIN_PORT value that disables the admin listener.
+const AdminOff = "off"
 
 // Load reads the environment, applies the -port flag from args and validates
 // the result. It returns flag.ErrHelp after printing usage to out for -h,
@@ -154,6 +168,7 @@ func (c *Config) validate(fromFlag bool) error {
 	if c.MaxStreamDuration < 0 {
 		bad("MAX_STREAM_DURATION", "must not be negative")
 	}
+	c.validateOps(bad)
 	// One event of the largest size must fit in an empty listener queue, or
 	// it would drop every listener as too slow.
 	largest := int64(4096)
@@ -282,4 +297,27 @@ func joinStrings[T fmt.Stringer](list []T) string {
 		s[i] = x.String()
 	}
 	return strings.Join(s, ",")
+}
+
+// validateOps checks the operability settings: the admin port, the drain
+// delay, and a shutdown long enough for the slowest stream to finish.
+func (c *Config) validateOps(bad func(name, format string, a ...any)) {
+	c.AdminPort = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(c.AdminPort), ":"))
+	if c.AdminPort != AdminOff {
+		p, err := strconv.ParseUint(c.AdminPort, 10, 16)
+		switch {
+		case err != nil || c.AdminPort != strconv.FormatUint(p, 10):
+			bad("ADMIN_PORT", "%q is not a port number (0-65535) or off", c.AdminPort)
+		case p != 0 && c.AdminPort == c.Port:
+			bad("ADMIN_PORT", "%s is also PORT: the admin listener needs its own port, or off", c.AdminPort)
+		}
+	}
+	if c.DrainDelay < 0 {
+		bad("DRAIN_DELAY", "must not be negative")
+	}
+	// At shutdown every stream gets its queued events and a retry hint; a
+	// client that takes nothing holds that write for up to WRITE_TIMEOUT.
+	if c.WriteTimeout > 0 && c.ShutdownTimeout > 0 && c.ShutdownTimeout <= c.WriteTimeout {
+		bad("SHUTDOWN_TIMEOUT", "%s must exceed WRITE_TIMEOUT %s: at shutdown one stalled listener may hold its last write that long, and the rest of the shutdown must still fit", c.ShutdownTimeout, c.WriteTimeout)
+	}
 }

@@ -84,15 +84,15 @@ func TestDefaults(t *testing.T) {
 		Port: "3569", LogLevel: "info", LogFormat: "json", MaxBodyBytes: 65536,
 		BodyReadTimeout: 10 * time.Second, CORSAllowedOrigins: []string{"*"}, HeartbeatInterval: 5 * time.Second,
 		WriteTimeout: 10 * time.Second, SubscriberBufferBytes: 1 << 20, MaxSubscribers: 10000,
-		PublishQueueSize: 1024, MaxFanoutLag: time.Second, MaxStreamDuration: 0, ShutdownTimeout: 10 * time.Second,
-		StrictJSON: true,
-		Level:      zerolog.InfoLevel,
+		PublishQueueSize: 1024, MaxFanoutLag: time.Second, MaxStreamDuration: 0, ShutdownTimeout: 15 * time.Second,
+		StrictJSON: true, AdminPort: "9569", DrainDelay: 0,
+		Level: zerolog.InfoLevel,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\ngot  %+v\nwant %+v", c, want)
 	}
-	if c.Addr() != ":3569" {
-		t.Errorf("Addr() = %q", c.Addr())
+	if c.Addr() != ":3569" || c.AdminAddr() != ":9569" {
+		t.Errorf("Addr() = %q, AdminAddr() = %q", c.Addr(), c.AdminAddr())
 	}
 }
 
@@ -120,6 +120,8 @@ func TestEveryVariableParsed(t *testing.T) {
 		"MAX_LISTENERS_PER_IP":    "3",
 		"CLIENT_IP_ANONYMIZE":     "true",
 		"STRICT_JSON":             "false",
+		"ADMIN_PORT":              "OFF",
+		"DRAIN_DELAY":             "5s",
 	}
 	for _, v := range variables() {
 		if _, ok := env[v.name]; !ok {
@@ -147,6 +149,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		PublishRatePerIP:  2.5,
 		MaxListenersPerIP: 3,
 		ClientIPAnonymize: true,
+		AdminPort:         "off", DrainDelay: 5 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("parsed:\ngot  %+v\nwant %+v", c, want)
@@ -409,7 +412,7 @@ func TestLoggedConfig(t *testing.T) {
 			t.Errorf("log line lacks %s: %s", v.name, buf.Bytes())
 		}
 	}
-	for k, want := range map[string]string{"HEARTBEAT_INTERVAL": "1m30s", "PORT": "3569", "CLIENT_IP_FIELD": "user_ip", "SHUTDOWN_TIMEOUT": "10s"} {
+	for k, want := range map[string]string{"HEARTBEAT_INTERVAL": "1m30s", "PORT": "3569", "CLIENT_IP_FIELD": "user_ip", "SHUTDOWN_TIMEOUT": "15s", "ADMIN_PORT": "9569"} {
 		if got := line.Config[k]; got != want {
 			t.Errorf("%s logged as %v, want %q", k, got, want)
 		}
@@ -442,5 +445,50 @@ func TestSecretsNeverLogged(t *testing.T) {
 	_, _, err = load(t, map[string]string{"LISTEN_TOKENS": "bad secret-0123456789", "LISTEN_JWT_SECRET": "short-secret"})
 	if err == nil || strings.Contains(err.Error(), "bad secret") || strings.Contains(err.Error(), "short-secret") {
 		t.Errorf("error %v: want a refusal that does not show the secrets", err)
+	}
+}
+
+func TestAdminPort(t *testing.T) {
+	for _, c := range []struct{ env, want string }{
+		{"9000", ":9000"}, {":9000", ":9000"}, {"0", ":0"}, {"off", ""}, {" Off ", ""},
+	} {
+		cfg, _, err := load(t, map[string]string{"ADMIN_PORT": c.env})
+		if err != nil || cfg.AdminAddr() != c.want {
+			t.Errorf("ADMIN_PORT=%q: AdminAddr %q, %v; want %q", c.env, cfg.AdminAddr(), err, c.want)
+		}
+	}
+	for _, env := range []map[string]string{
+		{"ADMIN_PORT": "none"}, {"ADMIN_PORT": "70000"}, {"ADMIN_PORT": ""},
+		{"ADMIN_PORT": "8080", "PORT": "8080"},
+	} {
+		if _, _, err := load(t, env); err == nil || !strings.Contains(err.Error(), "ADMIN_PORT") {
+			t.Errorf("%v: error %v, want one naming ADMIN_PORT", env, err)
+		}
+	}
+	if _, _, err := load(t, map[string]string{"ADMIN_PORT": "0", "PORT": "0"}); err != nil {
+		t.Errorf("ADMIN_PORT=0 and PORT=0 pick two free ports: %v", err)
+	}
+}
+
+func TestDrainDelayNotNegative(t *testing.T) {
+	if _, _, err := load(t, map[string]string{"DRAIN_DELAY": "-1s"}); err == nil || !strings.Contains(err.Error(), "DRAIN_DELAY") {
+		t.Errorf("DRAIN_DELAY=-1s: error %v, want one naming DRAIN_DELAY", err)
+	}
+}
+
+// At shutdown one stalled listener holds its last write for WRITE_TIMEOUT:
+// a shutdown no longer than that would always end incomplete.
+func TestShutdownTimeoutMustExceedWriteTimeout(t *testing.T) {
+	for _, env := range []map[string]string{
+		{"SHUTDOWN_TIMEOUT": "10s", "WRITE_TIMEOUT": "10s"},
+		{"SHUTDOWN_TIMEOUT": "5s"}, // WRITE_TIMEOUT's default is 10s
+	} {
+		_, _, err := load(t, env)
+		if err == nil || !strings.Contains(err.Error(), "SHUTDOWN_TIMEOUT") || !strings.Contains(err.Error(), "must exceed WRITE_TIMEOUT") {
+			t.Errorf("%v: error %v, want SHUTDOWN_TIMEOUT refused with the reason", env, err)
+		}
+	}
+	if _, _, err := load(t, map[string]string{"SHUTDOWN_TIMEOUT": "3s", "WRITE_TIMEOUT": "2s"}); err != nil {
+		t.Errorf("SHUTDOWN_TIMEOUT 3s over WRITE_TIMEOUT 2s: %v", err)
 	}
 }
