@@ -33,6 +33,7 @@ type Server struct {
 	Server *server.Server
 	HTTP   *httptest.Server
 	Client *http.Client // keeps connections alive across short requests
+	Admin  string       // base URL of the admin handler, on a port of its own
 }
 
 // Start serves server.New(srv) with a hub built by broadcast.New(hub). Zero
@@ -62,10 +63,12 @@ func Start(t testing.TB, hub broadcast.Options, srv server.Options) *Server {
 	ts := httptest.NewUnstartedServer(s)
 	ts.Config = s.HTTPServer()
 	ts.Start()
+	admin := httptest.NewServer(s.Admin())
+	t.Cleanup(admin.Close)
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	out := &Server{
 		URL: ts.URL, Addr: ts.Listener.Addr().String(),
-		Hub: h, Server: s, HTTP: ts, Client: &http.Client{Transport: tr},
+		Hub: h, Server: s, HTTP: ts, Client: &http.Client{Transport: tr}, Admin: admin.URL,
 	}
 	// Cleanups run last-in first-out: the hub closes first, so that no
 	// stream is left for ts.Close to wait on.

@@ -1,0 +1,107 @@
+package server_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"event-dispatcher/internal/ssetest"
+	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/server"
+)
+
+// get fetches url and returns its status and body.
+func get(t *testing.T, method, url string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(within(t, 30*time.Second), method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// Liveness stays 200 through a drain that turns readiness and the public
+// health to 503: restarting a draining process would only cut its streams.
+func TestLivezStaysUpWhileReadyzAndHealthDrain(t *testing.T) {
+	t.Parallel()
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{})
+	check := func(when string, ready int, status string) {
+		t.Helper()
+		if code, body := get(t, http.MethodGet, srv.Admin+"/livez"); code != http.StatusOK || !strings.Contains(body, `"ok"`) {
+			t.Errorf("%s: /livez %d %s, want 200 ok", when, code, body)
+		}
+		for _, url := range []string{srv.Admin + "/readyz", srv.URL + "/health"} {
+			if code, body := get(t, http.MethodGet, url); code != ready || !strings.Contains(body, `"status":"`+status+`"`) {
+				t.Errorf("%s: %s %d %s, want %d %s", when, url, code, body, ready, status)
+			}
+			if code, _ := get(t, http.MethodHead, url); code != ready {
+				t.Errorf("%s: HEAD %s %d, want %d", when, url, code, ready)
+			}
+		}
+	}
+	check("serving", http.StatusOK, "ok")
+	srv.Server.Drain()
+	check("draining", http.StatusServiceUnavailable, "draining")
+	if m := ssetest.Scrape(t, srv.Admin+"/metrics"); m.Samples["event_dispatcher_draining"] != 1 {
+		t.Errorf("event_dispatcher_draining %v while draining, want 1", m.Samples["event_dispatcher_draining"])
+	}
+}
+
+func TestPprofAnswersOnTheAdminPortOnly(t *testing.T) {
+	t.Parallel()
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{})
+	for path, want := range map[string]string{
+		"/debug/pprof/":                  "goroutine",
+		"/debug/pprof/goroutine?debug=1": "goroutine profile:",
+		"/debug/pprof/heap?debug=1":      "heap profile:",
+		"/debug/pprof/symbol":            "num_symbols",
+		"/debug/pprof/cmdline":           "",
+		"/debug/pprof/profile?seconds=1": "", // a gzipped protobuf
+		"/debug/pprof/trace?seconds=0.1": "",
+	} {
+		code, body := get(t, http.MethodGet, srv.Admin+path)
+		if code != http.StatusOK || len(body) == 0 || !strings.Contains(body, want) {
+			t.Errorf("%s: %d, %d bytes, want 200 containing %q", path, code, len(body), want)
+		}
+	}
+	// The public port serves none of the operators' routes, and keeps
+	// GET /metrics for nothing: POST /metrics is the ingest alias.
+	for _, path := range []string{"/debug/pprof/", "/livez", "/readyz"} {
+		if code, _ := get(t, http.MethodGet, srv.URL+path); code != http.StatusNotFound {
+			t.Errorf("public GET %s: %d, want 404", path, code)
+		}
+	}
+	if code, _ := get(t, http.MethodGet, srv.URL+"/metrics"); code != http.StatusMethodNotAllowed {
+		t.Errorf("public GET /metrics: %d, want 405", code)
+	}
+	if code, _ := get(t, http.MethodPost, srv.Admin+"/metrics"); code != http.StatusMethodNotAllowed {
+		t.Errorf("admin POST /metrics: %d, want 405", code)
+	}
+}
+
+// The metrics include the Go runtime and the process, and the text format
+// is what Prometheus parses.
+func TestMetricsIncludeRuntimeAndProcess(t *testing.T) {
+	t.Parallel()
+	srv := ssetest.Start(t, broadcast.Options{QueueSize: 77}, server.Options{})
+	m := ssetest.Scrape(t, srv.Admin+"/metrics")
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "process_resident_memory_bytes", "process_cpu_seconds_total"} {
+		if !m.Names[name] {
+			t.Errorf("%s not exported", name)
+		}
+	}
+	if got := m.Samples["event_dispatcher_publish_queue_capacity"]; got != 77 {
+		t.Errorf("publish_queue_capacity %v, want 77", got)
+	}
+}

@@ -1,0 +1,274 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"event-dispatcher/internal/ssetest"
+	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/clientip"
+	"event-dispatcher/pkg/server"
+)
+
+// retryHintBytes is what every stream gets first: "retry: 2000\n\n".
+const retryHintBytes = 13
+
+// syncBuffer collects log lines from concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// records returns the JSON log lines whose message is msg.
+func (b *syncBuffer) records(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for line := range strings.Lines(b.buf.String()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec["message"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// delta is what each series moved by between two scrapes.
+func delta(before, after ssetest.Metrics) map[string]float64 {
+	d := map[string]float64{}
+	for k, v := range after.Samples {
+		d[k] = v - before.Samples[k]
+	}
+	return d
+}
+
+// wantSeries checks that each series moved by exactly the given amount.
+func wantSeries(t *testing.T, d map[string]float64, want map[string]float64) {
+	t.Helper()
+	for k, v := range want {
+		if got, ok := d[k]; !ok || got != v {
+			t.Errorf("%s moved by %v (exported: %v), want %v", k, got, ok, v)
+		}
+	}
+}
+
+// Real traffic against a real server, then a scrape of its admin port:
+// every counter moves by exactly what was done, and the stream-end log line
+// names the client behind the proxy.
+func TestMetricsCountExactlyWhatHappened(t *testing.T) {
+	t.Parallel()
+	const listeners, maxBody, readTimeout = 3, 2048, time.Second
+	logs := &syncBuffer{}
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{
+		Logger:       zerolog.New(logs).Level(zerolog.InfoLevel),
+		AllowOrigins: []string{"https://player.example"},
+		MaxBodyBytes: maxBody, BodyReadTimeout: readTimeout,
+		ClientIP: clientip.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}),
+	})
+	before := ssetest.Scrape(t, srv.Admin+"/metrics")
+
+	proxied := http.Header{"X-Forwarded-For": {"203.0.113.7"}}
+	streams := make([]*ssetest.Stream, listeners)
+	for i := range streams {
+		streams[i] = ssetest.Subscribe(t, srv.Client, srv.URL+"/events", proxied)
+	}
+
+	// Accepted: every valid fixture, each delivered to every listener.
+	var sizes, frames int
+	valid := loadValid(t)
+	for _, f := range valid {
+		srv.Publish(t, f)
+		sizes += len(compact(t, f))
+		frames += len("data: ") + len(compact(t, f)) + len("\n\n")
+	}
+	for _, s := range streams {
+		for range valid {
+			s.NextData(t, within(t, 10*time.Second))
+		}
+	}
+
+	// Refused, by reason.
+	big := []byte(`{"k":"` + strings.Repeat("x", maxBody) + `"}`)
+	for _, r := range []struct {
+		body    []byte
+		chunked bool
+		status  int
+	}{
+		{big, false, http.StatusRequestEntityTooLarge},
+		{big, true, http.StatusRequestEntityTooLarge},
+		{[]byte(`nope`), false, http.StatusBadRequest},
+		{[]byte(`[]`), true, http.StatusBadRequest},
+		{ssetest.Fixture(t, "start-invalid-trailing-comma.json"), false, http.StatusBadRequest},
+	} {
+		if got := post(t, srv, "/api/events", r.body, r.chunked); got.Status != r.status {
+			t.Fatalf("POST %.20q: status %d, want %d", r.body, got.Status, r.status)
+		}
+	}
+	evil := http.Header{"Origin": {"https://evil.example"}}
+	for _, m := range []string{http.MethodPost, http.MethodPost, http.MethodGet} { // the GET is no event refused
+		path := map[string]string{http.MethodPost: "/api/events", http.MethodGet: "/events"}[m]
+		r, err := srv.Do(within(t, 10*time.Second), m, path, evil, []byte(`{}`))
+		if err != nil || r.Status != http.StatusForbidden {
+			t.Fatalf("%s %s from another origin: %v, status %d, want 403", m, path, err, r.Status)
+		}
+	}
+	postIncompleteBody(t, srv)
+
+	d := delta(before, ssetest.Scrape(t, srv.Admin+"/metrics"))
+	wantSeries(t, d, map[string]float64{
+		"event_dispatcher_events_accepted_total":                          float64(len(valid)),
+		`event_dispatcher_events_rejected_total{reason="too_large"}`:      2,
+		`event_dispatcher_events_rejected_total{reason="invalid"}`:        3,
+		`event_dispatcher_events_rejected_total{reason="timeout"}`:        1,
+		`event_dispatcher_events_rejected_total{reason="forbidden"}`:      2,
+		`event_dispatcher_events_rejected_total{reason="busy"}`:           0,
+		`event_dispatcher_events_rejected_total{reason="rate_limited"}`:   0,
+		`event_dispatcher_listeners_dropped_total{reason="slow"}`:         0,
+		`event_dispatcher_listeners_dropped_total{reason="stalled"}`:      0,
+		"event_dispatcher_listeners":                                      listeners,
+		"event_dispatcher_event_size_bytes_count":                         float64(len(valid)),
+		"event_dispatcher_event_size_bytes_sum":                           float64(sizes),
+		"event_dispatcher_stream_duration_seconds_count":                  0,
+		"event_dispatcher_broker_connected":                               0,
+		"event_dispatcher_broker_messages_received_total":                 0,
+		"event_dispatcher_broker_publish_errors_total":                    0,
+		"event_dispatcher_broker_reconnects_total":                        0,
+		"event_dispatcher_draining":                                       0,
+		"event_dispatcher_fanout_stalled":                                 0,
+	})
+	// A listener's counts land when its write returns, maybe just after
+	// the client read the bytes.
+	ssetest.Eventually(t, 10*time.Second, "deliveries and bytes counted", func() (bool, string) {
+		d := delta(before, ssetest.Scrape(t, srv.Admin+"/metrics"))
+		got := [2]float64{d["event_dispatcher_deliveries_total"], d["event_dispatcher_sent_bytes_total"]}
+		want := [2]float64{float64(listeners * len(valid)), float64(listeners * (retryHintBytes + frames))}
+		return got == want, fmt.Sprintf("deliveries, bytes = %v, want %v", got, want)
+	})
+	if h, _ := srv.Health(t); h.EventsRejected != 8 {
+		t.Errorf("/health events_rejected %d, want the 8 refused with a 4xx", h.EventsRejected)
+	}
+
+	// Shutting down: POSTs are refused as busy, every stream ends and is
+	// timed, and logged with the client's own address.
+	srv.Server.Drain()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Hub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := post(t, srv, "/api/events", []byte(`{}`), false); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("POST after close: status %d, want 503", r.Status)
+	}
+	ssetest.Eventually(t, 10*time.Second, "every stream ended", func() (bool, string) {
+		d := delta(before, ssetest.Scrape(t, srv.Admin+"/metrics"))
+		return d["event_dispatcher_stream_duration_seconds_count"] == listeners, fmt.Sprint(d["event_dispatcher_stream_duration_seconds_count"])
+	})
+	d = delta(before, ssetest.Scrape(t, srv.Admin+"/metrics"))
+	wantSeries(t, d, map[string]float64{
+		`event_dispatcher_events_rejected_total{reason="busy"}`: 1,
+		"event_dispatcher_listeners":                            0,
+		"event_dispatcher_draining":                             1,
+		// The final retry hints are written but are no events.
+		"event_dispatcher_deliveries_total": float64(listeners * len(valid)),
+	})
+	ended := logs.records(t, "listener disconnected")
+	if len(ended) != listeners {
+		t.Fatalf("%d stream-end lines, want %d", len(ended), listeners)
+	}
+	for _, rec := range ended {
+		if rec["client_ip"] != "203.0.113.7" || rec["events"] != float64(len(valid)) || rec["reason"] != broadcast.ErrShutdown.Error() {
+			t.Errorf("stream-end line %v: want client_ip 203.0.113.7 (not the proxy's), events %d, reason %q", rec, len(valid), broadcast.ErrShutdown)
+		}
+		if b, _ := rec["bytes"].(float64); b <= float64(retryHintBytes+frames) {
+			t.Errorf("stream-end line %v: bytes %v, want more than %d (frames, first and final retry hints)", rec, b, retryHintBytes+frames)
+		}
+		if s, ok := rec["duration_s"].(float64); !ok || s < 0 {
+			t.Errorf("stream-end line %v: no duration_s", rec)
+		}
+	}
+}
+
+// postIncompleteBody announces a body it never finishes: 408 once
+// BodyReadTimeout has passed, or the connection cut.
+func postIncompleteBody(t *testing.T, srv *ssetest.Server) {
+	t.Helper()
+	conn := srv.Dial(t)
+	if _, err := io.WriteString(conn, "POST /api/events HTTP/1.1\r\nHost: dispatcher\r\nContent-Length: 64\r\n\r\n{"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // a guard against a hang only
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		if !isConnCut(err) {
+			t.Fatalf("want 408 or the connection cut, got %v", err)
+		}
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("incomplete body: status %d, want 408", resp.StatusCode)
+	}
+}
+
+// Listeners dropped as too slow are counted as such, and logged as
+// dropped with their client address.
+func TestMetricsCountDroppedListenersByReason(t *testing.T) {
+	t.Parallel()
+	const dropped = 2
+	logs := &syncBuffer{}
+	// A listener queue smaller than one event: the configuration refuses
+	// it, the hub drops every listener as too slow on that event.
+	srv := ssetest.Start(t, broadcast.Options{BufferBytes: 4096}, server.Options{Logger: zerolog.New(logs)})
+	before := ssetest.Scrape(t, srv.Admin+"/metrics")
+	streams := make([]*ssetest.Stream, dropped)
+	for i := range streams {
+		streams[i] = ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
+	}
+	srv.Publish(t, []byte(`{"pad":"`+strings.Repeat("p", 8<<10)+`"}`))
+	for i, s := range streams {
+		if ev, err := s.Next(within(t, 10*time.Second)); err == nil {
+			t.Fatalf("listener %d got %.40q, want its stream cut", i, ev.Raw)
+		}
+	}
+	ssetest.Eventually(t, 10*time.Second, "drops counted", func() (bool, string) {
+		d := delta(before, ssetest.Scrape(t, srv.Admin+"/metrics"))
+		return d[`event_dispatcher_listeners_dropped_total{reason="slow"}`] == dropped, fmt.Sprint(d)
+	})
+	wantSeries(t, delta(before, ssetest.Scrape(t, srv.Admin+"/metrics")), map[string]float64{
+		`event_dispatcher_listeners_dropped_total{reason="stalled"}`: 0,
+		"event_dispatcher_deliveries_total":                          0,
+		"event_dispatcher_listeners":                                 0,
+		"event_dispatcher_stream_duration_seconds_count":             dropped,
+	})
+	recs := logs.records(t, "listener dropped")
+	if len(recs) != dropped {
+		t.Fatalf("%d 'listener dropped' lines, want %d", len(recs), dropped)
+	}
+	for _, rec := range recs {
+		if rec["level"] != "warn" || rec["reason"] != broadcast.ErrSlow.Error() || rec["client_ip"] != "127.0.0.1" {
+			t.Errorf("drop line %v: want warn, reason %q, client_ip 127.0.0.1", rec, broadcast.ErrSlow)
+		}
+	}
+}
