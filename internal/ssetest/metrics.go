@@ -43,6 +43,9 @@ func ScrapeErr(url string) (Metrics, error) {
 	if err != nil {
 		return Metrics{}, err
 	}
+	// A fresh connection each time: a kept-alive one would add goroutines
+	// to the tests that count them.
+	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return Metrics{}, fmt.Errorf("GET %s: %w", url, err)

@@ -127,3 +127,17 @@ func TestParseRangeReadsWhatR3labsPrints(t *testing.T) {
 		t.Errorf("appendRange = %q", got)
 	}
 }
+
+// One huge event grows a write buffer; the pool must not keep it, or every
+// listener's batch would hold that much from then on.
+func TestWriteBuffersDropGrownBuffers(t *testing.T) {
+	var w writeBuffers
+	big := w.get()
+	*big = append(*big, make([]byte, 4*maxBatch)...)
+	w.put(big)
+	for range 10 { // sync.Pool may return it at any Get: try a few
+		if b := w.get(); cap(*b) > maxKeptBuffer {
+			t.Fatalf("pool returned a buffer of %d bytes, over the %d kept", cap(*b), maxKeptBuffer)
+		}
+	}
+}

@@ -26,26 +26,27 @@ func TestStalledListenerIsDroppedWithoutSlowingOthers(t *testing.T) {
 		name         string
 		bufferBytes  int
 		writeTimeout time.Duration
+		reason       string // as the dropped-listeners metric labels it
 		bug          string // why the case is skipped, while the hub has the bug
 	}{
-		{"small queue overflows", 64 << 10, time.Second, ""},
+		{"small queue overflows", 64 << 10, time.Second, "slow", ""},
 		// A queue far larger than the test sends: only the write deadline
 		// can drop the listener.
-		{"socket accepts nothing for WRITE_TIMEOUT", 1 << 30, time.Second, ""},
+		{"socket accepts nothing for WRITE_TIMEOUT", 1 << 30, time.Second, "stalled", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if c.bug != "" {
 				t.Skip("BUG: " + c.bug)
 			}
-			stallOneListener(t, c.bufferBytes, c.writeTimeout)
+			stallOneListener(t, c.bufferBytes, c.writeTimeout, c.reason)
 		})
 	}
 }
 
 // stallOneListener runs a healthy listener and one that never reads, and
 // publishes until the stalled one is dropped.
-func stallOneListener(t *testing.T, bufferBytes int, writeTimeout time.Duration) {
+func stallOneListener(t *testing.T, bufferBytes int, writeTimeout time.Duration, reason string) {
 	const publishers, maxRounds = 2, 1500
 	srv := ssetest.Start(t, broadcast.Options{
 		BufferBytes: bufferBytes, WriteTimeout: writeTimeout, Logger: zerolog.New(zerolog.NewTestWriter(t)),
@@ -100,6 +101,13 @@ func stallOneListener(t *testing.T, bufferBytes int, writeTimeout time.Duration)
 	t.Logf("stalled listener gone after %d rounds of %d events of 16 KiB", rounds+1, publishers)
 	if h, _ := srv.Health(t); h.ListenersDropped != 1 {
 		t.Errorf("health listeners_dropped = %d after the stalled listener left, want 1", h.ListenersDropped)
+	}
+	m := ssetest.Scrape(t, srv.Admin+"/metrics")
+	for _, r := range []string{"slow", "stalled"} {
+		want := map[bool]float64{true: 1, false: 0}[r == reason]
+		if got := m.Samples[`event_dispatcher_listeners_dropped_total{reason="`+r+`"}`]; got != want {
+			t.Errorf("listeners_dropped_total{reason=%q} = %v, want %v", r, got, want)
+		}
 	}
 	// An event published after the drop reaches the healthy listener only.
 	after := tagged(fixtures[0], tag{Pub: publishers})
