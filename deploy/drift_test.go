@@ -185,20 +185,22 @@ func TestPortsAgree(t *testing.T) {
 	t.Run(k8sDir, func(t *testing.T) {
 		objs := loadK8s(t)
 		c := serviceContainer(t, objs)
-		p := mustLoad(t, containerEnv(c, k8sDir)).Port
+		cfg := mustLoad(t, containerEnv(c, k8sDir))
+		// The public port is named http, the admin port admin.
+		want := map[string]string{"http": cfg.Port, "admin": cfg.AdminPort}
 		byName := map[string]int32{}
-		listens := false
 		for _, cp := range c.Ports {
 			byName[cp.Name] = cp.ContainerPort
-			listens = listens || strconv.Itoa(int(cp.ContainerPort)) == p
-			if strconv.Itoa(int(cp.ContainerPort)) != p {
-				t.Errorf("containerPort %d (%s), but the service listens on %s", cp.ContainerPort, cp.Name, p)
+			if p, ok := want[cp.Name]; !ok || strconv.Itoa(int(cp.ContainerPort)) != p {
+				t.Errorf("containerPort %d (%s), but the service listens on %v", cp.ContainerPort, cp.Name, want)
 			}
 		}
-		if !listens {
-			t.Errorf("no containerPort for the service's port %s", p)
+		for name := range want {
+			if _, ok := byName[name]; !ok {
+				t.Errorf("no containerPort named %s for the service's port %s", name, want[name])
+			}
 		}
-		resolve := func(what string, v intstr.IntOrString) {
+		resolve := func(what string, v intstr.IntOrString, port string) {
 			n := v.IntVal
 			if v.Type == intstr.String {
 				var ok bool
@@ -207,22 +209,33 @@ func TestPortsAgree(t *testing.T) {
 					return
 				}
 			}
-			if strconv.Itoa(int(n)) != p {
-				t.Errorf("%s targets port %d, but the service listens on %s", what, n, p)
+			if strconv.Itoa(int(n)) != port {
+				t.Errorf("%s targets port %d, but the service serves it on %s", what, n, port)
 			}
 		}
 		for _, pr := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe, c.StartupProbe} {
 			if pr != nil && pr.HTTPGet != nil {
-				resolve("probe "+pr.HTTPGet.Path, pr.HTTPGet.Port)
+				port := cfg.Port
+				if adminPaths[pr.HTTPGet.Path] {
+					port = cfg.AdminPort
+				}
+				resolve("probe "+pr.HTTPGet.Path, pr.HTTPGet.Port, port)
 			}
 		}
+		// Only the public port is reachable through a Service.
 		for _, svc := range objs.Services {
 			for _, sp := range svc.Spec.Ports {
-				resolve("Service "+svc.Name+" port "+sp.Name, sp.TargetPort)
+				resolve("Service "+svc.Name+" port "+sp.Name, sp.TargetPort, cfg.Port)
 			}
+		}
+		if a := objs.Deployments[0].Spec.Template.Annotations; a["prometheus.io/port"] != cfg.AdminPort || a["prometheus.io/path"] != "/metrics" {
+			t.Errorf("prometheus.io annotations %v, but metrics are served on port %s, /metrics", a, cfg.AdminPort)
 		}
 	})
 }
+
+// adminPaths are the paths served on ADMIN_PORT rather than PORT.
+var adminPaths = map[string]bool{"/livez": true, "/readyz": true, "/metrics": true}
 
 // healthPaths are the health-check paths the deployment files configure.
 func healthPaths(t *testing.T) map[string]string {
@@ -243,7 +256,8 @@ func healthPaths(t *testing.T) map[string]string {
 	return paths
 }
 
-// newServer is the service's HTTP handler on a real hub, closed at cleanup.
+// newServer is the service's HTTP handler on a real hub, closed at cleanup;
+// its Admin handler serves the admin port.
 func newServer(t *testing.T) *server.Server {
 	t.Helper()
 	hub, err := broadcast.New(broadcast.Options{QueueSize: 16, MaxListeners: 4, BufferBytes: 1 << 16, WriteTimeout: time.Second, Logger: zerolog.Nop()})
@@ -259,11 +273,18 @@ func newServer(t *testing.T) *server.Server {
 }
 
 func TestHealthPathsAreServed(t *testing.T) {
-	ts := httptest.NewServer(newServer(t))
+	srv := newServer(t)
+	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
+	admin := httptest.NewServer(srv.Admin())
+	t.Cleanup(admin.Close)
 
 	for where, p := range healthPaths(t) {
-		resp, err := ts.Client().Get(ts.URL + p)
+		base := ts.URL
+		if adminPaths[p] {
+			base = admin.URL
+		}
+		resp, err := ts.Client().Get(base + p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -282,7 +303,7 @@ func TestGracePeriodsCoverShutdown(t *testing.T) {
 	t.Run(k8sDir, func(t *testing.T) {
 		objs := loadK8s(t)
 		c := serviceContainer(t, objs)
-		shutdown := mustLoad(t, containerEnv(c, k8sDir)).ShutdownTimeout
+		cfg := mustLoad(t, containerEnv(c, k8sDir))
 		var preStop time.Duration
 		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
 			preStop = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
@@ -291,17 +312,18 @@ func TestGracePeriodsCoverShutdown(t *testing.T) {
 		if gp == nil {
 			t.Fatal("terminationGracePeriodSeconds not set (default 30 s): set it explicitly")
 		}
-		if grace := time.Duration(*gp) * time.Second; grace <= preStop+shutdown {
-			t.Errorf("terminationGracePeriodSeconds %v does not exceed the preStop sleep %v + SHUTDOWN_TIMEOUT %v", grace, preStop, shutdown)
+		if grace := time.Duration(*gp) * time.Second; grace <= preStop+cfg.DrainDelay+cfg.ShutdownTimeout {
+			t.Errorf("terminationGracePeriodSeconds %v does not exceed the preStop sleep %v + DRAIN_DELAY %v + SHUTDOWN_TIMEOUT %v", grace, preStop, cfg.DrainDelay, cfg.ShutdownTimeout)
 		}
 	})
 
 	t.Run(ecsDir, func(t *testing.T) {
 		m := loadTF(t, filepath.Join("deploy", ecsDir))
-		shutdown := mustLoad(t, m.envSource()).ShutdownTimeout
+		cfg := mustLoad(t, m.envSource())
+		shutdown := cfg.ShutdownTimeout
 		stop := m.seconds(t, "stop_timeout")
-		if stop <= shutdown {
-			t.Errorf("stop_timeout %v does not exceed SHUTDOWN_TIMEOUT %v: ECS kills the task mid-shutdown", stop, shutdown)
+		if stop <= cfg.DrainDelay+shutdown {
+			t.Errorf("stop_timeout %v does not exceed DRAIN_DELAY %v + SHUTDOWN_TIMEOUT %v: ECS kills the task mid-shutdown", stop, cfg.DrainDelay, shutdown)
 		}
 		if stop > fargateMaxStopTimeout {
 			t.Errorf("stop_timeout %v exceeds Fargate's maximum %v", stop, fargateMaxStopTimeout)
@@ -654,6 +676,24 @@ func TestSecretsComeFromTheSecretStore(t *testing.T) {
 		ref := c.Env[i].ValueFrom
 		if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Optional == nil || !*ref.SecretKeyRef.Optional {
 			t.Errorf("%s: %s must come from an optional secretKeyRef", k8sDir, name)
+		}
+	}
+}
+
+// Liveness must not fail under overload or while draining, or the
+// orchestrator restarts a replica and drops every listener at once: only
+// /livez answers 200 through both. Load balancers route on readiness.
+func TestProbesSplitLivenessFromReadiness(t *testing.T) {
+	paths := healthPaths(t)
+	want := map[string]string{
+		k8sDir + " liveness":  "/livez",
+		k8sDir + " readiness": "/readyz",
+		ecsDir:                "/health",
+		appRunnerDir:          "/health",
+	}
+	for where, p := range want {
+		if paths[where] != p {
+			t.Errorf("%s probes %q, want %q", where, paths[where], p)
 		}
 	}
 }

@@ -26,7 +26,7 @@ locals {
     "MAX_STREAM_DURATION", "SHUTDOWN_TIMEOUT", "CLIENT_IP_FIELD",
     "TRUSTED_PROXY_CIDRS", "LISTEN_TOKENS", "LISTEN_JWT_SECRET",
     "PUBLISH_RATE_PER_IP", "MAX_LISTENERS_PER_IP", "CLIENT_IP_ANONYMIZE",
-    "STRICT_JSON",
+    "STRICT_JSON", "ADMIN_PORT", "DRAIN_DELAY",
   ]
 
   # The service's secrets: only ever from var.secrets (the platform's secret

@@ -14,12 +14,12 @@ locals {
 
   # The service's grace period after SIGTERM, and what ECS and the load
   # balancer allow around it: ECS kills the container stop_timeout seconds
-  # after SIGTERM, so it must exceed SHUTDOWN_TIMEOUT; the target drains for
+  # after SIGTERM, so it must exceed DRAIN_DELAY + SHUTDOWN_TIMEOUT; the target drains for
   # deregistration_delay seconds before the task is stopped, long enough for
   # POSTs in flight. Listeners still on the draining task miss the events
   # POSTed meanwhile (they reach the new task), so the delay stays short.
-  stop_timeout         = 20
-  deregistration_delay = 15
+  stop_timeout         = 30
+  deregistration_delay = 20
 
   # Every name the service reads (event_dispatcher -h); var.environment is
   # checked against it.
@@ -30,7 +30,7 @@ locals {
     "MAX_STREAM_DURATION", "SHUTDOWN_TIMEOUT", "CLIENT_IP_FIELD",
     "TRUSTED_PROXY_CIDRS", "LISTEN_TOKENS", "LISTEN_JWT_SECRET",
     "PUBLISH_RATE_PER_IP", "MAX_LISTENERS_PER_IP", "CLIENT_IP_ANONYMIZE",
-    "STRICT_JSON",
+    "STRICT_JSON", "ADMIN_PORT", "DRAIN_DELAY",
   ]
 
   # The service's secrets: only ever from var.secrets (the platform's secret
@@ -40,8 +40,11 @@ locals {
   environment = merge(
     {
       PORT             = "3569"
-      SHUTDOWN_TIMEOUT = "10s"
-      LOG_FORMAT       = "json"
+      SHUTDOWN_TIMEOUT = "15s"
+      # /health answers 503 this long before the listener closes, so the
+      # load balancer stops routing here before connections are refused.
+      DRAIN_DELAY = "5s"
+      LOG_FORMAT  = "json"
       # Heartbeat comments keep streams alive through the load balancer's
       # idle timeout (idle_timeout below) and the consumer's 12 s one.
       HEARTBEAT_INTERVAL = "5s"
