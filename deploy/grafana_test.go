@@ -109,9 +109,9 @@ func TestMetricNamesReadsPromQL(t *testing.T) {
 	for expr, want := range map[string][]string{
 		`sum by (reason) (rate(a_total{instance=~"$instance", x="}"}[$__rate_interval]))`: {"a_total"},
 		`histogram_quantile(0.99, sum by (le) (rate(b_bucket[5m])))`:                      {"b_bucket"},
-		`1 - clamp_max(max(c) + max(d{e="f"}), 1)`:                                         {"c", "d"},
-		`sum(rate(x[1m])) by (le) / on (instance) group_left y`:                            {"x", "y"},
-		`rate (z [1m]) > 1e3 and w`:                                                        {"z", "w"},
+		`1 - clamp_max(max(c) + max(d{e="f"}), 1)`:                                        {"c", "d"},
+		`sum(rate(x[1m])) by (le) / on (instance) group_left y`:                           {"x", "y"},
+		`rate (z [1m]) > 1e3 and w`:                                                       {"z", "w"},
 	} {
 		if got := metricNames(expr); !slices.Equal(got, want) {
 			t.Errorf("metricNames(%q) = %q, want %q", expr, got, want)
