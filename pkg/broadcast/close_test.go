@@ -25,10 +25,13 @@ import (
 func TestTimedOutCloseLeaksNothing(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 	const writeTimeout = time.Second
-	hub := broadcast.New(broadcast.Options{
-		QueueSize: 4096, MaxListeners: 4, BufferBytes: 1 << 30, WriteTimeout: writeTimeout,
+	hub, err := broadcast.New(broadcast.Options{
+		QueueSize: 4096, MaxLag: time.Minute, MaxListeners: 4, BufferBytes: 1 << 30, WriteTimeout: writeTimeout,
 		Heartbeat: 50 * time.Millisecond, Logger: zerolog.Nop(),
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = hub.Serve(w, r)
 	}))

@@ -47,7 +47,6 @@ var (
 	ErrStalled     = errors.New("dropped: socket accepted nothing within the write timeout")
 	ErrMaxDuration = errors.New("stream reached its maximum duration")
 	ErrShutdown    = errors.New("server shutting down")
-	ErrClientGone  = errors.New("client went away")
 )
 
 // Options configure a Hub. The zero value of every field works: [New]

@@ -10,6 +10,8 @@ import (
 	"time"
 )
 
+var errClientGone = errors.New("client went away")
+
 // errLost reports a listener whose r3labs loop looked up a frame that was
 // already gone; the ring is sized so that this cannot happen, and should it
 // ever, the listener is dropped rather than silently missing an event.
@@ -222,7 +224,7 @@ func (l *listener) writeFrames(batch []*frame) error {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return ErrStalled
 	default:
-		return ErrClientGone
+		return errClientGone
 	}
 }
 

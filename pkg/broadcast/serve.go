@@ -57,8 +57,6 @@ func (h *Hub) ServeFiltered(w http.ResponseWriter, r *http.Request, filter *Filt
 	case errors.Is(cause, ErrSlow), errors.Is(cause, errLost): // both: fell too far behind
 		h.dropped.Add(1)
 		h.tally.droppedSlow.Add(1)
-	case errors.Is(cause, context.Canceled):
-		cause = ErrClientGone
 	}
 	return l.sent.load(), cause
 }

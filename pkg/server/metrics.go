@@ -80,7 +80,7 @@ func (m *metrics) handler() http.Handler {
 type collector struct {
 	s                                                 *Server
 	listeners, accepted, rejected, deliveries, bytes  *prometheus.Desc
-	dropped, queueDepth, queueCapacity, stalled       *prometheus.Desc
+	dropped, queueDepth, queueCapacity, stalled, lag  *prometheus.Desc
 	draining, brokerUp, brokerIn, brokerErr, brokerRe *prometheus.Desc
 }
 
@@ -98,6 +98,7 @@ func newCollector(s *Server) *collector {
 		dropped:       d("listeners_dropped_total", "Listeners dropped, by reason: slow (queue full) or stalled (socket took nothing within WRITE_TIMEOUT).", "reason"),
 		queueDepth:    d("publish_queue_depth", "Events accepted and not yet fanned out (fan-out lag)."),
 		queueCapacity: d("publish_queue_capacity", "Events the publish queue holds before POSTs get 503 (PUBLISH_QUEUE_SIZE)."),
+		lag:           d("fanout_lag_seconds", "Age of the oldest event not yet fanned out; POSTs get 503 beyond MAX_FANOUT_LAG."),
 		stalled:       d("fanout_stalled", "1 while the fan-out makes no progress with work pending (/readyz and /health answer 503)."),
 		draining:      d("draining", "1 once shutdown began (/readyz and /health answer 503)."),
 		brokerUp:      d("broker_connected", "1 while the link to the broker is up; 0 without a broker."),
@@ -110,7 +111,7 @@ func newCollector(s *Server) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.listeners, c.accepted, c.rejected, c.deliveries, c.bytes, c.dropped, c.queueDepth, c.queueCapacity,
-		c.stalled, c.draining, c.brokerUp, c.brokerIn, c.brokerErr, c.brokerRe,
+		c.lag, c.stalled, c.draining, c.brokerUp, c.brokerIn, c.brokerErr, c.brokerRe,
 	} {
 		ch <- d
 	}
@@ -140,6 +141,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.dropped, hc.DroppedStalled, "stalled")
 	gauge(c.queueDepth, float64(hc.FanoutLag))
 	gauge(c.queueCapacity, float64(hc.QueueCapacity))
+	gauge(c.lag, hc.FanoutLagSeconds)
 	gauge(c.stalled, flag(!s.opts.Hub.Healthy()))
 	gauge(c.draining, flag(s.draining.Load()))
 	gauge(c.brokerUp, flag(b.Connected))

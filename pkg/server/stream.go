@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -36,16 +37,20 @@ func (s *Server) handleStream() http.Handler {
 }
 
 // streamEnded observes the stream's duration and logs one line for it:
-// who (the client's address, not the load balancer's), how long, what it
-// got and why it ended.
+// who (the client's address, not the load balancer's, anonymised as events
+// are), how long, what it got and why it ended.
 func (s *Server) streamEnded(r *http.Request, d time.Duration, sent broadcast.Sent, cause error) {
 	s.metrics.streamDuration.Observe(d.Seconds())
 	e, msg := s.opts.Logger.Info(), "listener disconnected"
 	if errors.Is(cause, broadcast.ErrSlow) || errors.Is(cause, broadcast.ErrStalled) {
 		e, msg = s.opts.Logger.Warn(), "listener dropped"
 	}
+	reason := cause.Error()
+	if errors.Is(cause, context.Canceled) { // the request's context: the client left
+		reason = "client went away"
+	}
 	e.Str("client_ip", s.clientIP(r)).Str("user_agent", r.UserAgent()).
 		Float64("duration_s", d.Round(time.Millisecond).Seconds()).
 		Uint64("events", sent.Events).Uint64("bytes", sent.Bytes).
-		Str("reason", cause.Error()).Msg(msg)
+		Str("reason", reason).Msg(msg)
 }
