@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,25 +23,11 @@ import (
 // retryHintBytes is what every stream gets first: "retry: 2000\n\n".
 const retryHintBytes = 13
 
-// syncBuffer collects log lines from concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
 // records returns the JSON log lines whose message is msg.
-func (b *syncBuffer) records(t *testing.T, msg string) []map[string]any {
+func (b *lockedBuffer) records(t *testing.T, msg string) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for line := range strings.Lines(b.buf.String()) {
+	for line := range strings.Lines(b.String()) {
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
@@ -80,7 +64,7 @@ func wantSeries(t *testing.T, d map[string]float64, want map[string]float64) {
 func TestMetricsCountExactlyWhatHappened(t *testing.T) {
 	t.Parallel()
 	const listeners, maxBody, readTimeout = 3, 2048, time.Second
-	logs := &syncBuffer{}
+	logs := &lockedBuffer{}
 	srv := ssetest.Start(t, broadcast.Options{}, server.Options{
 		Logger:       zerolog.New(logs).Level(zerolog.InfoLevel),
 		AllowOrigins: []string{"https://player.example"},
@@ -237,7 +221,7 @@ func postIncompleteBody(t *testing.T, srv *ssetest.Server) {
 func TestMetricsCountDroppedListenersByReason(t *testing.T) {
 	t.Parallel()
 	const dropped = 2
-	logs := &syncBuffer{}
+	logs := &lockedBuffer{}
 	// A listener queue smaller than one event: the configuration refuses
 	// it, the hub drops every listener as too slow on that event.
 	srv := ssetest.Start(t, broadcast.Options{BufferBytes: 4096}, server.Options{Logger: zerolog.New(logs)})

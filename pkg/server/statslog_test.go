@@ -15,7 +15,7 @@ import (
 // The periodic line shows the main counters, and only when one changed.
 func TestCounterLineOnlyWhenSomethingChanged(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
+	logs := &lockedBuffer{}
 	srv := ssetest.Start(t, broadcast.Options{}, server.Options{Logger: zerolog.New(logs)})
 	srv.Publish(t, ssetest.Fixture(t, "stop.json"))
 	if r := post(t, srv, "/api/events", []byte(`nope`), false); r.Status != 400 {
