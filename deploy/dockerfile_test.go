@@ -285,9 +285,10 @@ func checkRunsLikeImage(t *testing.T, df dockerfile, bin imageBinary, binPath, v
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	// PORT=0: a free port; the image's PORT is checked in drift_test.go.
+	// PORT=0, ADMIN_PORT=0: free ports; the image's PORT is checked in
+	// drift_test.go.
 	srv := exec.CommandContext(ctx, entry[0], entry[1:]...)
-	srv.Env = []string{"PORT=0", "LOG_FORMAT=json"}
+	srv.Env = []string{"PORT=0", "ADMIN_PORT=0", "LOG_FORMAT=json"}
 	stdout, err := srv.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -96,8 +96,9 @@ PORT=
 
 # start_server NAME [MAX_LISTENERS]: a fresh server, its pid in SERVER_PID,
 # its port in PORT. The dispatcher runs with its defaults but LOG_LEVEL=warn
-# (the reference logs nothing per connection either) and, when more
-# listeners than its default MAX_SUBSCRIBERS are coming, a limit above them.
+# (the reference logs nothing per connection either), no admin listener (its
+# fixed port may be taken on a shared machine) and, when more listeners than
+# its default MAX_SUBSCRIBERS are coming, a limit above them.
 start_server() {
 	case $1 in
 	dispatcher | baseline)
@@ -109,7 +110,7 @@ start_server() {
 		if [ "${2:-0}" -gt 10000 ]; then
 			limit=("MAX_SUBSCRIBERS=$(($2 + 100))")
 		fi
-		env PORT="$PORT" LOG_LEVEL=warn "${limit[@]}" "$bin" >"$OUT/$1.log" 2>&1 &
+		env PORT="$PORT" ADMIN_PORT=off LOG_LEVEL=warn "${limit[@]}" "$bin" >"$OUT/$1.log" 2>&1 &
 		;;
 	reference)
 		PORT=$((PORT_BASE + 1))

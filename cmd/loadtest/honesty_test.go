@@ -42,7 +42,7 @@ func freePort(t *testing.T) string {
 func startBinary(t *testing.T, port string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(dispatcherBinary)
-	cmd.Env = append(os.Environ(), "PORT="+port, "LOG_LEVEL=warn")
+	cmd.Env = append(os.Environ(), "PORT="+port, "ADMIN_PORT=0", "LOG_LEVEL=warn")
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -24,7 +24,9 @@ import (
 // goroutine the hub started is gone. Not parallel: it counts goroutines.
 func TestTimedOutCloseLeaksNothing(t *testing.T) {
 	baseline := runtime.NumGoroutine()
-	const writeTimeout = time.Second
+	// Long enough that the listener is still blocked, not yet dropped, when
+	// Close runs on a loaded machine.
+	const writeTimeout = 5 * time.Second
 	hub, err := broadcast.New(broadcast.Options{
 		QueueSize: 4096, MaxLag: time.Minute, MaxListeners: 4, BufferBytes: 1 << 30, WriteTimeout: writeTimeout,
 		Heartbeat: 50 * time.Millisecond, Logger: zerolog.Nop(),
@@ -62,7 +64,7 @@ func TestTimedOutCloseLeaksNothing(t *testing.T) {
 		t.Fatalf("Close: %v, want it to time out on the listener that reads nothing", err)
 	}
 	ts.Close() // returns once the listener's handler has, within the write timeout
-	ssetest.Eventually(t, 10*time.Second, "goroutines back to the baseline", func() (bool, string) {
+	ssetest.Eventually(t, 4*writeTimeout, "goroutines back to the baseline", func() (bool, string) {
 		n := runtime.NumGoroutine()
 		return n <= baseline, fmt.Sprintf("%d goroutines, baseline %d", n, baseline)
 	})

@@ -20,8 +20,9 @@ import (
 	"event-dispatcher/pkg/server"
 )
 
-// retryHintBytes is what every stream gets first: "retry: 2000\n\n".
-const retryHintBytes = 13
+// retryHintBytes is what every stream gets first: a byte order mark and
+// "retry: NNNN\n\n", a delay of 1000-2999 ms.
+const retryHintBytes = len("\ufeffretry: 1000\n\n")
 
 // records returns the JSON log lines whose message is msg.
 func (b *lockedBuffer) records(t *testing.T, msg string) []map[string]any {
@@ -174,7 +175,7 @@ func TestMetricsCountExactlyWhatHappened(t *testing.T) {
 		`event_dispatcher_events_rejected_total{reason="busy"}`: 1,
 		"event_dispatcher_listeners":                            0,
 		"event_dispatcher_draining":                             1,
-		// The final retry hints are written but are no events.
+		// The final ": end" comments are written but are no events.
 		"event_dispatcher_deliveries_total": float64(listeners * len(valid)),
 	})
 	ended := logs.records(t, "listener disconnected")
@@ -186,7 +187,7 @@ func TestMetricsCountExactlyWhatHappened(t *testing.T) {
 			t.Errorf("stream-end line %v: want client_ip 203.0.113.7 (not the proxy's), events %d, reason %q", rec, len(valid), broadcast.ErrShutdown)
 		}
 		if b, _ := rec["bytes"].(float64); b <= float64(retryHintBytes+frames) {
-			t.Errorf("stream-end line %v: bytes %v, want more than %d (frames, first and final retry hints)", rec, b, retryHintBytes+frames)
+			t.Errorf("stream-end line %v: bytes %v, want more than %d (the opening retry field, the frames and the closing comment)", rec, b, retryHintBytes+frames)
 		}
 		if s, ok := rec["duration_s"].(float64); !ok || s < 0 {
 			t.Errorf("stream-end line %v: no duration_s", rec)
