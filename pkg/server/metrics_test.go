@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"event-dispatcher/internal/ssetest"
+	"event-dispatcher/pkg/access"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/server"
@@ -256,4 +257,24 @@ func TestMetricsCountDroppedListenersByReason(t *testing.T) {
 			t.Errorf("drop line %v: want warn, reason %q, client_ip 127.0.0.1", rec, broadcast.ErrSlow)
 		}
 	}
+}
+
+// POSTs over PUBLISH_RATE_PER_IP are counted as rate_limited, and only those.
+func TestMetricsCountRateLimitedPosts(t *testing.T) {
+	t.Parallel()
+	const refused = 3
+	// A rate so low that only the burst of one gets through.
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{Access: access.Policy{Publish: access.NewRateLimiter(1e-9, 0)}})
+	before := ssetest.Scrape(t, srv.Admin+"/metrics")
+	srv.Publish(t, ssetest.Fixture(t, "stop.json"))
+	for range refused {
+		if r := post(t, srv, "/api/events", ssetest.Fixture(t, "stop.json"), false); r.Status != http.StatusTooManyRequests {
+			t.Fatalf("POST over the rate: status %d, want 429", r.Status)
+		}
+	}
+	wantSeries(t, delta(before, ssetest.Scrape(t, srv.Admin+"/metrics")), map[string]float64{
+		"event_dispatcher_events_accepted_total":                        1,
+		`event_dispatcher_events_rejected_total{reason="rate_limited"}`: refused,
+		`event_dispatcher_events_rejected_total{reason="invalid"}`:      0,
+	})
 }
