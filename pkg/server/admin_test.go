@@ -58,8 +58,9 @@ func TestLivezStaysUpWhileReadyzAndHealthDrain(t *testing.T) {
 	}
 }
 
+// Not parallel: a CPU profile and a trace slow down every test running
+// alongside, some of which time the fan-out.
 func TestPprofAnswersOnTheAdminPortOnly(t *testing.T) {
-	t.Parallel()
 	srv := ssetest.Start(t, broadcast.Options{}, server.Options{})
 	for path, want := range map[string]string{
 		"/debug/pprof/":                  "goroutine",
