@@ -38,8 +38,8 @@ type Server struct {
 
 // Start serves server.New(srv) with a hub built by broadcast.New(hub). Zero
 // fields of either get the service's defaults (see broadcast.Options; 64 KiB
-// bodies and a 10 s body timeout for the server); zero Heartbeat and
-// MaxStreamDuration mean off. A zero Logger discards
+// bodies and a 10 s body timeout for the server), except MaxLag: a minute;
+// zero Heartbeat and MaxStreamDuration mean off. A zero Logger discards
 // everything at info level, as in production. The http.Server is the one
 // server.HTTPServer configures, so its header and idle limits apply.
 func Start(t testing.TB, hub broadcast.Options, srv server.Options) *Server {
@@ -54,6 +54,12 @@ func Start(t testing.TB, hub broadcast.Options, srv server.Options) *Server {
 	srv.MaxBodyBytes = orDefault(srv.MaxBodyBytes, 64<<10)
 	srv.BodyReadTimeout = orDefault(srv.BodyReadTimeout, 10*time.Second)
 
+	if hub.MaxLag == 0 {
+		// A starved test machine must not make the default second of
+		// allowed fan-out lag refuse events in tests about something else;
+		// tests of admission set MaxLag themselves.
+		hub.MaxLag = time.Minute
+	}
 	h, err := broadcast.New(hub)
 	if err != nil {
 		t.Fatal(err)
