@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -151,6 +152,101 @@ func TestPublishLimitDecidedBeforeTheBody(t *testing.T) {
 	}
 	if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 90 || ra > 100 {
 		t.Errorf("Retry-After %q, want about 100 (s)", resp.Header.Get("Retry-After"))
+	}
+}
+
+// A refused POST leaves its kept-alive connection usable: requests
+// pipelined behind a 429 (another refused POST, a health probe) are all
+// answered on the same connection, in order. Closing it would cost every
+// refusal a new connection and lose what followed.
+func TestPublishRefusalKeepsTheConnection(t *testing.T) {
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{
+		Access: access.Policy{Publish: access.NewRateLimiter(0.01, 0)}, // burst 1, then one per 100 s
+	})
+	srv.Publish(t, []byte(`{"first":true}`)) // the allowance of 127.0.0.1 is now used
+	conn := srv.Dial(t)
+	_ = conn.SetDeadline(time.Now().Add(time.Minute)) // a guard against a hang
+	event := `{"session_id":"s1","event_name":"START"}`
+	pipeline := fmt.Sprintf("POST /api/events HTTP/1.1\r\nHost: d\r\nContent-Length: %d\r\n\r\n%s", len(event), event) +
+		fmt.Sprintf("POST /metrics HTTP/1.1\r\nHost: d\r\nContent-Length: %d\r\n\r\n%s", len(event), event) +
+		"GET /health HTTP/1.1\r\nHost: d\r\n\r\n"
+	if _, err := io.WriteString(conn, pipeline); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	for i, want := range []int{http.StatusTooManyRequests, http.StatusTooManyRequests, http.StatusOK} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("answer %d of 3: %v (the connection did not survive the refusal)", i+1, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("answer %d: reading the body: %v", i+1, err)
+		}
+		if resp.StatusCode != want || resp.Close {
+			t.Errorf("answer %d: status %d, Connection: close %v; want %d on a kept connection (body %s)", i+1, resp.StatusCode, resp.Close, want, body)
+		}
+	}
+}
+
+// refusedMidBody sends request, headers and the start of a body, from a
+// client whose allowance is used up, and returns the connection, its
+// reader, and the 429 it got before the body was complete, read whole.
+func refusedMidBody(t *testing.T, bodyReadTimeout time.Duration, request string) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{
+		BodyReadTimeout: bodyReadTimeout,
+		Access:          access.Policy{Publish: access.NewRateLimiter(0.01, 0)},
+	})
+	srv.Publish(t, []byte(`{"first":true}`))
+	conn := srv.Dial(t)
+	_ = conn.SetDeadline(time.Now().Add(time.Minute)) // a guard, well below the 120 s idle timeout
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer before the body was complete: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("status %d, want 429", resp.StatusCode)
+	}
+	return conn, br, resp
+}
+
+// A refused POST whose body stops half way gets its 429 at once and, once
+// BODY_READ_TIMEOUT has passed, its connection closed: what is left of the
+// body must never be read as the next request.
+func TestPublishRefusalWithAStalledBody(t *testing.T) {
+	// The rest of the body would be a request of its own.
+	smuggled := "GET /health HTTP/1.1\r\nHost: d\r\n\r\n"
+	conn, br, _ := refusedMidBody(t, 100*time.Millisecond,
+		fmt.Sprintf("POST /api/events HTTP/1.1\r\nHost: d\r\nContent-Length: %d\r\n\r\n{", 1+len(smuggled)+100))
+	time.Sleep(300 * time.Millisecond) // past BODY_READ_TIMEOUT: the server has given up on the body
+	_, _ = io.WriteString(conn, smuggled)
+	if resp, err := http.ReadResponse(br, nil); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the rest of a refused body was served as a request: status %d", resp.StatusCode)
+	} else if !isConnCut(err) {
+		t.Fatalf("want the connection closed after the stalled body, got %v", err)
+	}
+}
+
+// A refused chunked POST, whose connection is closed after any answer
+// anyway, is not kept waiting for its body: the 429 comes at once and the
+// connection closes right after, not after BODY_READ_TIMEOUT (10 minutes).
+func TestPublishRefusalOfAChunkedBody(t *testing.T) {
+	_, br, resp := refusedMidBody(t, 10*time.Minute,
+		"POST /api/events HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"partial\":")
+	if !resp.Close {
+		t.Error("429 without Connection: close for a chunked body")
+	}
+	if _, err := br.ReadByte(); !isConnCut(err) {
+		t.Fatalf("want the connection closed at once, got %v", err)
 	}
 }
 
