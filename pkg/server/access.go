@@ -91,17 +91,29 @@ func takeParam(rawQuery, name string) (rest, value string, found bool) {
 	return strings.Join(kept, "&"), value, true
 }
 
-// redactedQuery is rawQuery for the log, with any listener token
-// replaced, so that no log line ever holds one.
+// redactedQuery is rawQuery for the log with every value, and every name
+// without a value, replaced by REDACTED: only the names of the parameters
+// and the separators are kept. The service reads no parameter but the
+// listener token, and a token sent under another name or spelling
+// (ACCESS_TOKEN=, token=, after a ';' that the token check does not split
+// on, alone as ?<token>) must not reach the log either.
 func redactedQuery(rawQuery string) string {
-	rest, _, found := takeParam(rawQuery, access.QueryParam)
-	if !found {
-		return rawQuery
+	var b strings.Builder
+	for rawQuery != "" {
+		pair, sep, rest := rawQuery, "", ""
+		if i := strings.IndexAny(rawQuery, "&;"); i >= 0 {
+			pair, sep, rest = rawQuery[:i], rawQuery[i:i+1], rawQuery[i+1:]
+		}
+		if name, _, ok := strings.Cut(pair, "="); ok {
+			b.WriteString(name + "=")
+		}
+		if pair != "" {
+			b.WriteString("REDACTED")
+		}
+		b.WriteString(sep)
+		rawQuery = rest
 	}
-	if rest != "" {
-		rest += "&"
-	}
-	return rest + access.QueryParam + "=REDACTED"
+	return b.String()
 }
 
 // limitStreams refuses a stream with 429 while its client already holds

@@ -42,10 +42,14 @@ func TestTakeTokenLeavesNoTrace(t *testing.T) {
 
 func TestRedactedQuery(t *testing.T) {
 	for in, want := range map[string]string{
-		"":                            "",
-		"a=1":                         "a=1",
-		"access_token=s3cr3t":         "access_token=REDACTED",
-		"a=1&access%5Ftoken=s3cr3t&b": "a=1&b&access_token=REDACTED",
+		"":                                 "",
+		"a=1":                              "a=REDACTED",
+		"access_token=s3cr3t":              "access_token=REDACTED",
+		"a=1&access%5Ftoken=s3cr3t&b":      "a=REDACTED&access%5Ftoken=REDACTED&REDACTED",
+		"x=1;access_token=s3cr3t":          "x=REDACTED;access_token=REDACTED",
+		"ACCESS_TOKEN=s3cr3t&token=s3cr3t": "ACCESS_TOKEN=REDACTED&token=REDACTED",
+		"s3cr3t":                           "REDACTED",
+		"access_token%3Ds3cr3t&&a=":        "REDACTED&&a=REDACTED",
 	} {
 		if got := redactedQuery(in); got != want {
 			t.Errorf("redactedQuery(%q) = %q, want %q", in, got, want)

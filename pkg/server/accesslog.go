@@ -7,8 +7,8 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// accessLog logs one line per request at debug level. A listener token in
-// the query is redacted; the Authorization header is never logged.
+// accessLog logs one line per request at debug level. Query values are
+// redacted, whatever their name; the Authorization header is never logged.
 func accessLog(log zerolog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
