@@ -235,9 +235,23 @@ func (c *Config) validateAccess() []error {
 			tokens = append(tokens, t)
 		}
 	}
+	if len(c.ListenTokens) > 0 && len(tokens) == 0 {
+		// Set but blank (",", " "): most likely a secret that did not
+		// reach the environment. Starting would leave the streams open.
+		errs = append(errs, errors.New("LISTEN_TOKENS: is set but lists no token; list at least one, or unset it to leave the streams open"))
+	}
+	for i, t := range tokens {
+		if len(t) >= minTokenLen && distinct(t) < minDistinct {
+			errs = append(errs, fmt.Errorf("LISTEN_TOKENS: token %d repeats too few characters to be a secret; generate one, e.g. openssl rand -base64 32", i+1))
+		}
+	}
 	c.ListenTokens = tokens
-	if n := len(c.ListenJWTSecret); n > 0 && n < minJWTSecret {
+	switch n := len(c.ListenJWTSecret); {
+	case n > 0 && n < minJWTSecret:
 		errs = append(errs, fmt.Errorf("LISTEN_JWT_SECRET: must be at least %d bytes, got %d", minJWTSecret, n))
+	case n > 0 && distinct(c.ListenJWTSecret) < minDistinct:
+		// Blank or one character repeated: anyone could sign listener tokens.
+		errs = append(errs, errors.New("LISTEN_JWT_SECRET: repeats too few characters to be a secret; generate one, e.g. openssl rand -base64 32"))
 	}
 	if !(c.PublishRatePerIP >= 0 && c.PublishRatePerIP <= maxRate) {
 		errs = append(errs, fmt.Errorf("PUBLISH_RATE_PER_IP: must be between 0 (unlimited) and %d", maxRate))
@@ -246,6 +260,20 @@ func (c *Config) validateAccess() []error {
 		errs = append(errs, fmt.Errorf("MAX_LISTENERS_PER_IP: must be between 0 (unlimited) and %d", maxCount))
 	}
 	return errs
+}
+
+// minDistinct is the fewest different characters a secret may have. It
+// refuses blanks and repetitions (aaaa…, abab…) and practically never a
+// generated secret: 16 random hex digits have fewer with a chance below
+// one in a million.
+const minDistinct = 5
+
+func distinct(s string) int {
+	seen := map[byte]bool{}
+	for i := range len(s) {
+		seen[s[i]] = true
+	}
+	return len(seen)
 }
 
 const tokenChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"

@@ -244,6 +244,12 @@ func TestInvalidValues(t *testing.T) {
 		{"LISTEN_TOKENS", "token&with-query-chars=1"},
 		{"LISTEN_TOKENS", "token=with-inner-equals"},
 		{"LISTEN_JWT_SECRET", "only-31-bytes-0123456789abcdef!"},
+		{"LISTEN_TOKENS", ","},                                      // set, but no token: would leave the streams open
+		{"LISTEN_TOKENS", " , "},                                    //
+		{"LISTEN_TOKENS", "aaaaaaaaaaaaaaaaaaaaaaaa"},               // long enough, but guessable
+		{"LISTEN_TOKENS", "good-token-0123456789,abababababababab"}, //
+		{"LISTEN_JWT_SECRET", strings.Repeat(" ", 40)},              // blank: anyone could sign tokens
+		{"LISTEN_JWT_SECRET", strings.Repeat("ab", 20)},             //
 		{"PUBLISH_RATE_PER_IP", "-1"},
 		{"PUBLISH_RATE_PER_IP", "NaN"},
 		{"PUBLISH_RATE_PER_IP", "fast"},
