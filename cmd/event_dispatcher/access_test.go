@@ -75,3 +75,46 @@ func TestSecretsNeverLoggedAtDebug(t *testing.T) {
 		}
 	}
 }
+
+// A misspelt listener secret stops the start instead of a warning: the
+// streams it was meant to close would otherwise be open. With a secret set
+// correctly, a misspelt second one is only warned about: the streams are
+// closed either way.
+func TestMisspeltListenerSecretStopsTheStart(t *testing.T) {
+	const token = "listen-token-abcdefghijklmnop"
+	for _, name := range []string{"LISTEN_TOKEN", "LISTENER_TOKENS", "listen_tokens", "LISTEN_JWT_SECRETS", "LISTEN_JWT_KEY"} {
+		t.Run(name, func(t *testing.T) {
+			p := startProcess(t, []string{"-port", "0"}, name+"="+token)
+			if code := p.exit(t, 30*time.Second); code != 1 {
+				t.Errorf("exit code %d, want 1", code)
+			}
+			stderr := p.stderr.String()
+			if !strings.Contains(stderr, name+": not a variable of the service (did you mean LISTEN_") || strings.Contains(stderr, token) {
+				t.Errorf("stderr does not name %s and a listener secret, or shows the value:\n%s", name, stderr)
+			}
+			if out := strings.TrimSpace(p.stdout.String()); out != "" {
+				t.Errorf("wrote to stdout before exiting (should not have started): %s", out)
+			}
+		})
+	}
+	t.Run("one secret set", func(t *testing.T) {
+		p := startProcess(t, []string{"-port", "0"}, "LISTEN_TOKENS="+token, "LISTEN_JWT_SECRETS=jwt-key-abcdefghijklmnopqrstuvwxyz0123")
+		_, base := p.listening(t)
+		warns := p.stdout.records("environment variable not used by the service; a typo?")
+		if len(warns) != 1 || warns[0]["variable"] != "LISTEN_JWT_SECRETS" {
+			t.Errorf("warnings %v, want one for LISTEN_JWT_SECRETS", warns)
+		}
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(base + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET /events without a token: %d, want 401", resp.StatusCode)
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		p.exit(t, 30*time.Second)
+	})
+}

@@ -45,7 +45,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	if err != nil {
 		return err
 	}
-	return serve(ctx, cfg, config.NearMisses(os.Environ()), stdout, ready)
+	misses := config.NearMisses(os.Environ())
+	if err := config.OpenByMistake(cfg, misses); err != nil {
+		return err
+	}
+	return serve(ctx, cfg, misses, stdout, ready)
 }
 
 // signalContext returns a context that ends at the first SIGINT or SIGTERM,

@@ -142,6 +142,25 @@ func NearMisses(environ []string) []NearMiss {
 	return out
 }
 
+// OpenByMistake returns an error when a near miss resembles a listener
+// secret (LISTEN_TOKENS, LISTEN_JWT_SECRET) while none is set: whoever set
+// it meant to close the streams, and a warning would leave them open. The
+// error names the variables, never the value.
+func OpenByMistake(c Config, misses []NearMiss) error {
+	if len(c.ListenTokens) > 0 || c.ListenJWTSecret != "" {
+		return nil
+	}
+	t := reflect.TypeFor[Config]()
+	for _, m := range misses {
+		for i := range t.NumField() {
+			if f := t.Field(i); f.Tag.Get("envconfig") == m.Like && f.Tag.Get("secret") == "true" {
+				return fmt.Errorf("%s: not a variable of the service (did you mean %s?); without a listener secret the streams would be open, so the service does not start", m.Name, m.Like)
+			}
+		}
+	}
+	return nil
+}
+
 // Names lists every environment variable the service reads.
 func Names() []string {
 	var names []string
