@@ -23,8 +23,12 @@ import (
 func (s *Server) authorizeListener(next http.Handler) http.Handler {
 	auth := s.opts.Access.Listeners
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, r := takeToken(r)
-		if err := auth.Check(token); err != nil {
+		token, bearer, r := takeToken(r)
+		err := auth.Check(token)
+		if !bearer && auth.Required() {
+			err = access.ErrInvalid // whatever the header holds, it is not a Bearer token
+		}
+		if err != nil {
 			challenge := `Bearer realm="event-dispatcher"`
 			if errors.Is(err, access.ErrInvalid) {
 				challenge += `, error="invalid_token"`
@@ -38,19 +42,22 @@ func (s *Server) authorizeListener(next http.Handler) http.Handler {
 }
 
 // takeToken returns the listener token of r and a request without it: the
-// Authorization header wins over the query parameter, and a header that is
-// not Bearer is returned whole, so that it fails as invalid.
-func takeToken(r *http.Request) (string, *http.Request) {
+// Authorization header wins over the query parameter. bearer is false when
+// the header is not "Bearer <token>" (another scheme, or a bare token with
+// no scheme): such a header is invalid, whatever it holds.
+func takeToken(r *http.Request) (token string, bearer bool, out *http.Request) {
 	authz := r.Header.Get("Authorization")
 	rest, fromQuery, inQuery := takeParam(r.URL.RawQuery, access.QueryParam)
 	if authz == "" && !inQuery {
-		return "", r
+		return "", true, r
 	}
-	token := fromQuery
+	token, bearer = fromQuery, true
 	if authz != "" {
-		token = authz
-		if scheme, t, ok := strings.Cut(authz, " "); ok && strings.EqualFold(scheme, "Bearer") {
-			token = strings.TrimSpace(t)
+		scheme, t, _ := strings.Cut(authz, " ")
+		token = strings.TrimSpace(t)
+		bearer = strings.EqualFold(scheme, "Bearer") && token != ""
+		if !bearer {
+			token = ""
 		}
 	}
 	r2 := r.WithContext(r.Context()) // shallow copy; URL and Header are replaced below
@@ -63,7 +70,7 @@ func takeToken(r *http.Request) (string, *http.Request) {
 		r2.Header = r.Header.Clone()
 		r2.Header.Del("Authorization")
 	}
-	return token, r2
+	return token, bearer, r2
 }
 
 // takeParam returns rawQuery without any name=value pair, and the first

@@ -11,22 +11,26 @@ import (
 func TestTakeTokenLeavesNoTrace(t *testing.T) {
 	for _, tc := range []struct {
 		target, authz, token, rest string
+		bearer                     bool
 	}{
-		{"/events?access_token=abc", "", "abc", ""},
-		{"/events?a=1&access_token=abc&b=%zz", "", "abc", "a=1&b=%zz"},
-		{"/events?access%5Ftoken=a%2Bb&access_token=second", "", "a+b", ""},
-		{"/events?a=1", "Bearer xyz", "xyz", "a=1"},
-		{"/events?access_token=q", "Bearer h", "h", ""},
-		{"/events", "Basic dTpw", "Basic dTpw", ""},
-		{"/events?a=1", "", "", "a=1"},
+		{"/events?access_token=abc", "", "abc", "", true},
+		{"/events?a=1&access_token=abc&b=%zz", "", "abc", "a=1&b=%zz", true},
+		{"/events?access%5Ftoken=a%2Bb&access_token=second", "", "a+b", "", true},
+		{"/events?a=1", "Bearer xyz", "xyz", "a=1", true},
+		{"/events?a=1", "bEaReR   xyz ", "xyz", "a=1", true},
+		{"/events?access_token=q", "Bearer h", "h", "", true},
+		{"/events", "Basic dTpw", "", "", false},
+		{"/events", "dTpw", "", "", false}, // a token without a scheme
+		{"/events?access_token=q", "Bearer", "", "", false},
+		{"/events?a=1", "", "", "a=1", true},
 	} {
 		r := httptest.NewRequest("GET", tc.target, nil)
 		if tc.authz != "" {
 			r.Header.Set("Authorization", tc.authz)
 		}
-		token, out := takeToken(r)
-		if token != tc.token {
-			t.Errorf("%s: token %q, want %q", tc.target, token, tc.token)
+		token, bearer, out := takeToken(r)
+		if token != tc.token || bearer != tc.bearer {
+			t.Errorf("%s, Authorization %q: token %q, bearer %v; want %q, %v", tc.target, tc.authz, token, bearer, tc.token, tc.bearer)
 		}
 		if out.URL.RawQuery != tc.rest || out.Header.Get("Authorization") != "" {
 			t.Errorf("%s: handed on query %q, Authorization %q; want %q and none", tc.target, out.URL.RawQuery, out.Header.Get("Authorization"), tc.rest)

@@ -109,6 +109,9 @@ func TestListenerToken(t *testing.T) {
 			{"JWT with a tampered payload", "/events", bearer(jwts.tampered), "invalid token"},
 			{"Basic credentials", "/events", http.Header{"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte("u:"+listenToken))}}, "invalid token"},
 			{"bad header beats a good query", "/events?access_token=" + listenToken, bearer("nope"), "invalid token"},
+			{"good token without the Bearer scheme", "/events", http.Header{"Authorization": {listenToken}}, "invalid token"},
+			{"good JWT without the Bearer scheme", "/events", http.Header{"Authorization": {jwts.valid}}, "invalid token"},
+			{"Bearer without a token", "/events?access_token=" + listenToken, http.Header{"Authorization": {"Bearer"}}, "invalid token"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				r, err := srv.Do(within(t, 10*time.Second), http.MethodGet, tc.path, tc.header, nil)
