@@ -62,7 +62,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	})
 	hs := srv.HTTPServer()
 
-	ln, err := net.Listen("tcp", cfg.Addr())
+	ln, err := listen(ctx, cfg.Addr(), cfg.WriteTimeout)
 	if err != nil {
 		closeNow(hub)
 		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
