@@ -506,3 +506,49 @@ func TestViewerReconnects(t *testing.T) {
 	v.wait(t, "an event after reconnecting", `s.rowCount === 1 && s.rows[0][2] === "viewer-back"`)
 	v.checkOrigin(t, front.URL, "network") // the cut and the 503s are logged as network errors
 }
+
+// TestViewerFilterAlternatives: comma-separated alternatives typed into a
+// filter input, or repeated in the page's URL, reach the server as
+// alternatives (a literal comma, not %2C, which would be one value holding a
+// comma), while a parameter of the page's URL is passed on byte for byte,
+// its %2C still a comma inside the value.
+func TestViewerFilterAlternatives(t *testing.T) {
+	browser := startChromium(t)
+	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
+	v := openViewer(t, browser, srv.URL+"/?event_name=START&event_name=ERROR&label=x%2Cy", 1280, 800, false)
+	v.wait(t, "the stream connected", `s.state === "connected" && s.query !== null`)
+	if st := eval[viewerState](t, v, viewerStateJS); *st.Query != "label=x%2Cy&event_name=START,ERROR" {
+		t.Errorf("stream query %q: want the URL's label as written and both event names as alternatives", *st.Query)
+	}
+	if got := eval[string](t, v, `document.querySelector("[name=event_name]").value`); got != "START,ERROR" {
+		t.Errorf("event_name input %q: want both values of the URL", got)
+	}
+	label := func(fixture, session, label string) []byte {
+		return ssetest.WithMembers(viewerEvent(t, fixture, session), `"label":`+jsString(label))
+	}
+	srv.Publish(t, label("start.json", "kept-start", "x,y"))
+	srv.Publish(t, label("stop.json", "other-name", "x,y"))
+	srv.Publish(t, label("start.json", "other-label", "x"))
+	srv.Publish(t, label("error.json", "kept-error", "x,y"))
+	st := v.wait(t, "the ERROR row", `s.rowCount > 0 && s.rows[0][2] === "kept-error"`)
+	if st.RowCount != 2 || st.Rows[1][2] != "kept-start" {
+		t.Fatalf("rows %q: want exactly kept-error and kept-start", st.Rows)
+	}
+
+	// Typed, with spaces around the comma.
+	eval[bool](t, v, `document.getElementById("clear").click();
+		document.querySelector("[name=event_name]").value = " STOP , ERROR ";
+		document.getElementById("filters").requestSubmit(); true`)
+	v.wait(t, "the new filter connected", `s.state === "connected" && s.query === "label=x%2Cy&event_name=STOP,ERROR"`)
+	if loc := eval[string](t, v, `location.search`); loc != "?label=x%2Cy&event_name=STOP,ERROR" {
+		t.Errorf("page URL query %q: want the same filter as the stream's", loc)
+	}
+	srv.Publish(t, label("start.json", "not-typed", "x,y"))
+	srv.Publish(t, label("stop.json", "typed-stop", "x,y"))
+	srv.Publish(t, label("error.json", "typed-error", "x,y"))
+	st = v.wait(t, "the typed ERROR row", `s.rowCount > 0 && s.rows[0][2] === "typed-error"`)
+	if st.RowCount != 2 || st.Rows[1][2] != "typed-stop" {
+		t.Fatalf("rows %q: want exactly typed-error and typed-stop", st.Rows)
+	}
+	v.checkOrigin(t, srv.URL, "")
+}

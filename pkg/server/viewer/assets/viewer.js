@@ -33,23 +33,35 @@
   // --- connection ---------------------------------------------------------
 
   // Filters come from the form; any other parameter of the page's own URL
-  // (e.g. /?version=1) is passed to the stream as a filter too.
-  function filterParams() {
-    const params = new URLSearchParams(location.search);
-    params.delete("access_token");
+  // (e.g. /?version=1) is passed to the stream as a filter too, as written.
+  // The query is built by hand: URLSearchParams would send the commas
+  // between alternatives as %2C, which the server reads as a comma inside
+  // one value, so "START,ERROR" would match nothing.
+  function filterQuery() {
+    const parts = [];
+    for (const pair of location.search.slice(1).split("&")) {
+      const name = decodeName(pair.split("=")[0]);
+      if (pair && name !== "access_token" && !FILTER_FIELDS.includes(name)) parts.push(pair);
+    }
     for (const name of FILTER_FIELDS) {
       const value = filtersForm.elements[name].value.trim();
-      if (value) params.set(name, value);
-      else params.delete(name);
+      if (value) parts.push(name + "=" + value.split(",").map((v) => encodeURIComponent(v.trim())).join(","));
     }
-    return params;
+    return parts.join("&");
+  }
+
+  function decodeName(raw) {
+    try {
+      return decodeURIComponent(raw.replace(/\+/g, " "));
+    } catch (_) {
+      return raw; // malformed: passed on, and the server answers 400
+    }
   }
 
   function streamURL() {
-    const params = filterParams();
+    let q = filterQuery();
     const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token) params.set("access_token", token);
-    const q = params.toString();
+    if (token) q += (q ? "&" : "") + "access_token=" + encodeURIComponent(token);
     return "/events" + (q ? "?" + q : "");
   }
 
@@ -69,7 +81,7 @@
     if (source) source.close();
     clearTimeout(retryTimer);
     const gen = ++generation;
-    const query = filterParams().toString();
+    const query = filterQuery();
     if (retrying === true) setState("reconnecting", "reconnecting…");
     else setState("connecting", "connecting…");
     const es = new EventSource(streamURL());
@@ -267,7 +279,7 @@
 
   filtersForm.addEventListener("submit", (e) => {
     e.preventDefault();
-    const q = filterParams().toString();
+    const q = filterQuery();
     history.replaceState(null, "", location.pathname + (q ? "?" + q : ""));
     connect();
   });
@@ -322,7 +334,7 @@
   // --- start --------------------------------------------------------------
 
   const initial = new URLSearchParams(location.search);
-  for (const name of FILTER_FIELDS) filtersForm.elements[name].value = initial.get(name) || "";
+  for (const name of FILTER_FIELDS) filtersForm.elements[name].value = initial.getAll(name).join(",");
   showCount();
   drawChart();
   setInterval(tick, 1000);
