@@ -552,3 +552,64 @@ func TestViewerFilterAlternatives(t *testing.T) {
 	}
 	v.checkOrigin(t, srv.URL, "")
 }
+
+// TestViewerHostileEvents: whatever a publisher puts in an event, the page
+// runs none of it, shows it a row like any other and keeps drawing the
+// events after it. A deeply nested event used to overflow the call stack
+// while summarising, which held every later row back; a right-to-left
+// override could reorder the rest of the summary; a 60 kB string filled its
+// cell.
+func TestViewerHostileEvents(t *testing.T) {
+	browser := startChromium(t)
+	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
+	v := openViewer(t, browser, srv.URL+"/", 1280, 800, false)
+	v.wait(t, "the stream connected", `s.state === "connected"`)
+	nested := strings.Repeat("[", 9990) + strings.Repeat("]", 9990) // just within encoding/json's depth limit
+	hostile := []string{
+		`{"event_name":"<script>window.pwned=1</script>","session_id":"\"><img src=x onerror=\"window.pwned=2\">",` +
+			`"url":"javascript:window.pwned=3","html":"<svg onload=window.pwned=4>"}`,
+		`{"event_name":"RTL","session_id":"rtl","a":"\u202eevil","b":"after"}`,
+		`{"event_name":"BIG","session_id":"big","s":"` + strings.Repeat("x", 60000) + `"}`,
+		`{"event_name":"DEEP","session_id":"deep","x":` + nested + `}`,
+		`{"event_name":` + nested + `,"session_id":"deep-name"}`,
+		`{"event_name":"LAST","session_id":"last","timestamp":1e300,"__proto__":{"polluted":1}}`,
+	}
+	for _, b := range hostile {
+		srv.Publish(t, []byte(b))
+	}
+	st := v.wait(t, "the event after the hostile ones", `s.rowCount > 0 && s.rows[0][2] === "last"`)
+	if st.RowCount != len(hostile) {
+		t.Fatalf("%d rows, want one per event, %d: %q", st.RowCount, len(hostile), st.Rows)
+	}
+	got := eval[map[string]any](t, v, `(() => {
+		const rows = [...document.querySelectorAll("#events tbody tr")].reverse();
+		return {pwned: window.pwned ?? null, polluted: ({}).polluted ?? null,
+			elements: document.querySelectorAll("#events tbody img, #events tbody script, #events tbody svg").length,
+			xss: [...rows[0].cells].map(c => c.textContent),
+			rtl: rows[1].cells[3].textContent,
+			big: rows[2].cells[3].textContent.length,
+			deep: rows[3].cells[3].textContent};
+	})()`)
+	if got["pwned"] != nil || got["polluted"] != nil || got["elements"] != float64(0) {
+		t.Errorf("page ran event content: pwned %v, polluted %v, %v elements made from events", got["pwned"], got["polluted"], got["elements"])
+	}
+	if xss := fmt.Sprint(got["xss"]); !strings.Contains(xss, "<script>window.pwned=1</script>") || !strings.Contains(xss, `"><img src=x`) {
+		t.Errorf("XSS row %s: want the markup shown as text", xss)
+	}
+	if rtl := got["rtl"].(string); rtl != `a=\u202eevil · b=after` {
+		t.Errorf("RTL summary %q: want the override shown as \\u202e", rtl)
+	}
+	if big := got["big"].(float64); big > 400 {
+		t.Errorf("the 60 kB value fills its cell with %v characters", big)
+	}
+	if deep := got["deep"].(string); !strings.HasPrefix(deep, "x.0.0.") || !strings.HasSuffix(deep, "=…") {
+		t.Errorf("nested summary %.80q: want the path down to where it stops, =…", deep)
+	}
+	// The deep event opens in full.
+	shown := eval[string](t, v, `document.querySelectorAll("#events tbody tr")[2].click();
+		document.getElementById("detail").open ? document.getElementById("detail-json").textContent : ""`)
+	if !strings.Contains(shown, `"DEEP"`) || !strings.Contains(shown, "[[[[") {
+		t.Errorf("detail of the nested event: %.80q", shown)
+	}
+	v.checkOrigin(t, srv.URL, "")
+}
