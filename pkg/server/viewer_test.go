@@ -54,6 +54,11 @@ func TestViewerServedWithStrictCSP(t *testing.T) {
 		if got := r.Header.Get("Content-Security-Policy"); got != viewer.CSP || !strings.Contains(got, "default-src 'none'") {
 			t.Errorf("GET %s: Content-Security-Policy %q", p, got)
 		}
+		for name, want := range map[string]string{"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"} {
+			if got := r.Header.Get(name); got != want {
+				t.Errorf("GET %s: %s %q, want %q", p, name, got, want)
+			}
+		}
 		again, err := srv.Do(within(t, 10*time.Second), http.MethodGet, p, http.Header{"If-None-Match": {r.Header.Get("ETag")}}, nil)
 		if err != nil {
 			t.Fatal(err)
