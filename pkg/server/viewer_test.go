@@ -618,3 +618,34 @@ func TestViewerHostileEvents(t *testing.T) {
 	}
 	v.checkOrigin(t, srv.URL, "")
 }
+
+// TestViewerCSPEnforced: the policy the page is served with is the one the
+// browser enforces. Markup that reached the DOM anyway (a future bug) could
+// run no inline script or handler and load nothing from another origin.
+func TestViewerCSPEnforced(t *testing.T) {
+	browser := startChromium(t)
+	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
+	v := openViewer(t, browser, srv.URL+"/", 1280, 800, false)
+	v.wait(t, "the stream connected", `s.state === "connected"`)
+	eval[bool](t, v, `window.violations = [];
+		document.addEventListener("securitypolicyviolation", e => violations.push(e.violatedDirective));
+		document.body.insertAdjacentHTML("beforeend", '<img src="/no-such-image" onerror="window.ran = 1">');
+		const s = document.createElement("script"); s.textContent = "window.ran = 2"; document.body.append(s);
+		document.body.insertAdjacentHTML("beforeend", '<img src="http://example.invalid/x.png">');
+		fetch("http://example.invalid/").catch(() => {}); true`)
+	ctx, cancel := context.WithTimeout(v.ctx, browserWait)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](`window.violations.length >= 4`,
+		chromedp.WithPollingInterval(10*time.Millisecond))); err != nil {
+		t.Fatalf("waiting for four CSP violations: %v; got %v", err, eval[[]string](t, v, `window.violations`))
+	}
+	if ran := eval[any](t, v, `window.ran ?? null`); ran != nil {
+		t.Errorf("inline code ran (%v) despite the policy", ran)
+	}
+	got := strings.Join(eval[[]string](t, v, `window.violations`), " ")
+	for _, want := range []string{"script-src-attr", "script-src-elem", "img-src", "connect-src"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("violations %q: want one of %s", got, want)
+		}
+	}
+}
