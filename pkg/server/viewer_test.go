@@ -512,16 +512,24 @@ func TestViewerReconnects(t *testing.T) {
 	v.checkOrigin(t, front.URL, "network") // the cut and the 503s are logged as network errors
 }
 
+// connectedViewer starts a service and Chromium, and opens the page at path
+// until its stream is connected.
+func connectedViewer(t *testing.T, path string) (*ssetest.Server, *viewerTab) {
+	t.Helper()
+	browser := startChromium(t)
+	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
+	v := openViewer(t, browser, srv.URL+path, 1280, 800, false)
+	v.wait(t, "the stream connected", `s.state === "connected" && s.query !== null`)
+	return srv, v
+}
+
 // TestViewerFilterAlternatives: comma-separated alternatives typed into a
 // filter input, or repeated in the page's URL, reach the server as
 // alternatives (a literal comma, not %2C, which would be one value holding a
 // comma), while a parameter of the page's URL is passed on byte for byte,
 // its %2C still a comma inside the value.
 func TestViewerFilterAlternatives(t *testing.T) {
-	browser := startChromium(t)
-	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
-	v := openViewer(t, browser, srv.URL+"/?event_name=START&event_name=ERROR&label=x%2Cy", 1280, 800, false)
-	v.wait(t, "the stream connected", `s.state === "connected" && s.query !== null`)
+	srv, v := connectedViewer(t, "/?event_name=START&event_name=ERROR&label=x%2Cy")
 	if st := eval[viewerState](t, v, viewerStateJS); *st.Query != "label=x%2Cy&event_name=START,ERROR" {
 		t.Errorf("stream query %q: want the URL's label as written and both event names as alternatives", *st.Query)
 	}
@@ -565,10 +573,7 @@ func TestViewerFilterAlternatives(t *testing.T) {
 // override could reorder the rest of the summary; a 60 kB string filled its
 // cell.
 func TestViewerHostileEvents(t *testing.T) {
-	browser := startChromium(t)
-	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
-	v := openViewer(t, browser, srv.URL+"/", 1280, 800, false)
-	v.wait(t, "the stream connected", `s.state === "connected"`)
+	srv, v := connectedViewer(t, "/")
 	nested := strings.Repeat("[", 9990) + strings.Repeat("]", 9990) // just within encoding/json's depth limit
 	hostile := []string{
 		`{"event_name":"<script>window.pwned=1</script>","session_id":"\"><img src=x onerror=\"window.pwned=2\">",` +
@@ -623,10 +628,7 @@ func TestViewerHostileEvents(t *testing.T) {
 // browser enforces. Markup that reached the DOM anyway (a future bug) could
 // run no inline script or handler and load nothing from another origin.
 func TestViewerCSPEnforced(t *testing.T) {
-	browser := startChromium(t)
-	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
-	v := openViewer(t, browser, srv.URL+"/", 1280, 800, false)
-	v.wait(t, "the stream connected", `s.state === "connected"`)
+	_, v := connectedViewer(t, "/")
 	eval[bool](t, v, `window.violations = [];
 		document.addEventListener("securitypolicyviolation", e => violations.push(e.violatedDirective));
 		document.body.insertAdjacentHTML("beforeend", '<img src="/no-such-image" onerror="window.ran = 1">');
