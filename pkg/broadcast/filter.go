@@ -37,7 +37,7 @@ func (f *Filter) keeps(fr *frame) bool {
 	}
 	fields := fr.fields.get(fr.json())
 	for _, t := range f.terms {
-		v, ok := fields.lookup(t.Field)
+		v, ok := fields.lookup(fr.json(), t.Field)
 		if !ok || !contains(t.Values, v) {
 			return false
 		}
@@ -61,11 +61,22 @@ func (fr *frame) json() []byte {
 
 // frameFields holds the top-level members of one event, read at most once
 // and only when some filtered listener needs them: unfiltered streams cost
-// nothing.
+// nothing. All are kept only for events of at most maxKeptMembers members
+// (players send a handful): the frame ring holds thousands of events, and
+// all the members of a 64 KiB event of ten thousand tiny fields would take
+// ten times its size for as long as it stays there. Of a wider event, the
+// fields filters ask for are found by a scan each, the first time, and the
+// first maxKeptMembers of them are kept.
 type frameFields struct {
 	once    sync.Once
 	members []member
+	wide    bool
+
+	mu    sync.Mutex // guards found
+	found []member   // wide events: fields looked up so far, absent ones included
 }
+
+const maxKeptMembers = 32
 
 // member is one top-level member. A value that is not a string, number or
 // bool (object, array, null) is kept with scalar false, so that a later
@@ -79,6 +90,10 @@ func (ff *frameFields) get(obj []byte) *frameFields {
 	ff.once.Do(func() {
 		ff.members = make([]member, 0, 8) // players send a handful of top-level fields
 		event.Members(obj, func(key, value []byte) bool {
+			if len(ff.members) == maxKeptMembers {
+				ff.members, ff.wide = nil, true
+				return false
+			}
 			k, _ := event.Unquote(key)
 			ff.members = append(ff.members, literal(k, value))
 			return true
@@ -101,12 +116,43 @@ func literal(key, value []byte) member {
 }
 
 // lookup returns the value of the last member named name, as JSON decoders
-// do with duplicate keys, if it is a string, number or bool.
-func (ff *frameFields) lookup(name string) ([]byte, bool) {
+// do with duplicate keys, if it is a string, number or bool. obj is the
+// event, scanned for a wide one.
+func (ff *frameFields) lookup(obj []byte, name string) ([]byte, bool) {
+	if ff.wide {
+		return ff.lookupWide(obj, name)
+	}
 	for i := len(ff.members) - 1; i >= 0; i-- {
 		if m := ff.members[i]; string(m.key) == name {
 			return m.value, m.scalar
 		}
 	}
 	return nil, false
+}
+
+func (ff *frameFields) lookupWide(obj []byte, name string) ([]byte, bool) {
+	ff.mu.Lock()
+	for _, m := range ff.found {
+		if string(m.key) == name {
+			ff.mu.Unlock()
+			return m.value, m.scalar
+		}
+	}
+	ff.mu.Unlock()
+	var m member // absent: not scalar
+	event.Members(obj, func(key, value []byte) bool {
+		if k, _ := event.Unquote(key); string(k) == name {
+			m = literal(k, value)
+		}
+		return true
+	})
+	ff.mu.Lock()
+	if len(ff.found) < maxKeptMembers { // two listeners may both add name: harmless
+		if m.key == nil {
+			m.key = []byte(name)
+		}
+		ff.found = append(ff.found, m)
+	}
+	ff.mu.Unlock()
+	return m.value, m.scalar
 }

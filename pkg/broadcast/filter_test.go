@@ -2,6 +2,7 @@ package broadcast
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -33,8 +34,10 @@ func TestFilterKeeps(t *testing.T) {
 		{[]Term{{"event_name", []string{"START"}}, {"session_id", []string{"nested"}}}, false}, // AND
 	} {
 		t.Run(fmt.Sprint(tc.terms), func(t *testing.T) {
-			if got := NewFilter(tc.terms...).keeps(newFrame([]byte(ev))); got != tc.want {
-				t.Errorf("keeps = %v, want %v", got, tc.want)
+			for _, ev := range []string{ev, widened(ev)} {
+				if got := NewFilter(tc.terms...).keeps(newFrame([]byte(ev))); got != tc.want {
+					t.Errorf("keeps = %v, want %v, on %.40s…", got, tc.want, ev)
+				}
 			}
 		})
 	}
@@ -53,9 +56,57 @@ func TestFilterDuplicateKeys(t *testing.T) {
 		{`{"k\u0041":"b"}`, false}, // the key is kA, not k
 		{`{"\u006b":"b"}`, true},   // an escaped key is compared decoded
 	} {
-		if got := NewFilter(Term{"k", []string{"b"}}).keeps(newFrame([]byte(tc.ev))); got != tc.want {
-			t.Errorf("%s: keeps = %v, want %v", tc.ev, got, tc.want)
+		for _, ev := range []string{tc.ev, widened(tc.ev)} {
+			if got := NewFilter(Term{"k", []string{"b"}}).keeps(newFrame([]byte(ev))); got != tc.want {
+				t.Errorf("%s: keeps = %v, want %v", ev, got, tc.want)
+			}
 		}
+	}
+}
+
+// widened is ev with maxKeptMembers filler members in front, so that its
+// members are scanned by each listener rather than kept with the frame.
+func widened(ev string) string {
+	var b strings.Builder
+	b.WriteString("{")
+	for i := range maxKeptMembers {
+		fmt.Fprintf(&b, `"pad%d":%d,`, i, i)
+	}
+	return b.String() + ev[1:]
+}
+
+// TestFilterWideEventKeepsLittle: an event of many tiny top-level members,
+// as wide as a body may be, keeps with its frame only the fields filters
+// asked for, at most maxKeptMembers. Kept whole, its members took about ten
+// times the event's size, for each of the thousands of events the frame
+// ring holds: one filtered listener and a publisher of such events held
+// gigabytes.
+func TestFilterWideEventKeepsLittle(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"session_id":"s1"`)
+	for i := 0; b.Len() < 64<<10-16; i++ {
+		fmt.Fprintf(&b, `,"%d":1`, i%10)
+	}
+	b.WriteString(`,"event_name":"START"}`)
+	fr := newFrame([]byte(b.String()))
+	if !NewFilter(Term{"event_name", []string{"START"}}, Term{"session_id", []string{"s1"}}).keeps(fr) {
+		t.Fatal("the wide event does not pass its own filter")
+	}
+	if NewFilter(Term{"session_id", []string{"s2"}}).keeps(fr) {
+		t.Fatal("the wide event passes another session's filter")
+	}
+	for i := range 2 * maxKeptMembers { // fields it lacks, as hostile listeners would ask
+		if NewFilter(Term{fmt.Sprint("absent", i), []string{"x"}}).keeps(fr) {
+			t.Fatalf("absent field %d matched", i)
+		}
+	}
+	if !NewFilter(Term{"7", []string{"1"}}).keeps(fr) {
+		t.Error("a field asked for after the cache is full is not found")
+	}
+	ff := &fr.fields
+	if kept := cap(ff.members) + len(ff.found); !ff.wide || kept > maxKeptMembers {
+		t.Errorf("a %d-byte event of thousands of members keeps %d members with its frame, want at most %d",
+			len(fr.b), kept, maxKeptMembers)
 	}
 }
 

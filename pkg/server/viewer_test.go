@@ -54,6 +54,11 @@ func TestViewerServedWithStrictCSP(t *testing.T) {
 		if got := r.Header.Get("Content-Security-Policy"); got != viewer.CSP || !strings.Contains(got, "default-src 'none'") {
 			t.Errorf("GET %s: Content-Security-Policy %q", p, got)
 		}
+		for name, want := range map[string]string{"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"} {
+			if got := r.Header.Get(name); got != want {
+				t.Errorf("GET %s: %s %q, want %q", p, name, got, want)
+			}
+		}
 		again, err := srv.Do(within(t, 10*time.Second), http.MethodGet, p, http.Header{"If-None-Match": {r.Header.Get("ETag")}}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -505,4 +510,144 @@ func TestViewerReconnects(t *testing.T) {
 	srv.Publish(t, viewerEvent(t, "start.json", "viewer-back"))
 	v.wait(t, "an event after reconnecting", `s.rowCount === 1 && s.rows[0][2] === "viewer-back"`)
 	v.checkOrigin(t, front.URL, "network") // the cut and the 503s are logged as network errors
+}
+
+// connectedViewer starts a service and Chromium, and opens the page at path
+// until its stream is connected.
+func connectedViewer(t *testing.T, path string) (*ssetest.Server, *viewerTab) {
+	t.Helper()
+	browser := startChromium(t)
+	srv := ssetest.Start(t, broadcast.Options{Heartbeat: 200 * time.Millisecond}, server.Options{})
+	v := openViewer(t, browser, srv.URL+path, 1280, 800, false)
+	v.wait(t, "the stream connected", `s.state === "connected" && s.query !== null`)
+	return srv, v
+}
+
+// TestViewerFilterAlternatives: comma-separated alternatives typed into a
+// filter input, or repeated in the page's URL, reach the server as
+// alternatives (a literal comma, not %2C, which would be one value holding a
+// comma), while a parameter of the page's URL is passed on byte for byte,
+// its %2C still a comma inside the value.
+func TestViewerFilterAlternatives(t *testing.T) {
+	srv, v := connectedViewer(t, "/?event_name=START&event_name=ERROR&label=x%2Cy")
+	if st := eval[viewerState](t, v, viewerStateJS); *st.Query != "label=x%2Cy&event_name=START,ERROR" {
+		t.Errorf("stream query %q: want the URL's label as written and both event names as alternatives", *st.Query)
+	}
+	if got := eval[string](t, v, `document.querySelector("[name=event_name]").value`); got != "START,ERROR" {
+		t.Errorf("event_name input %q: want both values of the URL", got)
+	}
+	label := func(fixture, session, label string) []byte {
+		return ssetest.WithMembers(viewerEvent(t, fixture, session), `"label":`+jsString(label))
+	}
+	srv.Publish(t, label("start.json", "kept-start", "x,y"))
+	srv.Publish(t, label("stop.json", "other-name", "x,y"))
+	srv.Publish(t, label("start.json", "other-label", "x"))
+	srv.Publish(t, label("error.json", "kept-error", "x,y"))
+	st := v.wait(t, "the ERROR row", `s.rowCount > 0 && s.rows[0][2] === "kept-error"`)
+	if st.RowCount != 2 || st.Rows[1][2] != "kept-start" {
+		t.Fatalf("rows %q: want exactly kept-error and kept-start", st.Rows)
+	}
+
+	// Typed, with spaces around the comma.
+	eval[bool](t, v, `document.getElementById("clear").click();
+		document.querySelector("[name=event_name]").value = " STOP , ERROR ";
+		document.getElementById("filters").requestSubmit(); true`)
+	v.wait(t, "the new filter connected", `s.state === "connected" && s.query === "label=x%2Cy&event_name=STOP,ERROR"`)
+	if loc := eval[string](t, v, `location.search`); loc != "?label=x%2Cy&event_name=STOP,ERROR" {
+		t.Errorf("page URL query %q: want the same filter as the stream's", loc)
+	}
+	srv.Publish(t, label("start.json", "not-typed", "x,y"))
+	srv.Publish(t, label("stop.json", "typed-stop", "x,y"))
+	srv.Publish(t, label("error.json", "typed-error", "x,y"))
+	st = v.wait(t, "the typed ERROR row", `s.rowCount > 0 && s.rows[0][2] === "typed-error"`)
+	if st.RowCount != 2 || st.Rows[1][2] != "typed-stop" {
+		t.Fatalf("rows %q: want exactly typed-error and typed-stop", st.Rows)
+	}
+	v.checkOrigin(t, srv.URL, "")
+}
+
+// TestViewerHostileEvents: whatever a publisher puts in an event, the page
+// runs none of it, shows it a row like any other and keeps drawing the
+// events after it. A deeply nested event used to overflow the call stack
+// while summarising, which held every later row back; a right-to-left
+// override could reorder the rest of the summary; a 60 kB string filled its
+// cell.
+func TestViewerHostileEvents(t *testing.T) {
+	srv, v := connectedViewer(t, "/")
+	nested := strings.Repeat("[", 9990) + strings.Repeat("]", 9990) // just within encoding/json's depth limit
+	hostile := []string{
+		`{"event_name":"<script>window.pwned=1</script>","session_id":"\"><img src=x onerror=\"window.pwned=2\">",` +
+			`"url":"javascript:window.pwned=3","html":"<svg onload=window.pwned=4>"}`,
+		`{"event_name":"RTL","session_id":"rtl","a":"\u202eevil","b":"after"}`,
+		`{"event_name":"BIG","session_id":"big","s":"` + strings.Repeat("x", 60000) + `"}`,
+		`{"event_name":"DEEP","session_id":"deep","x":` + nested + `}`,
+		`{"event_name":` + nested + `,"session_id":"deep-name"}`,
+		`{"event_name":"LAST","session_id":"last","timestamp":1e300,"__proto__":{"polluted":1}}`,
+	}
+	for _, b := range hostile {
+		srv.Publish(t, []byte(b))
+	}
+	st := v.wait(t, "the event after the hostile ones", `s.rowCount > 0 && s.rows[0][2] === "last"`)
+	if st.RowCount != len(hostile) {
+		t.Fatalf("%d rows, want one per event, %d: %q", st.RowCount, len(hostile), st.Rows)
+	}
+	got := eval[map[string]any](t, v, `(() => {
+		const rows = [...document.querySelectorAll("#events tbody tr")].reverse();
+		return {pwned: window.pwned ?? null, polluted: ({}).polluted ?? null,
+			elements: document.querySelectorAll("#events tbody img, #events tbody script, #events tbody svg").length,
+			xss: [...rows[0].cells].map(c => c.textContent),
+			rtl: rows[1].cells[3].textContent,
+			big: rows[2].cells[3].textContent.length,
+			deep: rows[3].cells[3].textContent};
+	})()`)
+	if got["pwned"] != nil || got["polluted"] != nil || got["elements"] != float64(0) {
+		t.Errorf("page ran event content: pwned %v, polluted %v, %v elements made from events", got["pwned"], got["polluted"], got["elements"])
+	}
+	if xss := fmt.Sprint(got["xss"]); !strings.Contains(xss, "<script>window.pwned=1</script>") || !strings.Contains(xss, `"><img src=x`) {
+		t.Errorf("XSS row %s: want the markup shown as text", xss)
+	}
+	if rtl := got["rtl"].(string); rtl != `a=\u202eevil · b=after` {
+		t.Errorf("RTL summary %q: want the override shown as \\u202e", rtl)
+	}
+	if big := got["big"].(float64); big > 400 {
+		t.Errorf("the 60 kB value fills its cell with %v characters", big)
+	}
+	if deep := got["deep"].(string); !strings.HasPrefix(deep, "x.0.0.") || !strings.HasSuffix(deep, "=…") {
+		t.Errorf("nested summary %.80q: want the path down to where it stops, =…", deep)
+	}
+	// The deep event opens in full.
+	shown := eval[string](t, v, `document.querySelectorAll("#events tbody tr")[2].click();
+		document.getElementById("detail").open ? document.getElementById("detail-json").textContent : ""`)
+	if !strings.Contains(shown, `"DEEP"`) || !strings.Contains(shown, "[[[[") {
+		t.Errorf("detail of the nested event: %.80q", shown)
+	}
+	v.checkOrigin(t, srv.URL, "")
+}
+
+// TestViewerCSPEnforced: the policy the page is served with is the one the
+// browser enforces. Markup that reached the DOM anyway (a future bug) could
+// run no inline script or handler and load nothing from another origin.
+func TestViewerCSPEnforced(t *testing.T) {
+	_, v := connectedViewer(t, "/")
+	eval[bool](t, v, `window.violations = [];
+		document.addEventListener("securitypolicyviolation", e => violations.push(e.violatedDirective));
+		document.body.insertAdjacentHTML("beforeend", '<img src="/no-such-image" onerror="window.ran = 1">');
+		const s = document.createElement("script"); s.textContent = "window.ran = 2"; document.body.append(s);
+		document.body.insertAdjacentHTML("beforeend", '<img src="http://example.invalid/x.png">');
+		fetch("http://example.invalid/").catch(() => {}); true`)
+	ctx, cancel := context.WithTimeout(v.ctx, browserWait)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](`window.violations.length >= 4`,
+		chromedp.WithPollingInterval(10*time.Millisecond))); err != nil {
+		t.Fatalf("waiting for four CSP violations: %v; got %v", err, eval[[]string](t, v, `window.violations`))
+	}
+	if ran := eval[any](t, v, `window.ran ?? null`); ran != nil {
+		t.Errorf("inline code ran (%v) despite the policy", ran)
+	}
+	got := strings.Join(eval[[]string](t, v, `window.violations`), " ")
+	for _, want := range []string{"script-src-attr", "script-src-elem", "img-src", "connect-src"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("violations %q: want one of %s", got, want)
+		}
+	}
 }

@@ -57,6 +57,7 @@ func Handler() http.Handler {
 		h.Set("Content-Security-Policy", CSP)
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")   // frame-ancestors, for browsers that predate it
 		h.Set("Cache-Control", "no-cache") // revalidated by ETag: a new binary shows its new page
 		h.Set("ETag", f.etag)
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))

@@ -6,6 +6,8 @@
 
 (() => {
   const MAX_ROWS = 500;
+  const MAX_CELL = 300;  // characters shown in one table cell
+  const MAX_DEPTH = 16;  // levels of nesting the summary descends
   const FILTER_FIELDS = ["event_name", "session_id"];
   const TOKEN_KEY = "event-dispatcher.access_token"; // sessionStorage: this tab only
 
@@ -33,23 +35,35 @@
   // --- connection ---------------------------------------------------------
 
   // Filters come from the form; any other parameter of the page's own URL
-  // (e.g. /?version=1) is passed to the stream as a filter too.
-  function filterParams() {
-    const params = new URLSearchParams(location.search);
-    params.delete("access_token");
+  // (e.g. /?version=1) is passed to the stream as a filter too, as written.
+  // The query is built by hand: URLSearchParams would send the commas
+  // between alternatives as %2C, which the server reads as a comma inside
+  // one value, so "START,ERROR" would match nothing.
+  function filterQuery() {
+    const parts = [];
+    for (const pair of location.search.slice(1).split("&")) {
+      const name = decodeName(pair.split("=")[0]);
+      if (pair && name !== "access_token" && !FILTER_FIELDS.includes(name)) parts.push(pair);
+    }
     for (const name of FILTER_FIELDS) {
       const value = filtersForm.elements[name].value.trim();
-      if (value) params.set(name, value);
-      else params.delete(name);
+      if (value) parts.push(name + "=" + value.split(",").map((v) => encodeURIComponent(v.trim())).join(","));
     }
-    return params;
+    return parts.join("&");
+  }
+
+  function decodeName(raw) {
+    try {
+      return decodeURIComponent(raw.replace(/\+/g, " "));
+    } catch (_) {
+      return raw; // malformed: passed on, and the server answers 400
+    }
   }
 
   function streamURL() {
-    const params = filterParams();
+    let q = filterQuery();
     const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token) params.set("access_token", token);
-    const q = params.toString();
+    if (token) q += (q ? "&" : "") + "access_token=" + encodeURIComponent(token);
     return "/events" + (q ? "?" + q : "");
   }
 
@@ -69,7 +83,7 @@
     if (source) source.close();
     clearTimeout(retryTimer);
     const gen = ++generation;
-    const query = filterParams().toString();
+    const query = filterQuery();
     if (retrying === true) setState("reconnecting", "reconnecting…");
     else setState("connecting", "connecting…");
     const es = new EventSource(streamURL());
@@ -153,42 +167,68 @@
   function draw() {
     drawScheduled = false;
     if (paused || waiting.length === 0) return;
-    const frag = document.createDocumentFragment();
-    for (let i = waiting.length - 1; i >= 0; i--) frag.appendChild(row(waiting[i]));
+    const batch = waiting;
     waiting = [];
+    const frag = document.createDocumentFragment();
+    for (let i = batch.length - 1; i >= 0; i--) frag.appendChild(row(batch[i]));
     tbody.insertBefore(frag, tbody.firstChild);
     while (tbody.rows.length > MAX_ROWS) tbody.lastElementChild.remove();
     showCount();
   }
 
   function row(ev) {
-    let obj = null;
-    try {
-      obj = JSON.parse(ev.data);
-    } catch (_) {
-      // shown raw
-    }
     const tr = document.createElement("tr");
     tr.tabIndex = 0;
-    const isObj = obj !== null && typeof obj === "object" && !Array.isArray(obj);
-    const name = isObj ? text(obj.event_name) : "";
+    let c;
+    try {
+      c = columns(ev.data);
+    } catch (_) {
+      // Whatever an event holds, it gets its row and the next one is drawn.
+      c = { name: "", session: "", summary: ev.data, stamp: null };
+    }
     // Rows are in arrival order, so the time shown is the arrival; the
     // player's own timestamp (ms since the epoch) is in the tooltip.
-    const stamp = isObj && typeof obj.timestamp === "number" ? new Date(obj.timestamp) : null;
     cell(tr, clock(ev.at), "time").title = "received " + new Date(ev.at).toISOString() +
-      (stamp && !isNaN(stamp) ? "\ntimestamp " + stamp.toISOString() : "");
-    cell(tr, name, "name").dataset.name = name;
-    cell(tr, isObj ? text(obj.session_id) : "", "session");
-    cell(tr, isObj ? summary(obj) : ev.data, "summary");
+      (c.stamp && !isNaN(c.stamp) ? "\ntimestamp " + c.stamp.toISOString() : "");
+    cell(tr, c.name, "name").dataset.name = c.name.slice(0, 32);
+    cell(tr, c.session, "session");
+    cell(tr, c.summary, "summary");
     rowEvent.set(tr, ev.data);
     return tr;
   }
 
+  // columns reads what a row shows from the event's JSON text.
+  function columns(data) {
+    let obj = null;
+    try {
+      obj = JSON.parse(data);
+    } catch (_) {
+      // shown raw
+    }
+    if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
+      return { name: "", session: "", summary: data, stamp: null };
+    }
+    return {
+      name: text(obj.event_name),
+      session: text(obj.session_id),
+      summary: summary(obj),
+      stamp: typeof obj.timestamp === "number" ? new Date(obj.timestamp) : null,
+    };
+  }
+
+  // cell shows at most MAX_CELL characters (the whole event is a click
+  // away), with bidirectional controls made visible, so that a value
+  // cannot reorder what the rest of the row reads.
   function cell(tr, value, cls) {
     const td = tr.insertCell();
     td.className = cls;
-    td.textContent = value;
+    td.textContent = visible(value.length > MAX_CELL ? value.slice(0, MAX_CELL) + "…" : value);
     return td;
+  }
+
+  function visible(s) {
+    return s.replace(/[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+      (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
   }
 
   function text(v) {
@@ -204,21 +244,30 @@
 
   // summary lists the scalar leaves of the event, other than the columns
   // already shown, as path=value, "data." left out, up to 200 characters.
+  // It walks with its own stack and stops descending at MAX_DEPTH, so a
+  // deeply nested event cannot exhaust the call stack.
   function summary(obj) {
     const parts = [];
     let length = 0;
-    const walk = (v, path) => {
-      if (length > 200) return;
-      if (v !== null && typeof v === "object") {
-        for (const [k, child] of Object.entries(v)) walk(child, path ? path + "." + k : k);
-        return;
+    const todo = []; // [value, path, depth], next on top
+    const push = (v, base, depth) => {
+      const entries = Object.entries(v);
+      for (let i = entries.length - 1; i >= 0; i--) {
+        todo.push([entries[i][1], base ? base + "." + entries[i][0] : entries[i][0], depth]);
       }
-      const part = path.replace(/^data\./, "") + "=" + text(v);
-      parts.push(part);
-      length += part.length + 3;
     };
-    for (const [k, v] of Object.entries(obj)) {
-      if (k !== "event_name" && k !== "session_id" && k !== "timestamp") walk(v, k);
+    push(Object.fromEntries(Object.entries(obj).filter(([k]) =>
+      k !== "event_name" && k !== "session_id" && k !== "timestamp")), "", 1);
+    while (todo.length > 0 && length <= 200) {
+      const [v, path, depth] = todo.pop();
+      const nested = v !== null && typeof v === "object";
+      if (nested && depth < MAX_DEPTH) {
+        push(v, path, depth + 1);
+        continue;
+      }
+      const part = path.replace(/^data\./, "") + "=" + (nested ? "…" : text(v));
+      parts.push(part.length > MAX_CELL ? part.slice(0, MAX_CELL) : part);
+      length += part.length + 3;
     }
     return parts.join(" · ");
   }
@@ -267,7 +316,7 @@
 
   filtersForm.addEventListener("submit", (e) => {
     e.preventDefault();
-    const q = filterParams().toString();
+    const q = filterQuery();
     history.replaceState(null, "", location.pathname + (q ? "?" + q : ""));
     connect();
   });
@@ -305,7 +354,7 @@
       // shown as received
     }
     $("detail-title").textContent = tr.cells[1].textContent || "event";
-    $("detail-json").textContent = pretty;
+    $("detail-json").textContent = visible(pretty);
     detail.showModal();
   }
 
@@ -322,7 +371,7 @@
   // --- start --------------------------------------------------------------
 
   const initial = new URLSearchParams(location.search);
-  for (const name of FILTER_FIELDS) filtersForm.elements[name].value = initial.get(name) || "";
+  for (const name of FILTER_FIELDS) filtersForm.elements[name].value = initial.getAll(name).join(",");
   showCount();
   drawChart();
   setInterval(tick, 1000);
