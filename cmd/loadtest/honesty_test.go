@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,27 +38,48 @@ func freePort(t *testing.T) string {
 	return ""
 }
 
-// startBinary runs the built dispatcher on port and waits until /health
-// answers. The process is killed at cleanup if still running.
-func startBinary(t *testing.T, port string) *exec.Cmd {
+// dispatcher is a running dispatcher binary.
+type dispatcher struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	stderr *bytes.Buffer // guarded by being read only after exited
+}
+
+// kill stops the process with SIGKILL and waits until it is gone, so its
+// port is free again.
+func (d *dispatcher) kill(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command(dispatcherBinary)
-	cmd.Env = append(os.Environ(), "PORT="+port, "ADMIN_PORT=0", "LOG_LEVEL=warn")
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	if err := cmd.Start(); err != nil {
+	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	<-d.exited
+}
+
+// startBinary runs the built dispatcher on port and waits until /health
+// answers. The process is killed at cleanup if still running.
+func startBinary(t *testing.T, port string) *dispatcher {
+	t.Helper()
+	d := &dispatcher{cmd: exec.Command(dispatcherBinary), exited: make(chan struct{}), stderr: &bytes.Buffer{}}
+	d.cmd.Env = append(os.Environ(), "PORT="+port, "ADMIN_PORT=0", "LOG_LEVEL=warn")
+	d.cmd.Stdout, d.cmd.Stderr = io.Discard, d.stderr
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
+		_ = d.cmd.Process.Kill()
+		<-d.exited
 	})
 	ssetest.Eventually(t, 30*time.Second, "the dispatcher answers /health", func() (bool, string) {
+		select {
+		case <-d.exited:
+			return false, "it exited: " + d.stderr.String()
+		default:
+		}
 		h, err := health("http://127.0.0.1:" + port)
 		return err == nil, fmt.Sprintf("%+v %v", h, err)
 	})
-	return cmd
+	return d
 }
 
 // health reads a server's /health.
@@ -95,9 +117,7 @@ func TestServerKilledMidRunIsLoss(t *testing.T) {
 		h, err := health(base)
 		return err == nil && h.Listeners == listeners && h.EventsAccepted > 50, fmt.Sprintf("%+v %v", h, err)
 	})
-	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	first.kill(t) // and wait until its port is free
 	startBinary(t, port)
 	r := <-done
 	// Everything the second process accepted was owed to every listener.
@@ -144,7 +164,7 @@ func TestServerKilledFails(t *testing.T) {
 		h, err := health(base)
 		return err == nil && h.Listeners == 5 && h.EventsAccepted > 10, fmt.Sprintf("%+v %v", h, err)
 	})
-	_ = srv.Process.Signal(syscall.SIGKILL)
+	srv.kill(t)
 	rep := <-done
 	p := rep.Result
 	if rep.Check.Pass || p.Listeners.Lost != 5 || p.Posts.TransportErrors == 0 || p.Posts.ErrorsByKind["connection refused"] == 0 {
