@@ -184,9 +184,6 @@ func (l *listener) drain() {
 		l.mu.Unlock()
 
 		err := l.writeFrames(batch)
-		if err == nil {
-			l.sent.add(batch)
-		}
 		clear(batch) // let the frames go
 		if err != nil {
 			// Dead and not writing in one step, so no Flush can start
@@ -209,14 +206,18 @@ func (l *listener) drain() {
 }
 
 // writeFrames writes and flushes batch, coalescing frames into writes of up
-// to maxBatch bytes. Each write runs under a write deadline, so a socket
-// that takes nothing fails the write within WRITE_TIMEOUT, while a slow
-// reader that keeps taking maxBatch bytes per WRITE_TIMEOUT stays.
+// to maxBatch bytes, and counts what the socket took. Each write runs under
+// a write deadline, so a socket that takes nothing fails the write within
+// WRITE_TIMEOUT, while a slow reader that keeps taking maxBatch bytes per
+// WRITE_TIMEOUT stays.
 func (l *listener) writeFrames(batch []*frame) error {
-	err := l.writeAll(batch)
+	last, err := l.writeAll(batch)
 	if err == nil {
 		l.arm()
 		err = l.rc.Flush()
+	}
+	if err == nil {
+		l.sent.add(last)
 	}
 	switch {
 	case err == nil:
@@ -239,25 +240,38 @@ func (l *listener) arm() {
 	}
 }
 
-func (l *listener) writeAll(batch []*frame) error {
+// writeAll writes batch and returns the frames of its last write, which
+// net/http may still hold until the flush. The frames of every earlier
+// write are counted as sent as soon as it returns: a write of maxBatch bytes
+// or more goes past net/http's buffers to the socket, so a client cut off
+// later in a long batch has them, and the count says so.
+func (l *listener) writeAll(batch []*frame) ([]*frame, error) {
 	if len(batch) == 1 { // the common case: no copy
 		l.arm()
 		_, err := l.w.Write(batch[0].b)
-		return err
+		return batch, err
 	}
 	buf := l.bufs.get()
 	defer l.bufs.put(buf)
+	from := 0
 	for i, f := range batch {
 		*buf = append(*buf, f.b...)
-		if len(*buf) >= maxBatch || i == len(batch)-1 {
+		if i == len(batch)-1 {
+			break
+		}
+		if len(*buf) >= maxBatch {
 			l.arm()
 			if _, err := l.w.Write(*buf); err != nil {
-				return err
+				return nil, err
 			}
+			l.sent.add(batch[from : i+1])
+			from = i + 1
 			*buf = (*buf)[:0]
 		}
 	}
-	return nil
+	l.arm()
+	_, err := l.w.Write(*buf)
+	return batch[from:], err
 }
 
 // finish runs after r3labs has let go of the listener and returns why the
@@ -279,8 +293,6 @@ func (l *listener) finish(cause error) error {
 		return cause
 	}
 	batch = append(batch, endFrame(cause))
-	if l.writeFrames(batch) == nil {
-		l.sent.add(batch)
-	}
+	_ = l.writeFrames(batch) // counts what it wrote
 	return cause
 }

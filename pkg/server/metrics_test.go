@@ -2,13 +2,17 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -277,4 +281,79 @@ func TestMetricsCountRateLimitedPosts(t *testing.T) {
 		`event_dispatcher_events_rejected_total{reason="rate_limited"}`: refused,
 		`event_dispatcher_events_rejected_total{reason="invalid"}`:      0,
 	})
+}
+
+// A listener that stops reading halfway through a long backlog is dropped
+// as stalled. Everything its socket took before the write that stalled was
+// received, and counted: the delivery count matches the events the client
+// reads afterwards, give or take the frames of that one write.
+func TestMetricsCountWhatAStalledListenerReceived(t *testing.T) {
+	t.Parallel()
+	const events, size = 4000, 4 << 10 // 16 MB: far more than the sockets' buffers hold
+	srv := ssetest.Start(t, broadcast.Options{WriteTimeout: 2 * time.Second, BufferBytes: 32 << 20, QueueSize: 4096}, server.Options{})
+	before := ssetest.Scrape(t, srv.Admin+"/metrics")
+
+	// A small receive buffer, set before connecting, so that what the
+	// kernel holds for the client is small next to the backlog.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	conn, err := d.DialContext(within(t, 10*time.Second), "tcp", srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(time.Minute)) // a guard against a hang only
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/events", nil)
+	if err := req.Write(conn); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bufio.NewReader(resp.Body) // de-chunked
+	// The retry field and its blank line: subscribed.
+	for range 2 {
+		if _, err := body.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The backlog builds up while the client reads nothing; the listener's
+	// writer is blocked on the full socket in the middle of one batch.
+	event := []byte(`{"pad":"` + strings.Repeat("p", size-len(`{"pad":""}`)) + `"}`)
+	for i := range events {
+		if err := srv.Hub.Publish(event); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	// The client reads half of it, then stops: the write under way stalls.
+	half := make([]byte, events*size/2)
+	if _, err := io.ReadFull(body, half); err != nil {
+		t.Fatal(err)
+	}
+	ssetest.Eventually(t, 30*time.Second, "the listener dropped as stalled", func() (bool, string) {
+		d := delta(before, ssetest.Scrape(t, srv.Admin+"/metrics"))
+		return d[`event_dispatcher_listeners_dropped_total{reason="stalled"}`] == 1, fmt.Sprint(d)
+	})
+	rest, _ := io.ReadAll(body) // what the sockets still held, up to the cut
+	all := append(half, rest...)
+	received := 0
+	frames := bytes.Split(all, []byte("\n\n"))
+	for _, f := range frames[:len(frames)-1] { // the last one is cut short, or empty
+		if bytes.Equal(f, append([]byte("data: "), event...)) {
+			received++
+		}
+	}
+	counted := int(delta(before, ssetest.Scrape(t, srv.Admin+"/metrics"))["event_dispatcher_deliveries_total"])
+	const oneWrite = 16<<10/size + 1 // the write that stalled: 16 KiB, plus the frame that crossed it
+	if counted > received || received-counted > oneWrite {
+		t.Errorf("the client received %d events, %d counted as delivered; want at most %d fewer (the one write that stalled)", received, counted, oneWrite)
+	}
+	if received >= events {
+		t.Errorf("the client received all %d events: the test did not stall it", events)
+	}
 }
