@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // jitter returns d shifted by a random amount within ±15%.
@@ -29,6 +31,11 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request) (Sent, error) {
 
 // ServeFiltered is [Hub.Serve] for a listener that receives only the events
 // filter keeps, and every heartbeat.
+//
+// The line logged once the listener is subscribed goes to the logger in r's
+// context ([zerolog.Ctx]) when there is one, so that the caller names the
+// client as it resolved it (behind a proxy, anonymised); otherwise to the
+// hub's logger, with the TCP peer's address.
 func (h *Hub) ServeFiltered(w http.ResponseWriter, r *http.Request, filter *Filter) (Sent, error) {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
@@ -42,7 +49,11 @@ func (h *Hub) ServeFiltered(w http.ResponseWriter, r *http.Request, filter *Filt
 		t := time.AfterFunc(jitter(d), func() { cancel(ErrMaxDuration) })
 		defer t.Stop()
 	}
-	log := h.log.With().Str("remote", r.RemoteAddr).Str("user_agent", r.UserAgent()).Logger()
+	log := zerolog.Ctx(r.Context())
+	if log.GetLevel() == zerolog.Disabled { // no logger of the caller's: the TCP peer is all the hub knows
+		l := h.log.With().Str("remote", r.RemoteAddr).Str("user_agent", r.UserAgent()).Logger()
+		log = &l
+	}
 	log.Info().Int64("listeners", h.active.Load()).Msg("listener connected")
 
 	h.subscribe(ctx, l.sh, l) // returns once r3labs has unsubscribed l

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -210,6 +211,40 @@ func TestListenerTokensNeverLogged(t *testing.T) {
 	}
 	if n := strings.Count(out, `"message":"request"`); n != 12 {
 		t.Errorf("%d request lines logged, want 12:\n%s", n, out)
+	}
+}
+
+// A stream's log lines, when it opens and when it ends, name the client
+// as the service resolved it (behind the proxy), truncated with
+// CLIENT_IP_ANONYMIZE as events are: never the proxy's address, never the
+// client's full one.
+func TestStreamLogLinesNameTheAnonymizedClient(t *testing.T) {
+	t.Parallel()
+	logs := &lockedBuffer{}
+	// One logger for the hub and the server at info, as the service runs.
+	log := zerolog.New(logs).Level(zerolog.InfoLevel)
+	srv := ssetest.Start(t, broadcast.Options{Logger: log}, server.Options{
+		Logger: log, ClientIP: viaProxy(), Access: access.Policy{AnonymizeIP: true},
+	})
+	ssetest.Subscribe(t, srv.Client, srv.URL+"/events", forwardedFor("203.0.113.77"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Hub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ssetest.Eventually(t, 10*time.Second, "the stream-end line", func() (bool, string) {
+		return len(logs.records(t, "listener disconnected")) == 1, logs.String()
+	})
+	for _, msg := range []string{"listener connected", "listener disconnected"} {
+		recs := logs.records(t, msg)
+		if len(recs) != 1 || recs[0]["client_ip"] != "203.0.113.0" {
+			t.Errorf("%q lines %v, want one with client_ip 203.0.113.0", msg, recs)
+		}
+	}
+	for _, leak := range []string{"203.0.113.77", "127.0.0.1"} {
+		if strings.Contains(logs.String(), leak) {
+			t.Errorf("the log holds %s:\n%s", leak, logs.String())
+		}
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"event-dispatcher/pkg/broadcast"
 )
 
@@ -24,14 +26,17 @@ func (s *Server) handleStream() http.Handler {
 		h.Set("Cache-Control", "no-cache")
 		h.Set("X-Accel-Buffering", "no") // nginx and friends: do not buffer the stream
 		start := time.Now()
-		sent, err := s.opts.Hub.ServeFiltered(w, r, filter)
+		// The hub logs the stream's start with this logger: the same
+		// client as the line at its end, not the proxy's address.
+		log := s.opts.Logger.With().Str("client_ip", s.clientIP(r)).Str("user_agent", r.UserAgent()).Logger()
+		sent, err := s.opts.Hub.ServeFiltered(w, r.WithContext(log.WithContext(r.Context())), filter)
 		switch {
 		case errors.Is(err, broadcast.ErrTooMany), errors.Is(err, broadcast.ErrClosed):
 			h.Del("X-Accel-Buffering")
 			h.Set("Retry-After", "5")
 			writeError(w, http.StatusServiceUnavailable, err.Error())
 		default:
-			s.streamEnded(r, time.Since(start), sent, err)
+			s.streamEnded(log, time.Since(start), sent, err)
 		}
 	})
 }
@@ -39,18 +44,17 @@ func (s *Server) handleStream() http.Handler {
 // streamEnded observes the stream's duration and logs one line for it:
 // who (the client's address, not the load balancer's, anonymised as events
 // are), how long, what it got and why it ended.
-func (s *Server) streamEnded(r *http.Request, d time.Duration, sent broadcast.Sent, cause error) {
+func (s *Server) streamEnded(log zerolog.Logger, d time.Duration, sent broadcast.Sent, cause error) {
 	s.metrics.streamDuration.Observe(d.Seconds())
-	e, msg := s.opts.Logger.Info(), "listener disconnected"
+	e, msg := log.Info(), "listener disconnected"
 	if errors.Is(cause, broadcast.ErrSlow) || errors.Is(cause, broadcast.ErrStalled) {
-		e, msg = s.opts.Logger.Warn(), "listener dropped"
+		e, msg = log.Warn(), "listener dropped"
 	}
 	reason := cause.Error()
 	if errors.Is(cause, context.Canceled) { // the request's context: the client left
 		reason = "client went away"
 	}
-	e.Str("client_ip", s.clientIP(r)).Str("user_agent", r.UserAgent()).
-		Float64("duration_s", d.Round(time.Millisecond).Seconds()).
+	e.Float64("duration_s", d.Round(time.Millisecond).Seconds()).
 		Uint64("events", sent.Events).Uint64("bytes", sent.Bytes).
 		Str("reason", reason).Msg(msg)
 }
