@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -209,18 +208,9 @@ func TestHalfClosedStreamReleasesItsSlot(t *testing.T) {
 func TestClientThatNeverReadsItsAnswersIsCutOff(t *testing.T) {
 	t.Parallel()
 	srv := ssetest.Start(t, broadcast.Options{}, server.Options{WriteTimeout: 200 * time.Millisecond})
-	// A small receive buffer, set before connecting, so the server's
-	// writes block after a few hundred answers rather than many thousands.
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return errors.Join(err, serr)
-	}}
-	conn, err := d.DialContext(within(t, 10*time.Second), "tcp", srv.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	// A small receive buffer, so the server's writes block after a few
+	// hundred answers rather than many thousands.
+	conn := dialSmallReceiveBuffer(t, srv.Addr)
 
 	const maxRequests = 1_000_000
 	req := strings.Repeat("GET /health HTTP/1.1\r\nHost: d\r\n\r\n", 64)

@@ -5,14 +5,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -293,18 +290,9 @@ func TestMetricsCountWhatAStalledListenerReceived(t *testing.T) {
 	srv := ssetest.Start(t, broadcast.Options{WriteTimeout: 2 * time.Second, BufferBytes: 32 << 20, QueueSize: 4096}, server.Options{})
 	before := ssetest.Scrape(t, srv.Admin+"/metrics")
 
-	// A small receive buffer, set before connecting, so that what the
-	// kernel holds for the client is small next to the backlog.
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return errors.Join(err, serr)
-	}}
-	conn, err := d.DialContext(within(t, 10*time.Second), "tcp", srv.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	// A small receive buffer, so that what the kernel holds for the client
+	// is small next to the backlog.
+	conn := dialSmallReceiveBuffer(t, srv.Addr)
 	_ = conn.SetDeadline(time.Now().Add(time.Minute)) // a guard against a hang only
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/events", nil)
 	if err := req.Write(conn); err != nil {
