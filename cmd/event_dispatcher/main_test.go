@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/config"
 )
 
@@ -552,4 +554,59 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	if !strings.Contains(p.stderr.String(), "second terminated, exiting now") {
 		t.Errorf("stderr %q does not say why it exited", p.stderr)
 	}
+}
+
+// During DRAIN_DELAY the instance tells load balancers and readiness
+// probes it is draining while it still serves everyone, new connections
+// included: a load balancer sees the 503 before any connection is refused.
+// Liveness stays up.
+func TestDrainDelayServesWhileHealthSaysDraining(t *testing.T) {
+	p := startProcess(t, nil, "PORT=0", "DRAIN_DELAY=1m", "SHUTDOWN_TIMEOUT=2m", "WRITE_TIMEOUT=1m")
+	rec, base := p.listening(t)
+	admin := baseURL(t, rec["admin_addr"])
+	client := &http.Client{Timeout: 10 * time.Second}
+	status := func(method, url, body string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, url, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s while draining: %v", method, url, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	before := ssetest.Subscribe(t, client, base+"/events", nil)
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.stdout.waitFor(t, "draining", p.gone, 30*time.Second)
+	for _, c := range []struct {
+		url  string
+		want int
+	}{{base + "/health", 503}, {admin + "/readyz", 503}, {admin + "/livez", 200}} {
+		if got := status(http.MethodGet, c.url, ""); got != c.want {
+			t.Errorf("GET %s while draining: %d, want %d", c.url, got, c.want)
+		}
+	}
+	// A new connection is still served: a listener and a publisher.
+	after := ssetest.Subscribe(t, &http.Client{}, base+"/events", nil)
+	const event = `{"during":"drain"}`
+	if got := status(http.MethodPost, base+"/api/events", event); got != http.StatusNoContent {
+		t.Fatalf("POST while draining: %d, want 204", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range []*ssetest.Stream{before, after} {
+		if got := s.NextData(t, ctx); got != event {
+			t.Errorf("listener got %q while draining, want %s", got, event)
+		}
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil { // no need to wait out the minute
+		t.Fatal(err)
+	}
+	p.exit(t, 20*time.Second)
 }
