@@ -93,3 +93,68 @@ func TestStreamRequestsWithABodyHoldNeitherSlotsNorShutdown(t *testing.T) {
 		t.Errorf("shutdown held until SHUTDOWN_TIMEOUT: %v", recs[0]["error"])
 	}
 }
+
+// A POST whose body trickles in (within BODY_READ_TIMEOUT) once held the
+// shutdown until SHUTDOWN_TIMEOUT, which then ended every stream without a
+// clean end. It now gets a short grace and is cut.
+func TestTrickledPostHoldsNoShutdown(t *testing.T) {
+	p := startProcess(t, nil, "PORT=0", "SHUTDOWN_TIMEOUT=5s", "WRITE_TIMEOUT=2s", "BODY_READ_TIMEOUT=1m")
+	_, base := p.listening(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := ssetest.Open(ctx, &http.Client{}, base+"/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// 100-continue: its answer shows the handler is reading the body.
+	head := "POST /api/events HTTP/1.1\r\nHost: d\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // a guard against a hang only
+	br := bufio.NewReader(conn)
+	if line, err := br.ReadString('\n'); err != nil || !strings.Contains(line, "100") {
+		t.Fatalf("want 100 Continue, got %q, %v", line, err)
+	}
+	trickling := make(chan struct{})
+	go func() {
+		defer close(trickling)
+		for range 3000 {
+			if _, err := io.WriteString(conn, " "); err != nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		e, err := s.Next(ctx)
+		if err != nil {
+			t.Fatalf("stream ended without its end comment: %v", err)
+		}
+		if reason, ok := e.EndReason(); ok {
+			if reason != "server shutting down" {
+				t.Errorf("end reason %q", reason)
+			}
+			break
+		}
+	}
+	if code := p.exit(t, 60*time.Second); code != 0 {
+		t.Fatalf("exit code %d; stderr:\n%s", code, p.stderr)
+	}
+	if recs := p.stdout.records("graceful shutdown incomplete; closing remaining connections"); len(recs) > 0 {
+		t.Errorf("a trickling POST held the shutdown until SHUTDOWN_TIMEOUT: %v", recs[0]["error"])
+	}
+	_ = conn.Close()
+	<-trickling
+}

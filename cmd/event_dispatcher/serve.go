@@ -103,12 +103,23 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- hs.Shutdown(sctx) }() // closes the listener at once, then waits for handlers
-	err = errors.Join(srv.WaitIngest(sctx), hub.Close(sctx))
+	// POSTs in flight get ingestGrace to finish: one whose body is still
+	// trickling in after that must not hold every stream's clean end, and
+	// the shutdown, for up to BODY_READ_TIMEOUT. It is cut with the other
+	// connections below; its event, if it comes, is refused by the closed
+	// hub.
+	ictx, icancel := context.WithTimeout(sctx, ingestGrace)
+	if srv.WaitIngest(ictx) != nil && sctx.Err() == nil {
+		log.Warn().Msg("a POST still receiving its body after the grace period will be cut")
+	}
+	icancel()
+	err = hub.Close(sctx)
 	if err == nil {
-		// Every POST and stream is done. What Shutdown may still wait for is
-		// a connection that never sent a request (net/http gives those 5 s)
-		// or a late request on a kept-alive one, refused at once with 503:
-		// close whatever is left after a short grace.
+		// Every stream is done, and every POST but a trickling one. What
+		// Shutdown may still wait for is that POST, a connection that never
+		// sent a request (net/http gives those 5 s) or a late request on a
+		// kept-alive one, refused at once with 503: close whatever is left
+		// after a short grace.
 		select {
 		case err = <-shut:
 		case <-time.After(250 * time.Millisecond):
@@ -126,6 +137,9 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	log.Info().Float64("took_s", time.Since(start).Round(time.Microsecond).Seconds()).Msg("stopped") // a quiet shutdown takes under 1 ms
 	return nil
 }
+
+// ingestGrace is how long the shutdown waits for POSTs in flight.
+const ingestGrace = time.Second
 
 // closeNow releases the hub when the server never got going.
 func closeNow(hub *broadcast.Hub) {

@@ -23,8 +23,9 @@ const unreadGrace = time.Second
 //     a chunked request cannot be told from one with both headers, which RFC
 //     9112 §6.3 treats as a smuggling attempt: its connection is closed after
 //     the answer.
-//   - Every answer is written under WriteTimeout, so a client that never
-//     reads (pipelining requests until the socket buffers fill) is cut off.
+//   - Every answer is written under WriteTimeout (after BodyReadTimeout
+//     for a POST), so a client that never reads (pipelining requests until
+//     the socket buffers fill) is cut off.
 //     A stream moves the deadline forward on each of its writes.
 //
 // The common cases, a GET without a body and a POST with Content-Length,
@@ -32,7 +33,15 @@ const unreadGrace = time.Second
 func (s *Server) guardConn(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
-		_ = rc.SetWriteDeadline(time.Now().Add(s.opts.WriteTimeout))
+		// A POST is answered after its body (up to BodyReadTimeout) or
+		// what net/http reads of it (up to unreadGrace): its answer gets
+		// WriteTimeout beyond those, or a 408 would fall due after the
+		// deadline and never be sent.
+		budget := s.opts.WriteTimeout
+		if r.Method == http.MethodPost {
+			budget += s.opts.BodyReadTimeout + unreadGrace
+		}
+		_ = rc.SetWriteDeadline(time.Now().Add(budget))
 		if r.ContentLength == 0 {
 			next.ServeHTTP(w, r)
 			return

@@ -247,3 +247,24 @@ func TestClientThatNeverReadsItsAnswersIsCutOff(t *testing.T) {
 		t.Errorf("health %d after the cut", code)
 	}
 }
+
+// The answer to a POST comes after its body: a body that never arrives gets
+// its 408 even when BODY_READ_TIMEOUT is as long as WRITE_TIMEOUT (both
+// 10 s by default), rather than a write deadline that expired while the
+// body was awaited and a connection closed without a word.
+func TestTrickledBodyGets408WhenBodyTimeoutEqualsWriteTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{BodyReadTimeout: timeout, WriteTimeout: timeout})
+	for _, req := range []string{
+		"POST /api/events HTTP/1.1\r\nHost: d\r\nContent-Length: 64\r\n\r\n{",
+		"POST /metrics HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n",
+	} {
+		conn := srv.Dial(t)
+		if _, err := io.WriteString(conn, req); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		wantError(t, rawAnswer(t, conn, br, "POST"), http.StatusRequestTimeout, "body not received within "+timeout.String(), nil)
+	}
+}

@@ -39,6 +39,8 @@ func (s *Server) handleIngest() http.Handler {
 			case errors.As(err, &tooBig):
 				s.reject(w, http.StatusRequestEntityTooLarge, reasonTooLarge, tooLarge)
 			case errors.Is(err, os.ErrDeadlineExceeded):
+				// Nothing more of this body is worth waiting for.
+				w.Header().Set("Connection", "close")
 				s.reject(w, http.StatusRequestTimeout, reasonTimeout, "body not received within "+s.opts.BodyReadTimeout.String())
 			default:
 				s.reject(w, http.StatusBadRequest, reasonInvalid, "could not read body")
