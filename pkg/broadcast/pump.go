@@ -125,6 +125,7 @@ type pump struct {
 	hb        *sse.Event    // shared: r3labs does not modify events without replay
 
 	handed       atomic.Uint64 // last sequence number handed to every shard
+	perEvent     atomic.Int64  // recent nanoseconds per event handed to every shard, see pace
 	handStart    atomic.Int64  // UnixNano when the hand-over under way began; 0 if none
 	lastProgress atomic.Int64  // UnixNano of the last hand-over
 }
@@ -163,19 +164,39 @@ func (p *pump) wake() {
 }
 
 // saturated reports whether a publish must be refused: QueueSize events
-// already wait, or the oldest of them has waited longer than MaxLag.
+// already wait, the oldest of them has waited longer than MaxLag, or, at
+// the pace the fan-out has lately kept, the new event would wait longer
+// than MaxLag behind those already waiting. The last keeps the lag of
+// accepted events near MaxLag when each round is slow (many listeners):
+// the age of the oldest alone would let a second's worth of fast POSTs
+// queue up, which a slow fan-out then takes many seconds to work off.
 // Called with Hub.pubMu held; seq is the last number published.
 func (p *pump) saturated(seq uint64, now time.Time) bool {
 	done := p.handed.Load()
-	if seq-done >= p.queue {
+	waiting := seq - done
+	if waiting >= p.queue {
 		return true
 	}
-	if seq > done {
-		if f := p.h.frames.get(done + 1); f != nil && now.Sub(f.at) > p.maxLag {
-			return true
-		}
+	if waiting == 0 {
+		return false
 	}
-	return false
+	if time.Duration(waiting)*time.Duration(p.perEvent.Load()) > p.maxLag {
+		return true
+	}
+	f := p.h.frames.get(done + 1)
+	return f != nil && now.Sub(f.at) > p.maxLag
+}
+
+// pace records how long the fan-out took to hand the last n events to
+// every shard after the batch before, while events were waiting. A slower pace counts at once, a faster one a little
+// per batch: admission tightens as soon as rounds slow down and loosens
+// gradually, so a burst cannot slip in on an old, quicker pace.
+func (p *pump) pace(n uint64, took time.Duration) {
+	sample := int64(took) / int64(n)
+	if old := p.perEvent.Load(); sample < old {
+		sample = old - old/8 + sample/8
+	}
+	p.perEvent.Store(sample)
 }
 
 // lag returns how many accepted events have not been handed to every shard
@@ -215,6 +236,10 @@ func (p *pump) run(ctx context.Context) {
 	}
 	gate := time.NewTimer(time.Hour)
 	gate.Stop()
+	// The pace is sampled only between batches handed out back to back,
+	// with events already waiting: time spent idle is not fan-out time.
+	var prev time.Time
+	backlog := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -223,6 +248,7 @@ func (p *pump) run(ctx context.Context) {
 			p.handAll(ctx, p.hb)
 		case <-p.wakeC:
 		}
+		backlog = false
 		for {
 			done := p.handed.Load()
 			if p.h.seq.Load() == done {
@@ -241,6 +267,11 @@ func (p *pump) run(ctx context.Context) {
 				}
 			}
 			p.handed.Store(last)
+			now := time.Now()
+			if backlog {
+				p.pace(last-done, now.Sub(prev))
+			}
+			prev, backlog = now, p.h.seq.Load() > last
 			select { // a long backlog must not hold heartbeats back
 			case <-beat:
 				p.handAll(ctx, p.hb)
@@ -260,22 +291,26 @@ func (p *pump) handAll(ctx context.Context, ev *sse.Event) {
 }
 
 // await waits until the shard's loops have all taken its previous batch,
-// or gateTimeout after it was handed over.
+// or gateTimeout after it was handed over. A wake-up can be stale (the
+// last loop of the batch before sent it after the pump had moved on), so
+// the count decides, not the wake-up.
 func (p *pump) await(ctx context.Context, sh *shard, t *time.Timer) {
-	if sh.need.Load() <= 0 {
-		return
+	for sh.need.Load() > 0 {
+		wait := p.gateWait - time.Since(sh.openedAt)
+		if wait <= 0 {
+			return
+		}
+		t.Reset(wait)
+		select {
+		case <-sh.gate:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		if ctx.Err() != nil {
+			return
+		}
 	}
-	wait := p.gateWait - time.Since(sh.openedAt)
-	if wait <= 0 {
-		return
-	}
-	t.Reset(wait)
-	select {
-	case <-sh.gate:
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	t.Stop()
 }
 
 // hand gives ev to the shard's goroutine: first only while it is idle, so
