@@ -9,6 +9,7 @@ package brokertest
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,15 +25,17 @@ import (
 
 // Server is one broker process. Its methods are for the test's goroutine.
 type Server struct {
-	t      testing.TB
-	kind   string // "redis" or "nats"
-	bin    string
-	args   []string
-	Port   int
-	URL    string // redis://127.0.0.1:port or nats://127.0.0.1:port
-	cmd    *exec.Cmd
-	exited chan struct{}
-	paused bool
+	t       testing.TB
+	kind    string // "redis" or "nats"
+	bin     string
+	args    []string
+	Port    int
+	URL     string // redis://127.0.0.1:port or nats://127.0.0.1:port
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	paused  bool
+	output  Log // the server's own log, shown when the test fails
+	started bool
 }
 
 // Redis starts redis-server with no persistence; extra are more
@@ -105,11 +109,19 @@ func (s *Server) Start() {
 		s.t.Fatalf("%s already running", s.kind)
 	}
 	cmd := exec.Command(s.bin, s.args...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Stdout, cmd.Stderr = &s.output, &s.output
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start %s: %v", s.kind, err)
 	}
 	s.cmd, s.exited = cmd, make(chan struct{})
+	if !s.started {
+		s.started = true
+		s.t.Cleanup(func() {
+			if s.t.Failed() {
+				s.t.Logf("%s output:\n%s", s.kind, s.output.String())
+			}
+		})
+	}
 	exited := s.exited
 	go func() { _ = cmd.Wait(); close(exited) }()
 	s.t.Cleanup(func() {
@@ -121,7 +133,7 @@ func (s *Server) Start() {
 	for !s.answers() {
 		select {
 		case <-exited:
-			s.t.Fatalf("%s %s exited at start", s.bin, strings.Join(s.args, " "))
+			s.t.Fatalf("%s %s exited at start:\n%s", s.bin, strings.Join(s.args, " "), s.output.String())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -179,3 +191,25 @@ func (s *Server) Resume() {
 	}
 	s.paused = false
 }
+
+// Log is an io.Writer safe for concurrent writers that keeps everything.
+type Log struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *Log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Count is the number of times substr was written.
+func (l *Log) Count(substr string) int { return strings.Count(l.String(), substr) }

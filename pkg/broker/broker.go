@@ -20,6 +20,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -84,7 +85,7 @@ type Stats struct {
 	DroppedBusy   uint64 `json:"broker_dropped_busy"`   // events received but refused by the local hub (Handler error)
 	TooLarge      uint64 `json:"broker_too_large"`      // events over the broker's size limit, delivered locally only
 	Reconnects    uint64 `json:"broker_reconnects"`     // connections established after a loss
-	SilentRepairs uint64 `json:"broker_silent_repairs"` // connections found silent by the probe and replaced
+	SilentRepairs uint64 `json:"broker_silent_repairs"` // connections the probe found silent or frozen, replaced
 	Foreign       uint64 `json:"broker_foreign"`        // messages on the channel not written by this service
 }
 
@@ -295,7 +296,10 @@ func (b *Broker) serve(s session) error {
 			}
 			b.probeSent++
 			probeAt = now
-			b.send(s, [][]byte{b.origin.seal(kindProbe, strconv.AppendUint(nil, b.probeSent, 10))}, nil)
+			if !b.send(s, [][]byte{b.origin.seal(kindProbe, strconv.AppendUint(nil, b.probeSent, 10))}, nil) {
+				b.silent.Add(1) // e.g. a frozen broker: the write or its answer timed out
+				return fmt.Errorf("probe: %w", s.cause())
+			}
 		}
 	}
 }
@@ -308,18 +312,21 @@ func (b *Broker) flush(s session) {
 	}
 }
 
-func (b *Broker) send(s session, msgs [][]byte, ok *atomic.Uint64) {
+// send publishes msgs and adds their number to sent (events) or, on
+// failure, to the publish errors; probes pass a nil sent.
+func (b *Broker) send(s session, msgs [][]byte, sent *atomic.Uint64) bool {
 	ctx, cancel := context.WithTimeout(b.ctx, b.opts.DialTimeout)
 	defer cancel()
 	if err := s.publish(ctx, msgs); err != nil {
-		if ok != nil {
+		if sent != nil {
 			b.publishErrors.Add(uint64(len(msgs)))
 		}
-		return // the session reports itself lost
+		return false // the session reports itself lost
 	}
-	if ok != nil {
-		ok.Add(uint64(len(msgs)))
+	if sent != nil {
+		sent.Add(uint64(len(msgs)))
 	}
+	return true
 }
 
 // receive handles one message from the broker, on the session's goroutine.
