@@ -22,10 +22,14 @@ const (
 // Validate checks a BROKER_URL and BROKER_CHANNEL without contacting the
 // broker, and tells which broker the URL names. Its errors never contain
 // the URL's password.
+// An empty URL (no broker) is valid; the channel is still checked.
 func Validate(rawURL, channel string) (Kind, error) {
-	kind, err := validateURL(rawURL)
-	if err != nil {
-		return "", err
+	var kind Kind
+	if rawURL != "" {
+		var err error
+		if kind, err = validateURL(rawURL); err != nil {
+			return "", err
+		}
 	}
 	if err := validateChannel(kind, channel); err != nil {
 		return "", err
