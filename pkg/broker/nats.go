@@ -78,5 +78,8 @@ func (s *natsSession) maxPayload() int64 { return s.nc.MaxPayload() }
 
 func (s *natsSession) close() {
 	s.end(nil)
+	if s.nc.IsConnected() { // at shutdown: what publish buffered goes out first
+		_ = s.nc.FlushTimeout(time.Second)
+	}
 	s.nc.Close()
 }
