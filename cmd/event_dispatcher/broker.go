@@ -26,6 +26,7 @@ func startBroker(cfg config.Config, hub *broadcast.Hub, log zerolog.Logger) (ser
 	if cfg.ClientIPField != "" {
 		maxEvent += int64(len(cfg.ClientIPField)) + ipFieldOverhead
 	}
+	broker.RouteClientLogs(log)
 	b, err := broker.New(broker.Options{
 		URL:           cfg.BrokerURL,
 		Channel:       cfg.BrokerChannel,

@@ -116,7 +116,7 @@ type Broker struct {
 	maxPayload atomic.Int64 // of the current session, 0 if unknown
 	out        outbox
 	probeSeen  atomic.Uint64 // highest own probe received
-	probeSent  uint64        // owned by run
+	probeSent  uint64        // number of the last probe sent; owned by run
 
 	sent, received, publishErrors, droppedDown, droppedBusy atomic.Uint64
 	tooLarge, reconnects, silent, foreign                   atomic.Uint64
@@ -277,6 +277,7 @@ func (b *Broker) serve(s session) error {
 	tick := time.NewTicker(b.opts.ProbeInterval)
 	defer tick.Stop()
 	var probeAt time.Time
+	waiting := false // for the probe sent at probeAt, on this session (one lost with the last session is forgotten)
 	for {
 		select {
 		case <-b.quit:
@@ -287,7 +288,7 @@ func (b *Broker) serve(s session) error {
 		case <-b.out.wake:
 			b.flush(s)
 		case now := <-tick.C:
-			if b.probeSeen.Load() < b.probeSent { // still waiting for the last one
+			if waiting && b.probeSeen.Load() < b.probeSent {
 				if now.Sub(probeAt) >= b.opts.ProbeTimeout {
 					b.silent.Add(1)
 					return errSilent
@@ -295,7 +296,7 @@ func (b *Broker) serve(s session) error {
 				continue
 			}
 			b.probeSent++
-			probeAt = now
+			probeAt, waiting = now, true
 			if !b.send(s, [][]byte{b.origin.seal(kindProbe, strconv.AppendUint(nil, b.probeSent, 10))}, nil) {
 				b.silent.Add(1) // e.g. a frozen broker: the write or its answer timed out
 				return fmt.Errorf("probe: %w", s.cause())

@@ -223,9 +223,11 @@ func TestBrokerKilledAndRestarted(t *testing.T) {
 			}
 			seen[string(g)] = true
 		}
+		answered := a.probeSeen.Load()
+		eventually(t, within, "three probes answered on the new connection", func() bool { return a.probeSeen.Load() >= answered+3 })
 		st := a.Stats()
-		if st.Reconnects < 1 || st.DroppedDown < 20 {
-			t.Errorf("stats after the outage %+v: want reconnects >= 1 and the 20 events sent while down counted", st)
+		if st.Reconnects != 1 || st.SilentRepairs != 0 || st.DroppedDown < 20 || st.State != Connected {
+			t.Errorf("stats after the outage %+v: want one reconnect, no silent repair, the 20 events sent while down counted", st)
 		}
 		if n := a.logs.Count("broker unreachable"); n != 1 {
 			t.Errorf("logged the outage %d times, want once", n)
@@ -254,6 +256,13 @@ func TestPausedBrokerTriggersTheProbe(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 			return b.in.has(msg)
 		})
+		// The probe the frozen connection never answered is not held
+		// against the new one.
+		answered := a.probeSeen.Load()
+		eventually(t, within, "three probes answered on the new connection", func() bool { return a.probeSeen.Load() >= answered+3 })
+		if st := a.Stats(); st.SilentRepairs != 1 || st.State != Connected {
+			t.Errorf("stats %+v: want exactly one silent repair, connected", st)
+		}
 	})
 }
 

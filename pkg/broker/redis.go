@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 )
 
 // redisSession is one connection for publishing and one subscribed to the
@@ -89,4 +90,16 @@ func (s *redisSession) close() {
 	_ = s.sub.Close() // unblocks read
 	_ = s.client.Close()
 	s.reading.Wait()
+}
+
+// RouteClientLogs sends what the Redis client library logs by itself (it
+// has one process-wide logger, which prints to stderr) to log at debug
+// level: a dial failure is reported once per outage by the Broker, not by
+// the library at every attempt. Call it once, at start.
+func RouteClientLogs(log zerolog.Logger) { redis.SetLogger(redisLog{log}) }
+
+type redisLog struct{ log zerolog.Logger }
+
+func (l redisLog) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug().Str("source", "go-redis").Msgf(format, v...)
 }
