@@ -382,9 +382,10 @@ func TestMoreThanOneReplicaNeedsABroker(t *testing.T) {
 	}
 	ecsText := strings.Join(ecs.lines, "\n")
 	for _, want := range []string{
-		`condition     = var.replicas == 1 || local.broker_url != ""`,
+		`condition     = var.replicas == 1 || local.has_broker`,
+		`!local.has_broker ? {} : {`,
 		`BROKER_URL = local.broker_url`,
-		`create_valkey = var.replicas > 1 && var.broker_url == ""`,
+		`create_valkey = var.replicas > 1 && !local.broker_given`,
 	} {
 		if !strings.Contains(ecsText, want) {
 			t.Errorf("%s: lacks %q: replicas > 1 must come with a broker wired into BROKER_URL", ecsDir, want)

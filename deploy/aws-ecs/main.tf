@@ -41,8 +41,11 @@ locals {
   secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET"]
 
   # More than one replica needs a broker. Without var.broker_url, one is
-  # created: Valkey with in-transit encryption, hence rediss://.
-  create_valkey = var.replicas > 1 && var.broker_url == ""
+  # created: Valkey with in-transit encryption, hence rediss://. Whether a
+  # URL was given is not secret (the URL is): counts may depend on it.
+  broker_given  = nonsensitive(var.broker_url != "") || contains(keys(var.environment), "BROKER_URL")
+  create_valkey = var.replicas > 1 && !local.broker_given
+  has_broker    = local.broker_given || local.create_valkey
   broker_url    = local.create_valkey ? "rediss://${aws_elasticache_replication_group.broker[0].primary_endpoint_address}:${local.valkey_port}" : var.broker_url
   valkey_port   = 6379
 
@@ -62,7 +65,7 @@ locals {
       TRUSTED_PROXY_CIDRS = data.aws_vpc.this.cidr_block
     },
     # Replicas share every event through the broker; one alone needs none.
-    local.broker_url == "" ? {} : {
+    !local.has_broker ? {} : {
       BROKER_URL = local.broker_url
     },
     var.environment,
@@ -382,7 +385,7 @@ resource "aws_ecs_service" "this" {
 
   lifecycle {
     precondition {
-      condition     = var.replicas == 1 || local.broker_url != ""
+      condition     = var.replicas == 1 || local.has_broker
       error_message = "More than one replica needs a broker (BROKER_URL): each task has its own hub."
     }
   }
@@ -428,7 +431,7 @@ resource "aws_vpc_security_group_egress_rule" "task_to_broker" {
 # An existing broker: the task may reach it on var.broker_port, in the
 # networks of var.broker_cidrs (its own security group must admit the task's).
 resource "aws_vpc_security_group_egress_rule" "task_to_existing_broker" {
-  for_each = var.broker_url == "" ? toset([]) : toset(var.broker_cidrs)
+  for_each = local.broker_given ? toset(var.broker_cidrs) : toset([])
 
   security_group_id = aws_security_group.task.id
   description       = "To the existing broker"
