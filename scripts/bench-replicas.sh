@@ -67,7 +67,7 @@ start_replicas() {
 	URLS= SERVER_PIDS=
 	for i in $(seq 1 "$1"); do
 		local port=$((PORT_BASE + i))
-		PORT=$port LOG_LEVEL=warn BROKER_URL=${2:-} "$OUT/event_dispatcher" >"$OUT/replica-$port.log" 2>&1 &
+		PORT=$port ADMIN_PORT=off LOG_LEVEL=warn BROKER_URL=${2:-} "$OUT/event_dispatcher" >"$OUT/replica-$port.log" 2>&1 &
 		PIDS+=("$!")
 		SERVER_PIDS+=${SERVER_PIDS:+,}$!
 		URLS+=${URLS:+,}http://127.0.0.1:$port

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
 	"slices"
@@ -23,8 +24,9 @@ const resumeWithin = 10 * time.Second
 
 // replica is one in-process instance of the service, through run.
 type replica struct {
-	base string
-	logs *logSink
+	base  string // the service
+	admin string // its operators' port: /metrics
+	logs  *logSink
 }
 
 // startReplicas runs n instances in this process with the same
@@ -36,7 +38,8 @@ func startReplicas(t *testing.T, n int, env ...string) []*replica {
 	for _, name := range envNames() {
 		t.Setenv(name, "")
 	}
-	for _, kv := range append([]string{"PORT=0", "CLIENT_IP_FIELD=user_ip", "SUBSCRIBER_BUFFER_BYTES=33554432"}, env...) {
+	// ADMIN_PORT=0: each replica's operators' port on a free port of its own.
+	for _, kv := range append([]string{"PORT=0", "ADMIN_PORT=0", "CLIENT_IP_FIELD=user_ip", "SUBSCRIBER_BUFFER_BYTES=33554432"}, env...) {
 		name, value, _ := strings.Cut(kv, "=")
 		t.Setenv(name, value)
 	}
@@ -64,7 +67,8 @@ func startReplicas(t *testing.T, n int, env ...string) []*replica {
 		})
 		select {
 		case addr := <-ready:
-			out[i] = &replica{base: baseURL(t, addr), logs: logs}
+			rec := logs.waitFor(t, "event dispatcher listening", gone, 10*time.Second)
+			out[i] = &replica{base: baseURL(t, addr), admin: baseURL(t, rec["admin_addr"]), logs: logs}
 		case <-gone:
 			t.Fatalf("replica %d ended before listening: %v\n%s", i, runErr, stderr)
 		case <-time.After(30 * time.Second):
@@ -97,6 +101,20 @@ func (r *replica) health(t *testing.T) (brokerHealth, int) {
 		t.Fatal(err)
 	}
 	return h, resp.StatusCode
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
 }
 
 func waitBroker(t *testing.T, replicas []*replica, state string, within time.Duration) {
@@ -249,6 +267,16 @@ func TestReplicasShareEveryEvent(t *testing.T) {
 			sent, recv := uint64(publishers*perPublisher+1), uint64((replicas-1)*(publishers*perPublisher+1))
 			if h.Broker != "connected" || h.Sent != sent || h.Received != recv || h.DroppedBusy+h.DroppedDown+h.PublishErrors != 0 {
 				t.Errorf("replica %d health %+v; want sent %d, received %d, nothing dropped", i, h, sent, recv)
+			}
+			metrics := get(t, r.admin+"/metrics")
+			for _, want := range []string{
+				"\nevent_dispatcher_broker_connected 1\n",
+				fmt.Sprintf("\nevent_dispatcher_broker_messages_received_total %d\n", recv),
+				"\nevent_dispatcher_broker_publish_errors_total 0\n",
+			} {
+				if !strings.Contains(metrics, want) {
+					t.Errorf("replica %d /metrics lacks %q", i, strings.TrimSpace(want))
+				}
 			}
 		}
 	})
