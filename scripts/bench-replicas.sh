@@ -17,6 +17,7 @@
 #   DURATION   default 20s
 #   FIND_MAX   0 skips the maximum-rate search (default 1)
 #   BROKERS    default "redis nats"
+#   PORT_BASE  default 31710
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +27,9 @@ RATE=${RATE:-300}
 DURATION=${DURATION:-20s}
 FIND_MAX=${FIND_MAX:-1}
 BROKERS=${BROKERS:-redis nats}
-PORT_BASE=39710 # replicas on PORT_BASE+1.., Redis on PORT_BASE+10, NATS on PORT_BASE+11
+# Below the ephemeral range (32768-60999 on Linux), which no outgoing
+# connection can take: replicas on PORT_BASE+1.., Redis +10, NATS +11.
+PORT_BASE=${PORT_BASE:-31710}
 ulimit -n 65536 2>/dev/null || true
 
 mkdir -p "$OUT"
@@ -75,6 +78,11 @@ start_replicas() {
 			curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
 			sleep 0.1
 		done
+		curl -sf "http://127.0.0.1:$port/health" >/dev/null || {
+			echo "bench-replicas.sh: replica on port $port did not start:" >&2
+			cat "$OUT/replica-$port.log" >&2
+			exit 1
+		}
 		if [ -n "${2:-}" ]; then
 			for _ in $(seq 100); do
 				curl -s "http://127.0.0.1:$port/health" | grep -q '"broker":"connected"' && break
