@@ -34,6 +34,9 @@ func dialNATS(servers, subject string, timeout time.Duration, name string, log z
 			nats.Name(name),
 			nats.NoReconnect(),
 			nats.Timeout(timeout),
+			// A write to a frozen server fails after this long (1 min by
+			// default) instead of holding the sending loop and its probe.
+			nats.FlusherTimeout(timeout),
 			nats.NoCallbacksAfterClientClose(),
 			nats.ClosedHandler(func(*nats.Conn) { s.end(errors.New("connection closed")) }),
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.end(fmt.Errorf("disconnected: %w", err)) }),
