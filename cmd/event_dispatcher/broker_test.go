@@ -135,7 +135,7 @@ type collector struct {
 	data   []string
 }
 
-func listen(t *testing.T, client *http.Client, base string) *collector {
+func collect(t *testing.T, client *http.Client, base string) *collector {
 	s := ssetest.Subscribe(t, client, base+"/events", nil)
 	c := &collector{stream: s}
 	go func() {
@@ -214,7 +214,7 @@ func TestReplicasShareEveryEvent(t *testing.T) {
 		var cols []*collector
 		for _, r := range reps {
 			for range listeners {
-				cols = append(cols, listen(t, client, r.base))
+				cols = append(cols, collect(t, client, r.base))
 			}
 		}
 		var wg sync.WaitGroup
@@ -298,7 +298,7 @@ func TestReplicasSurviveBrokerRestart(t *testing.T) {
 
 		streams := make([]*collector, replicas)
 		for i, r := range reps {
-			streams[i] = listen(t, client, r.base)
+			streams[i] = collect(t, client, r.base)
 		}
 		ctx, stop := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -408,7 +408,7 @@ func TestReplicaStartsWithBrokerDown(t *testing.T) {
 	reps := startReplicas(t, 2, "BROKER_URL="+srv.URL)
 	waitBroker(t, reps, "down", resumeWithin)
 	client := &http.Client{}
-	local, remote := listen(t, client, reps[0].base), listen(t, client, reps[1].base)
+	local, remote := collect(t, client, reps[0].base), collect(t, client, reps[1].base)
 	if code, err := postEvent(client, reps[0].base, 0, 0, 0); code != http.StatusNoContent {
 		t.Fatalf("POST while the broker is down: %d %v", code, err)
 	}
