@@ -30,7 +30,7 @@ import (
 // These tests fail when a deployment file stops matching the code: a
 // variable the service does not read, a port it does not listen on, a health
 // path it does not serve, a grace period shorter than its shutdown, more
-// than one replica.
+// than one replica without a broker.
 
 const (
 	ecsDir       = "aws-ecs"
@@ -366,24 +366,70 @@ func TestStreamsOutliveNoTimeout(t *testing.T) {
 	})
 }
 
-func TestOneReplicaEverywhere(t *testing.T) {
+// TestMoreThanOneReplicaNeedsABroker: every replica has its own hub, so a
+// second one is only allowed where BROKER_URL joins them.
+func TestMoreThanOneReplicaNeedsABroker(t *testing.T) {
 	objs := loadK8s(t)
-	if r := objs.Deployments[0].Spec.Replicas; r == nil || *r != 1 {
-		t.Errorf("%s: replicas %s, want 1 (each replica has its own hub)", k8sDir, fmtPtr(r))
+	env := containerEnv(serviceContainer(t, objs), filepath.Join("deploy", k8sDir))
+	if r := objs.Deployments[0].Spec.Replicas; r == nil || (*r != 1 && !slices.Contains(env.Names, "BROKER_URL")) {
+		t.Errorf("%s: replicas %s without BROKER_URL: each replica has its own hub", k8sDir, fmtPtr(r))
 	}
+	checkKubernetesBrokerExample(t)
+
 	ecs := loadTF(t, filepath.Join("deploy", ecsDir))
-	if n := ecs.only(t, "desired_count"); n != "1" {
-		t.Errorf("%s: desired_count %s, want 1", ecsDir, n)
+	if got := ecs.attr("desired_count"); !slices.Equal(got, []string{"var.replicas"}) {
+		t.Errorf("%s: desired_count = %v, want var.replicas (guarded by the broker precondition)", ecsDir, got)
 	}
+	ecsText := strings.Join(ecs.lines, "\n")
+	for _, want := range []string{
+		`condition     = var.replicas == 1 || local.has_broker`,
+		`!local.has_broker ? {} : {`,
+		`BROKER_URL = local.broker_url`,
+		`create_valkey = var.replicas > 1 && !local.broker_given`,
+	} {
+		if !strings.Contains(ecsText, want) {
+			t.Errorf("%s: lacks %q: replicas > 1 must come with a broker wired into BROKER_URL", ecsDir, want)
+		}
+	}
+
 	ar := loadTF(t, filepath.Join("deploy", appRunnerDir))
-	if lo, hi := ar.only(t, "min_size"), ar.only(t, "max_size"); lo != "1" || hi != "1" {
-		t.Errorf("%s: min_size %s, max_size %s, want 1 and 1", appRunnerDir, lo, hi)
+	if lo, hi := ar.only(t, "min_size"), ar.attr("max_size"); lo != "1" || !slices.Equal(hi, []string{"var.max_instances"}) {
+		t.Errorf("%s: min_size %s, max_size %v, want 1 and var.max_instances", appRunnerDir, lo, hi)
+	}
+	if !strings.Contains(strings.Join(ar.lines, "\n"), `condition     = var.max_instances == 1 || (var.max_instances > 1 && contains(keys(var.environment), "BROKER_URL"))`) {
+		t.Errorf("%s: max_instances is not validated against BROKER_URL", appRunnerDir)
 	}
 	for _, dir := range []string{ecsDir, appRunnerDir} {
 		text := strings.Join(loadTF(t, filepath.Join("deploy", dir)).lines, "\n")
 		if strings.Contains(text, "aws_appautoscaling_target") {
-			t.Errorf("%s: auto scaling would start a second hub", dir)
+			t.Errorf("%s: auto scaling is not tied to a broker", dir)
 		}
+	}
+}
+
+// checkKubernetesBrokerExample: the example broker decodes strictly, and
+// the BROKER_URL suggested in deployment.yaml names its Service and port.
+func checkKubernetesBrokerExample(t *testing.T) {
+	t.Helper()
+	dir := filepath.Join(repoRoot(t), "deploy", k8sDir, "broker")
+	objs, err := decodeManifests(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs.Services) != 1 || len(objs.Deployments) != 1 {
+		t.Fatalf("%s: %d Services, %d Deployments, want 1 and 1", dir, len(objs.Services), len(objs.Deployments))
+	}
+	suggested := regexp.MustCompile(`value: "(redis://[^"]+)"`).FindStringSubmatch(readFile(t, filepath.Join("deploy", k8sDir, "deployment.yaml")))
+	if suggested == nil {
+		t.Fatalf("%s/deployment.yaml suggests no BROKER_URL", k8sDir)
+	}
+	svc := objs.Services[0]
+	want := fmt.Sprintf("redis://%s:%d", svc.Name, svc.Spec.Ports[0].Port)
+	if suggested[1] != want {
+		t.Errorf("deployment.yaml suggests BROKER_URL=%s, the example broker is %s", suggested[1], want)
+	}
+	if cfg, err := loadConfig(t, envSource{File: "deployment.yaml", Names: []string{"BROKER_URL"}, Values: map[string]string{"BROKER_URL": suggested[1]}}); err != nil || cfg.BrokerURL != suggested[1] {
+		t.Errorf("the service rejects BROKER_URL=%s: %v", suggested[1], err)
 	}
 }
 

@@ -43,6 +43,11 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	if err != nil {
 		return err // config.Load validated every value: this is a bug
 	}
+	relay, closeBroker, err := startBroker(cfg, hub, log)
+	if err != nil {
+		closeNow(hub)
+		return err
+	}
 	srv := server.New(server.Options{
 		Hub:             hub,
 		Logger:          log,
@@ -59,12 +64,13 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		},
 		WriteTimeout: cfg.WriteTimeout,
 		LenientJSON:  !cfg.StrictJSON,
+		Broker:       relay,
 	})
 	hs := srv.HTTPServer()
 
 	ln, err := listen(ctx, cfg.Addr(), cfg.WriteTimeout)
 	if err != nil {
-		closeNow(hub)
+		closeNow(hub, closeBroker)
 		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
 	}
 	admin, err := startAdmin(cfg, srv, log)
@@ -86,7 +92,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	go func() { served <- hs.Serve(ln) }()
 	select {
 	case err := <-served:
-		closeNow(hub)
+		closeNow(hub, closeBroker)
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -113,7 +119,9 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		log.Warn().Msg("a POST still receiving its body after the grace period will be cut")
 	}
 	icancel()
-	err = hub.Close(sctx)
+	// What the finished POSTs queued for other replicas is sent before the
+	// local fan-out drains.
+	err = errors.Join(closeBroker(sctx), hub.Close(sctx))
 	if err == nil {
 		// Every stream is done, and every POST but a trickling one. What
 		// Shutdown may still wait for is that POST, a connection that never
@@ -141,10 +149,14 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 // ingestGrace is how long the shutdown waits for POSTs in flight.
 const ingestGrace = time.Second
 
-// closeNow releases the hub when the server never got going.
-func closeNow(hub *broadcast.Hub) {
+// closeNow releases the hub (and the broker link, if any) when the server
+// never got going.
+func closeNow(hub *broadcast.Hub, closeBroker ...func(context.Context) error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
+	for _, c := range closeBroker {
+		_ = c(ctx)
+	}
 	_ = hub.Close(ctx)
 }
 

@@ -6,9 +6,9 @@
 #   service therefore ends each stream itself after MAX_STREAM_DURATION
 #   (±15 % jitter, at most 115 s with 100s) with a retry hint, and listeners
 #   reconnect about every 100 s.
-# - ONE instance (min_size = max_size = 1): every instance has its own
-#   in-memory hub and there is no shared backplane, so an event POSTed to
-#   one instance never reaches listeners connected to another.
+# - One instance unless a broker joins them: every instance has its own
+#   in-memory hub, so max_instances > 1 needs BROKER_URL in var.environment
+#   (ElastiCache Valkey through a VPC connector, see README.md).
 #
 # deploy/drift_test.go checks this file against the code: variable names,
 # port, health path and MAX_STREAM_DURATION.
@@ -27,6 +27,7 @@ locals {
     "TRUSTED_PROXY_CIDRS", "LISTEN_TOKENS", "LISTEN_JWT_SECRET",
     "PUBLISH_RATE_PER_IP", "MAX_LISTENERS_PER_IP", "CLIENT_IP_ANONYMIZE",
     "STRICT_JSON", "ADMIN_PORT", "DRAIN_DELAY",
+    "BROKER_URL", "BROKER_CHANNEL",
   ]
 
   # The service's secrets: only ever from var.secrets (the platform's secret
@@ -102,9 +103,9 @@ resource "aws_iam_role_policy" "secrets" {
 resource "aws_apprunner_auto_scaling_configuration_version" "single" {
   auto_scaling_configuration_name = "${var.name}-single"
 
-  # One instance, always: see the top of this file.
+  # One instance, or more with a broker: see the top of this file.
   min_size = 1
-  max_size = 1
+  max_size = var.max_instances
 
   # Requests one instance takes at once (App Runner's maximum); every open
   # stream counts as one.
@@ -151,5 +152,24 @@ resource "aws_apprunner_service" "this" {
     instance_role_arn = length(var.secrets) == 0 ? null : aws_iam_role.instance[0].arn
   }
 
+  # Outbound traffic through the VPC, to reach a broker (ElastiCache) there.
+  dynamic "network_configuration" {
+    for_each = length(var.vpc_connector_subnet_ids) == 0 ? [] : [1]
+    content {
+      egress_configuration {
+        egress_type       = "VPC"
+        vpc_connector_arn = aws_apprunner_vpc_connector.this[0].arn
+      }
+    }
+  }
+
   depends_on = [aws_iam_role_policy_attachment.ecr_access]
+}
+
+resource "aws_apprunner_vpc_connector" "this" {
+  count = length(var.vpc_connector_subnet_ids) == 0 ? 0 : 1
+
+  vpc_connector_name = "${var.name}-vpc"
+  subnets            = var.vpc_connector_subnet_ids
+  security_groups    = var.vpc_connector_security_group_ids
 }

@@ -58,3 +58,26 @@ variable "auto_deployments_enabled" {
   type        = bool
   default     = false
 }
+
+variable "max_instances" {
+  description = "Most instances App Runner may run. More than one needs BROKER_URL in environment (each instance has its own hub)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.max_instances == 1 || (var.max_instances > 1 && contains(keys(var.environment), "BROKER_URL"))
+    error_message = "More than one instance needs a broker: set BROKER_URL in environment."
+  }
+}
+
+variable "vpc_connector_subnet_ids" {
+  description = "Private subnets of a VPC connector, for reaching a broker in the VPC (e.g. ElastiCache). Empty: no connector, outbound traffic goes to the internet."
+  type        = list(string)
+  default     = []
+}
+
+variable "vpc_connector_security_group_ids" {
+  description = "Security groups of the VPC connector; the broker's security group must admit them on its port."
+  type        = list(string)
+  default     = []
+}

@@ -1,8 +1,10 @@
 # Event dispatcher on ECS Fargate behind an Application Load Balancer.
 #
-# ONE task: every task has its own in-memory hub and there is no shared
-# backplane, so an event POSTed to one task never reaches listeners connected
-# to another. Do not raise desired_count or add auto scaling.
+# var.replicas tasks (default 1). Every task has its own in-memory hub; with
+# more than one, a broker joins them (BROKER_URL): an ElastiCache Valkey
+# replication group created here, or an existing endpoint (var.broker_url).
+# Without a broker, an event POSTed to one task would never reach listeners
+# connected to another: the service refuses to plan replicas > 1 without one.
 #
 # deploy/drift_test.go checks this file against the code: variable names,
 # port, health path and the timeouts below.
@@ -31,11 +33,21 @@ locals {
     "TRUSTED_PROXY_CIDRS", "LISTEN_TOKENS", "LISTEN_JWT_SECRET",
     "PUBLISH_RATE_PER_IP", "MAX_LISTENERS_PER_IP", "CLIENT_IP_ANONYMIZE",
     "STRICT_JSON", "ADMIN_PORT", "DRAIN_DELAY",
+    "BROKER_URL", "BROKER_CHANNEL",
   ]
 
   # The service's secrets: only ever from var.secrets (the platform's secret
   # store), never as literals in var.environment.
   secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET"]
+
+  # More than one replica needs a broker. Without var.broker_url, one is
+  # created: Valkey with in-transit encryption, hence rediss://. Whether a
+  # URL was given is not secret (the URL is): counts may depend on it.
+  broker_given  = nonsensitive(var.broker_url != "") || contains(keys(var.environment), "BROKER_URL")
+  create_valkey = var.replicas > 1 && !local.broker_given
+  has_broker    = local.broker_given || local.create_valkey
+  broker_url    = local.create_valkey ? "rediss://${aws_elasticache_replication_group.broker[0].primary_endpoint_address}:${local.valkey_port}" : var.broker_url
+  valkey_port   = 6379
 
   environment = merge(
     {
@@ -51,6 +63,10 @@ locals {
       # The load balancer's nodes are in the VPC: believe their
       # X-Forwarded-For, so CLIENT_IP_FIELD (if set) gets the player's IP.
       TRUSTED_PROXY_CIDRS = data.aws_vpc.this.cidr_block
+    },
+    # Replicas share every event through the broker; one alone needs none.
+    !local.has_broker ? {} : {
+      BROKER_URL = local.broker_url
     },
     var.environment,
   )
@@ -337,8 +353,8 @@ resource "aws_ecs_service" "this" {
   task_definition = aws_ecs_task_definition.this.arn
   launch_type     = "FARGATE"
 
-  # One task: see the top of this file.
-  desired_count = 1
+  # More than one only with a broker: see the top of this file.
+  desired_count = var.replicas
 
   # Deployments start the new task and wait for it to be healthy before the
   # old one drains, so reconnecting listeners find a task at once. For those
@@ -366,4 +382,87 @@ resource "aws_ecs_service" "this" {
   }
 
   depends_on = [aws_lb_listener.public]
+
+  lifecycle {
+    precondition {
+      condition     = var.replicas == 1 || local.has_broker
+      error_message = "More than one replica needs a broker (BROKER_URL): each task has its own hub."
+    }
+  }
+}
+
+# --- Broker (replicas > 1) ---------------------------------------------------
+#
+# Valkey pub/sub carries every event to every task; nothing is stored in it.
+# Two nodes with automatic failover: after a failover the tasks' probe finds
+# a subscription left silent on the old primary and reconnects. Each task
+# receives every event (publishes/s x replicas): size node_type for it.
+
+resource "aws_security_group" "broker" {
+  count = local.create_valkey ? 1 : 0
+
+  name        = "${var.name}-broker"
+  description = "Valkey broker of ${var.name}"
+  vpc_id      = var.vpc_id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "broker_from_task" {
+  count = local.create_valkey ? 1 : 0
+
+  security_group_id            = aws_security_group.broker[0].id
+  description                  = "From the tasks"
+  referenced_security_group_id = aws_security_group.task.id
+  ip_protocol                  = "tcp"
+  from_port                    = local.valkey_port
+  to_port                      = local.valkey_port
+}
+
+resource "aws_vpc_security_group_egress_rule" "task_to_broker" {
+  count = local.create_valkey ? 1 : 0
+
+  security_group_id            = aws_security_group.task.id
+  description                  = "To the Valkey broker"
+  referenced_security_group_id = aws_security_group.broker[0].id
+  ip_protocol                  = "tcp"
+  from_port                    = local.valkey_port
+  to_port                      = local.valkey_port
+}
+
+# An existing broker: the task may reach it on var.broker_port, in the
+# networks of var.broker_cidrs (its own security group must admit the task's).
+resource "aws_vpc_security_group_egress_rule" "task_to_existing_broker" {
+  for_each = local.broker_given ? toset(var.broker_cidrs) : toset([])
+
+  security_group_id = aws_security_group.task.id
+  description       = "To the existing broker"
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = var.broker_port
+  to_port           = var.broker_port
+}
+
+resource "aws_elasticache_subnet_group" "broker" {
+  count = local.create_valkey ? 1 : 0
+
+  name       = "${var.name}-broker"
+  subnet_ids = var.task_subnet_ids
+}
+
+resource "aws_elasticache_replication_group" "broker" {
+  count = local.create_valkey ? 1 : 0
+
+  replication_group_id       = "${var.name}-broker"
+  description                = "Pub/sub between the replicas of ${var.name}"
+  engine                     = "valkey"
+  engine_version             = "8.0"
+  node_type                  = var.valkey_node_type
+  port                       = local.valkey_port
+  num_cache_clusters         = 2
+  automatic_failover_enabled = true
+  multi_az_enabled           = true
+  transit_encryption_enabled = true
+  at_rest_encryption_enabled = true
+  subnet_group_name          = aws_elasticache_subnet_group.broker[0].name
+  security_group_ids         = [aws_security_group.broker[0].id]
+  apply_immediately          = true
 }

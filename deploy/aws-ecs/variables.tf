@@ -108,3 +108,39 @@ variable "log_retention_days" {
   type        = number
   default     = 30
 }
+
+variable "replicas" {
+  description = "Number of tasks. More than one needs a broker: broker_url, or else an ElastiCache Valkey replication group is created."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.replicas >= 1 && floor(var.replicas) == var.replicas
+    error_message = "replicas must be a whole number, at least 1."
+  }
+}
+
+variable "broker_url" {
+  description = "An existing broker for replicas > 1 (BROKER_URL): rediss://host:6379 for ElastiCache with in-transit encryption, redis://, or nats://host:4222. Empty with replicas > 1: a Valkey replication group is created."
+  type        = string
+  default     = ""
+  sensitive   = true # may hold a password
+}
+
+variable "broker_cidrs" {
+  description = "Networks of the existing broker_url, to which the task may connect on broker_port."
+  type        = list(string)
+  default     = []
+}
+
+variable "broker_port" {
+  description = "Port of the existing broker_url (6379 Redis/Valkey, 4222 NATS)."
+  type        = number
+  default     = 6379
+}
+
+variable "valkey_node_type" {
+  description = "Node type of the Valkey replication group created for replicas > 1. Every task receives every event: size for publishes/s x replicas."
+  type        = string
+  default     = "cache.t4g.small"
+}

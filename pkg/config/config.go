@@ -17,6 +17,8 @@ import (
 
 	"github.com/kelseyhightower/envconfig"
 	"github.com/rs/zerolog"
+
+	"event-dispatcher/pkg/broker"
 )
 
 // Config holds every setting. The struct tags are the single source of the
@@ -48,6 +50,10 @@ type Config struct {
 	PublishRatePerIP  float64  `envconfig:"PUBLISH_RATE_PER_IP" default:"0" desc:"sustained POSTs per second per client IP (burst 2x); beyond it 429; 0 = unlimited" json:"PUBLISH_RATE_PER_IP"`
 	MaxListenersPerIP int      `envconfig:"MAX_LISTENERS_PER_IP" default:"0" desc:"concurrent streams per client IP; beyond it 429; 0 = unlimited" json:"MAX_LISTENERS_PER_IP"`
 	ClientIPAnonymize bool     `envconfig:"CLIENT_IP_ANONYMIZE" default:"false" desc:"truncate the CLIENT_IP_FIELD address: IPv4 to /24, IPv6 to /48" json:"CLIENT_IP_ANONYMIZE"`
+
+	// Scale-out: replicas share events through a broker (pkg/broker).
+	BrokerURL     string `envconfig:"BROKER_URL" desc:"empty: one instance, in memory; redis://[user:pass@]host:port[/db], rediss://… (TLS) or nats://host:port[,nats://…]: replicas share every event through it" json:"BROKER_URL"`
+	BrokerChannel string `envconfig:"BROKER_CHANNEL" default:"event-dispatcher" desc:"Redis channel or NATS subject the replicas share" json:"BROKER_CHANNEL"`
 
 	// Derived by Load from the raw values above.
 	Level        zerolog.Level  `ignored:"true" json:"-"`
@@ -208,6 +214,9 @@ func (c *Config) validate(fromFlag bool) error {
 		c.TrustedNets = append(c.TrustedNets, p.Masked())
 	}
 	errs = append(errs, c.validateAccess()...)
+	if _, err := broker.Validate(c.BrokerURL, c.BrokerChannel); err != nil {
+		errs = append(errs, err) // names BROKER_URL or BROKER_CHANNEL, never the password
+	}
 	return errors.Join(errs...)
 }
 
@@ -299,6 +308,8 @@ func (c Config) MarshalZerologObject(e *zerolog.Event) {
 		name := v.Type().Field(i).Tag.Get("envconfig")
 		switch f := v.Field(i).Interface(); {
 		case name == "":
+		case name == "BROKER_URL":
+			e.Str(name, broker.Redact(c.BrokerURL)) // no password in logs
 		case v.Type().Field(i).Tag.Get("secret") == "true":
 			e.Str(name, map[bool]string{true: "[redacted]", false: ""}[v.Field(i).Len() > 0])
 		case name == "CORS_ALLOWED_ORIGINS" && c.AllowOrigins == nil:

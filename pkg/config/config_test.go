@@ -86,7 +86,8 @@ func TestDefaults(t *testing.T) {
 		WriteTimeout: 10 * time.Second, SubscriberBufferBytes: 1 << 20, MaxSubscribers: 10000,
 		PublishQueueSize: 1024, MaxFanoutLag: time.Second, MaxStreamDuration: 0, ShutdownTimeout: 15 * time.Second,
 		StrictJSON: true, AdminPort: "9569", DrainDelay: 0,
-		Level: zerolog.InfoLevel,
+		BrokerChannel: "event-dispatcher",
+		Level:         zerolog.InfoLevel,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\ngot  %+v\nwant %+v", c, want)
@@ -122,6 +123,8 @@ func TestEveryVariableParsed(t *testing.T) {
 		"STRICT_JSON":             "false",
 		"ADMIN_PORT":              "OFF",
 		"DRAIN_DELAY":             "5s",
+		"BROKER_URL":              "rediss://user:pw@cache.example:6380/1",
+		"BROKER_CHANNEL":          "ed-prod",
 	}
 	for _, v := range variables() {
 		if _, ok := env[v.name]; !ok {
@@ -141,6 +144,8 @@ func TestEveryVariableParsed(t *testing.T) {
 		ClientIPField:     "user_ip",
 		TrustedProxyCIDRs: []string{"10.1.2.3/8", " 2001:db8::/32", ""},
 		StrictJSON:        false,
+		BrokerURL:         "rediss://user:pw@cache.example:6380/1",
+		BrokerChannel:     "ed-prod",
 		Level:             zerolog.DebugLevel,
 		AllowOrigins:      []string{"https://a.example", "https://b.example"},
 		TrustedNets:       []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")},
@@ -257,6 +262,12 @@ func TestInvalidValues(t *testing.T) {
 		{"MAX_LISTENERS_PER_IP", "-1"},
 		{"MAX_LISTENERS_PER_IP", "2.5"},
 		{"CLIENT_IP_ANONYMIZE", "maybe"},
+		{"BROKER_URL", "http://cache:6379"},
+		{"BROKER_URL", "cache:6379"},
+		{"BROKER_URL", "redis://cache:6379/db"},
+		{"BROKER_URL", "nats://a:4222,redis://b:6379"},
+		{"BROKER_CHANNEL", ""},
+		{"BROKER_CHANNEL", "two words"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
@@ -274,6 +285,28 @@ func TestInvalidValues(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestBrokerChannelMustBeANATSSubjectWithNATS(t *testing.T) {
+	for _, ch := range []string{"events.*", "events.>", "a..b", ".a"} {
+		_, _, err := load(t, map[string]string{"BROKER_URL": "nats://n1:4222,nats://n2:4222", "BROKER_CHANNEL": ch})
+		if err == nil || !strings.HasPrefix(err.Error(), "BROKER_CHANNEL: ") {
+			t.Errorf("BROKER_CHANNEL=%q with NATS: error %v, want one naming BROKER_CHANNEL", ch, err)
+		}
+	}
+}
+
+func TestLoggedConfigHidesBrokerPassword(t *testing.T) {
+	c, _, err := load(t, map[string]string{"BROKER_URL": "redis://app:hunter2@cache:6379/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := zerolog.New(&buf)
+	log.Info().Object("config", c).Send()
+	if strings.Contains(buf.String(), "hunter2") || !strings.Contains(buf.String(), `"BROKER_URL":"redis://app:xxxxx@cache:6379/0"`) {
+		t.Errorf("logged %s; want BROKER_URL with its password hidden", buf.Bytes())
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/broker"
 )
 
 type health struct {
@@ -15,7 +16,11 @@ type health struct {
 	OriginsRefused uint64  `json:"origins_refused"`
 	UptimeSeconds  float64 `json:"uptime_seconds"`
 	Goroutines     int     `json:"goroutines"`
+	Broker         string  `json:"broker"` // none, connected, connecting or down; the status code ignores it
+	*brokerStats           // absent without a broker
 }
+
+type brokerStats = broker.Stats
 
 // handleHealth (public /health, admin /readyz) answers 200 only while the
 // hub really fans out; 503 when it is wedged or the server is draining, so
@@ -31,6 +36,11 @@ func (s *Server) handleHealth() http.Handler {
 			OriginsRefused: s.refused.total.Load(),
 			UptimeSeconds:  time.Since(s.started).Round(time.Millisecond).Seconds(),
 			Goroutines:     runtime.NumGoroutine(),
+			Broker:         "none",
+		}
+		if s.opts.Broker != nil { // local delivery works without it: not part of the status
+			st := s.opts.Broker.Stats()
+			body.Broker, body.brokerStats = st.State.String(), &st
 		}
 		code := http.StatusOK
 		switch {

@@ -62,6 +62,9 @@ func (s *Server) handleIngest() http.Handler {
 		}
 		switch err := s.opts.Hub.Publish(data); {
 		case err == nil:
+			if s.opts.Broker != nil { // the bytes listeners here got, CLIENT_IP_FIELD applied, once
+				s.opts.Broker.Publish(data)
+			}
 			w.WriteHeader(http.StatusNoContent)
 			s.metrics.eventSize.Observe(float64(len(data)))
 		case errors.Is(err, broadcast.ErrBusy), errors.Is(err, broadcast.ErrClosed):

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"event-dispatcher/pkg/broker"
 )
 
 // reason is why an event POST was refused, as the rejected counter labels it.
@@ -22,15 +24,6 @@ const (
 )
 
 var reasonLabels = [numReasons]string{"too_large", "invalid", "timeout", "busy", "rate_limited", "forbidden"}
-
-// BrokerStats is what the metrics show of the link between replicas. The
-// zero value is the truth without one: not connected, nothing received.
-type BrokerStats struct {
-	Connected        bool
-	MessagesReceived uint64
-	PublishErrors    uint64
-	Reconnects       uint64
-}
 
 // Histogram buckets: events are a few hundred bytes to MAX_BODY_BYTES;
 // streams last from a page view to a day.
@@ -120,9 +113,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.s
 	hc := s.opts.Hub.Counters()
-	var b BrokerStats
+	var b broker.Stats // without a broker: not connected, nothing received
 	if s.opts.Broker != nil {
-		b = s.opts.Broker()
+		b = s.opts.Broker.Stats()
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
@@ -144,8 +137,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.lag, hc.FanoutLagSeconds)
 	gauge(c.stalled, flag(!s.opts.Hub.Healthy()))
 	gauge(c.draining, flag(s.draining.Load()))
-	gauge(c.brokerUp, flag(b.Connected))
-	counter(c.brokerIn, b.MessagesReceived)
+	gauge(c.brokerUp, flag(b.State == broker.Connected))
+	counter(c.brokerIn, b.Received)
 	counter(c.brokerErr, b.PublishErrors)
 	counter(c.brokerRe, b.Reconnects)
 }

@@ -14,6 +14,7 @@ import (
 
 	"event-dispatcher/pkg/access"
 	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/broker"
 	"event-dispatcher/pkg/clientip"
 )
 
@@ -26,14 +27,22 @@ type Options struct {
 	AllowOrigins    []string // nil allows any origin
 	ClientIPField   string   // empty: events are passed through unchanged
 	ClientIP        *clientip.Resolver
-	Access          access.Policy      // listener tokens, per-IP limits, IP anonymisation; zero: open
-	Broker          func() BrokerStats // read at each scrape; nil: no broker
+	Access          access.Policy // listener tokens, per-IP limits, IP anonymisation; zero: open
 	// WriteTimeout bounds the writing of every answer but streams, which
 	// have their own per-write deadline. Zero means 10 s.
 	WriteTimeout time.Duration
 	// LenientJSON accepts any JSON object; by default events must be
 	// I-JSON (see event.Compact).
 	LenientJSON bool
+	Broker      Broker // nil: this replica alone
+}
+
+// Broker links this replica to the others (pkg/broker): each event accepted
+// here goes to the local hub and to the broker; what other replicas accept
+// reaches the hub through the broker's own handler.
+type Broker interface {
+	Publish(data []byte) // never blocks; copies data
+	Stats() broker.Stats
 }
 
 // Server routes requests to the hub. It is an http.Handler.

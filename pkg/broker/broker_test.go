@@ -1,0 +1,420 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"event-dispatcher/internal/brokertest"
+)
+
+// within is the contract's bound for cross-replica delivery to resume.
+const within = 10 * time.Second
+
+// inbox collects what a Broker hands to its handler. block, while set,
+// holds the handler (a replica that stopped reading the broker).
+type inbox struct {
+	mu    sync.Mutex
+	got   [][]byte
+	block chan struct{}
+}
+
+func (in *inbox) handle(data []byte) error {
+	in.mu.Lock()
+	blk := in.block
+	in.mu.Unlock()
+	if blk != nil {
+		<-blk
+	}
+	in.mu.Lock()
+	in.got = append(in.got, bytes.Clone(data))
+	in.mu.Unlock()
+	return nil
+}
+
+func (in *inbox) all() [][]byte {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return slices.Clone(in.got)
+}
+
+func (in *inbox) has(data []byte) bool {
+	return slices.ContainsFunc(in.all(), func(b []byte) bool { return bytes.Equal(b, data) })
+}
+
+type node struct {
+	*Broker
+	in   *inbox
+	logs *brokertest.Log
+}
+
+// start runs a Broker on url with short probe periods, closed at cleanup.
+func start(t *testing.T, url string, tune func(*Options)) node {
+	t.Helper()
+	in, logs := &inbox{}, &brokertest.Log{}
+	opts := Options{
+		URL: url, Channel: "test-" + strings.ReplaceAll(t.Name(), "/", "."), Handler: in.handle,
+		Logger: zerolog.New(logs), MaxEventBytes: 64 << 10,
+		// A probe late by 3 s on a loaded CI machine would reconnect and lose
+		// events: the timeout stays well above scheduling delays.
+		ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 3 * time.Second, MaxBackoff: 500 * time.Millisecond,
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	b, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		in.mu.Lock()
+		if in.block != nil {
+			close(in.block)
+			in.block = nil
+		}
+		in.mu.Unlock()
+		if err := b.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return node{b, in, logs}
+}
+
+// eventually waits for cond, failing the test after d.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func connected(n node) func() bool { return func() bool { return n.Stats().State == Connected } }
+
+// brokers runs a test against a real Redis and a real NATS server.
+func brokers(t *testing.T, test func(t *testing.T, srv *brokertest.Server)) {
+	t.Run("redis", func(t *testing.T) { test(t, brokertest.Redis(t)) })
+	t.Run("nats", func(t *testing.T) { test(t, brokertest.NATS(t, "")) })
+}
+
+func ev(replica, seq int) []byte {
+	return fmt.Appendf(nil, `{"replica":%d,"seq":%d,"data":{"x":"\u00e9 \"q\""}}`, replica, seq)
+}
+
+// Three replicas publish concurrently: each receives every event of the two
+// others exactly once, byte for byte and in each sender's order, and none of
+// its own.
+func TestThreeReplicasExactlyOnceInOrder(t *testing.T) {
+	brokers(t, func(t *testing.T, srv *brokertest.Server) {
+		const perReplica = 300
+		nodes := []node{start(t, srv.URL, nil), start(t, srv.URL, nil), start(t, srv.URL, nil)}
+		for _, n := range nodes {
+			eventually(t, within, "connected", connected(n))
+		}
+		var wg sync.WaitGroup
+		for r, n := range nodes {
+			wg.Go(func() {
+				for i := range perReplica {
+					n.Publish(ev(r, i))
+				}
+			})
+		}
+		wg.Wait()
+		for r, n := range nodes {
+			eventually(t, within, fmt.Sprintf("replica %d receives %d events", r, 2*perReplica), func() bool {
+				return len(n.in.all()) >= 2*perReplica
+			})
+		}
+		time.Sleep(200 * time.Millisecond) // room for a duplicate to show up
+		for r, n := range nodes {
+			got := n.in.all()
+			if len(got) != 2*perReplica {
+				t.Errorf("replica %d received %d events, want %d", r, len(got), 2*perReplica)
+			}
+			next := map[int]int{}
+			for _, g := range got {
+				var from, seq int
+				if _, err := fmt.Sscanf(string(g), `{"replica":%d,"seq":%d`, &from, &seq); err != nil {
+					t.Fatalf("replica %d received %q", r, g)
+				}
+				if from == r {
+					t.Errorf("replica %d received its own event %d back", r, seq)
+				}
+				if seq != next[from] {
+					t.Errorf("replica %d: from %d got seq %d, want %d", r, from, seq, next[from])
+				}
+				next[from] = seq + 1
+				if !bytes.Equal(g, ev(from, seq)) {
+					t.Errorf("replica %d: bytes changed: %q", r, g)
+				}
+			}
+			st := n.Stats()
+			if st.Sent != perReplica || st.Received != 2*perReplica || st.PublishErrors+st.DroppedDown+st.Foreign != 0 {
+				t.Errorf("replica %d stats %+v", r, st)
+			}
+		}
+	})
+}
+
+// Broker down at start: the link keeps trying, counts what it could not
+// send, and connects by itself once the broker appears.
+func TestBrokerDownAtStart(t *testing.T) {
+	brokers(t, func(t *testing.T, srv *brokertest.Server) {
+		srv.Kill()
+		a, b := start(t, srv.URL, nil), start(t, srv.URL, nil)
+		eventually(t, within, "state down", func() bool { return a.Stats().State == Down })
+		a.Publish(ev(0, 0))
+		a.Publish(ev(0, 1))
+		if st := a.Stats(); st.DroppedDown != 2 {
+			t.Errorf("dropped while down = %d, want 2", st.DroppedDown)
+		}
+		if n := a.logs.Count("broker unreachable"); n != 1 {
+			t.Errorf("logged the outage %d times, want once:\n%s", n, a.logs)
+		}
+		srv.Start()
+		eventually(t, within, "both connected after the broker started", func() bool { return connected(a)() && connected(b)() })
+		a.Publish(ev(0, 2))
+		eventually(t, within, "delivered", func() bool { return b.in.has(ev(0, 2)) })
+		if got := b.in.all(); len(got) != 1 {
+			t.Errorf("b received %q, want only the event sent while connected", got)
+		}
+	})
+}
+
+// Broker killed mid-stream and restarted on the same port: the link comes
+// back by itself within the contract's 10 s, with nothing delivered twice.
+func TestBrokerKilledAndRestarted(t *testing.T) {
+	brokers(t, func(t *testing.T, srv *brokertest.Server) {
+		a, b := start(t, srv.URL, nil), start(t, srv.URL, nil)
+		eventually(t, within, "connected", func() bool { return connected(a)() && connected(b)() })
+		seq := 0
+		for ; seq < 50; seq++ {
+			a.Publish(ev(0, seq))
+		}
+		eventually(t, within, "first events", func() bool { return len(b.in.all()) == 50 })
+		srv.Kill()
+		eventually(t, within, "a notices", func() bool { return a.Stats().State != Connected })
+		for range 20 { // dropped, counted
+			a.Publish(ev(0, seq))
+			seq++
+		}
+		srv.Start()
+		eventually(t, within, "reconnected within 10 s", func() bool { return connected(a)() && connected(b)() })
+		last := ev(0, seq)
+		a.Publish(last)
+		eventually(t, within, "delivery resumes", func() bool { return b.in.has(last) })
+		got := b.in.all()
+		seen := map[string]bool{}
+		for _, g := range got {
+			if seen[string(g)] {
+				t.Errorf("duplicate %q", g)
+			}
+			seen[string(g)] = true
+		}
+		answered := a.probeSeen.Load()
+		eventually(t, within, "three probes answered on the new connection", func() bool { return a.probeSeen.Load() >= answered+3 })
+		st := a.Stats()
+		if st.Reconnects != 1 || st.SilentRepairs != 0 || st.DroppedDown < 20 || st.State != Connected {
+			t.Errorf("stats after the outage %+v: want one reconnect, no silent repair, the 20 events sent while down counted", st)
+		}
+		if n := a.logs.Count("broker unreachable"); n != 1 {
+			t.Errorf("logged the outage %d times, want once", n)
+		}
+	})
+}
+
+// A paused broker keeps its connections open and answers nothing: the probe
+// finds the silent subscription and the link reconnects once it resumes.
+func TestPausedBrokerTriggersTheProbe(t *testing.T) {
+	brokers(t, func(t *testing.T, srv *brokertest.Server) {
+		a, b := start(t, srv.URL, nil), start(t, srv.URL, nil)
+		eventually(t, within, "connected", func() bool { return connected(a)() && connected(b)() })
+		srv.Pause()
+		eventually(t, within, "probe finds the silence", func() bool { return a.Stats().SilentRepairs >= 1 })
+		if st := a.Stats().State; st == Connected {
+			// It may have reconnected to the paused server's listen backlog
+			// only if the handshake succeeded, which a paused server cannot do.
+			t.Errorf("state %s while the broker is paused", st)
+		}
+		srv.Resume()
+		eventually(t, within, "reconnected", func() bool { return connected(a)() && connected(b)() })
+		msg := ev(0, 99)
+		eventually(t, within, "delivery resumes", func() bool {
+			a.Publish(msg) // until one gets through: a publish lost on the frozen connection is not retried
+			time.Sleep(50 * time.Millisecond)
+			return b.in.has(msg)
+		})
+		// The probe the frozen connection never answered is not held
+		// against the new one.
+		answered := a.probeSeen.Load()
+		eventually(t, within, "three probes answered on the new connection", func() bool { return a.probeSeen.Load() >= answered+3 })
+		if st := a.Stats(); st.SilentRepairs != 1 || st.State != Connected {
+			t.Errorf("stats %+v: want exactly one silent repair, connected", st)
+		}
+	})
+}
+
+// Redis disconnects a subscriber that falls behind its output buffer limit:
+// the other replicas are unaffected, and the slow one reconnects by itself
+// once it reads again.
+func TestRedisDisconnectsSlowSubscriber(t *testing.T) {
+	srv := brokertest.Redis(t, "--client-output-buffer-limit", "pubsub 256kb 64kb 1")
+	pub, fast, slow := start(t, srv.URL, nil), start(t, srv.URL, nil), start(t, srv.URL, nil)
+	eventually(t, within, "connected", func() bool { return connected(pub)() && connected(fast)() && connected(slow)() })
+	slow.in.mu.Lock()
+	slow.in.block = make(chan struct{})
+	release := slow.in.block
+	slow.in.mu.Unlock()
+	big := bytes.Repeat([]byte("x"), 4<<10)
+	const n = 400 // 1.6 MB: far beyond the 256 KB limit and what the kernel buffers for a blocked reader
+	for i := range n {
+		pub.Publish(fmt.Appendf(nil, `{"seq":%d,"pad":"%s"}`, i, big))
+		if i%5 == 4 {
+			// Small bursts: the replicas that do read stay far below the limit.
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	eventually(t, within, "the fast replica receives everything", func() bool { return len(fast.in.all()) == n })
+	eventually(t, within, "redis drops the slow subscriber", func() bool { return slow.Stats().State != Connected })
+	slow.in.mu.Lock()
+	slow.in.block = nil
+	slow.in.mu.Unlock()
+	close(release)
+	eventually(t, within, "the slow replica reconnects", connected(slow))
+	if st := slow.Stats(); st.Reconnects < 1 {
+		t.Errorf("slow replica stats %+v: want a reconnect", st)
+	}
+	if got := len(slow.in.all()); got >= n {
+		t.Errorf("slow replica received all %d events: Redis did not disconnect it", got)
+	}
+	last := []byte(`{"after":true}`)
+	eventually(t, within, "the slow replica receives again", func() bool {
+		pub.Publish(last)
+		time.Sleep(50 * time.Millisecond)
+		return slow.in.has(last)
+	})
+	if st := pub.Stats(); st.PublishErrors != 0 {
+		t.Errorf("publisher affected by the slow subscriber: %+v", st)
+	}
+}
+
+// An event over NATS max_payload is delivered locally only (the caller's
+// business) and counted; the mismatch is reported when connecting.
+func TestNATSMaxPayload(t *testing.T) {
+	srv := brokertest.NATS(t, "max_payload: 4096")
+	a := start(t, srv.URL, func(o *Options) { o.MaxEventBytes = 8192 })
+	b := start(t, srv.URL, func(o *Options) { o.MaxEventBytes = 1000 })
+	eventually(t, within, "connected", func() bool { return connected(a)() && connected(b)() })
+	if !strings.Contains(a.logs.String(), "MAX_BODY_BYTES exceeds what the broker carries") {
+		t.Errorf("no warning about max_payload at connect:\n%s", a.logs)
+	}
+	if strings.Contains(b.logs.String(), "MAX_BODY_BYTES exceeds") {
+		t.Errorf("warned although 1000-byte events fit:\n%s", b.logs)
+	}
+	large := fmt.Appendf(nil, `{"pad":"%s"}`, bytes.Repeat([]byte("y"), 5000))
+	small := []byte(`{"small":1}`)
+	a.Publish(large)
+	a.Publish(small)
+	eventually(t, within, "small delivered", func() bool { return b.in.has(small) })
+	if b.in.has(large) {
+		t.Error("the large event went through")
+	}
+	if st := a.Stats(); st.TooLarge != 1 || st.Sent != 1 || st.State != Connected {
+		t.Errorf("stats %+v: want too_large 1, sent 1, still connected", st)
+	}
+}
+
+// Messages on the channel that this service did not write are counted and
+// ignored, with one log line.
+func TestForeignMessagesIgnored(t *testing.T) {
+	srv := brokertest.Redis(t)
+	a := start(t, srv.URL, nil)
+	eventually(t, within, "connected", connected(a))
+	a.receive([]byte(`{"not":"ours"}`))
+	a.receive([]byte(`ed1 0123456789abcdef x {}`))
+	if st := a.Stats(); st.Foreign != 2 || st.Received != 0 || len(a.in.all()) != 0 {
+		t.Errorf("stats %+v, inbox %q", st, a.in.all())
+	}
+	if n := a.logs.Count("did not write"); n != 1 {
+		t.Errorf("logged %d times, want once", n)
+	}
+}
+
+func TestEnvelope(t *testing.T) {
+	o := newOrigin()
+	payload := []byte(`{"a":"b c"}`)
+	msg := o.seal(kindEvent, payload)
+	payload[2] = 'Z' // the caller may reuse its buffer
+	from, kind, got, ok := open(msg)
+	if !ok || from != o || kind != kindEvent || string(got) != `{"a":"b c"}` {
+		t.Errorf("open(seal) = %q %c %q %v", from, kind, got, ok)
+	}
+	if o2 := newOrigin(); o2 == o {
+		t.Error("two origins are equal")
+	}
+	for _, bad := range []string{"", "ed1 ", "ed2 0123456789abcdef e {}", "ed1 0123456789abcdef e{}"} {
+		if _, _, _, ok := open([]byte(bad)); ok {
+			t.Errorf("open(%q) accepted", bad)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		url, channel string
+		kind         Kind
+		err          string // substring; "" for valid
+	}{
+		{"redis://127.0.0.1:6379", "c", Redis, ""},
+		{"redis://user:pw@host:6379/2", "c", Redis, ""},
+		{"rediss://cache.example:6380", "c", Redis, ""},
+		{"nats://a:4222,nats://b:4222", "c.d", NATS, ""},
+		{"nats://a:4222", "c.*", "", "BROKER_CHANNEL"},
+		{"nats://a:4222", "c..d", "", "BROKER_CHANNEL"},
+		{"redis://a:1", "", "", "BROKER_CHANNEL"},
+		{"redis://a:1", "has space", "", "BROKER_CHANNEL"},
+		{"http://a:1", "c", "", "BROKER_URL"},
+		{"localhost:6379", "c", "", "BROKER_URL"},
+		{"redis://u:hunter2@a:1/notadb", "c", "", "BROKER_URL"},
+		{"nats://u:hunter2@a:1,http://b", "c", "", "BROKER_URL"},
+		{"nats://", "c", "", "BROKER_URL"},
+	}
+	for _, tc := range cases {
+		kind, err := Validate(tc.url, tc.channel)
+		switch {
+		case tc.err == "" && (err != nil || kind != tc.kind):
+			t.Errorf("Validate(%q, %q) = %q, %v; want %q", tc.url, tc.channel, kind, err, tc.kind)
+		case tc.err != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.err+":")):
+			t.Errorf("Validate(%q, %q) error %v; want one naming %s", tc.url, tc.channel, err, tc.err)
+		case err != nil && strings.Contains(err.Error(), "hunter2"):
+			t.Errorf("error shows the password: %v", err)
+		}
+	}
+}
+
+func TestBackoffCappedAndJittered(t *testing.T) {
+	const limit = 2 * time.Second
+	seen := map[time.Duration]bool{}
+	for f := 1; f < 40; f++ {
+		d := backoff(f, limit)
+		if d <= 0 || d > limit {
+			t.Fatalf("backoff(%d) = %s, want in (0, %s]", f, d, limit)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 20 {
+		t.Errorf("only %d distinct delays in 39 attempts: no jitter", len(seen))
+	}
+}

@@ -1,0 +1,88 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+)
+
+// natsSession is one NATS core connection, publishing and subscribed to the
+// subject. The client's own reconnection is off: the Broker's loop owns
+// reconnecting, with the same backoff and probe as for Redis, and the
+// client's reconnect buffer would keep events for later.
+type natsSession struct {
+	*ending
+	nc      *nats.Conn
+	subject string
+}
+
+// Pending limits of the subscription inside the client: the hub takes each
+// message without blocking, so these are reached only by a starved process.
+const (
+	natsPendingMsgs  = 65536
+	natsPendingBytes = 64 << 20
+)
+
+func dialNATS(servers, subject string, timeout time.Duration, name string, log zerolog.Logger) dialFunc {
+	return func(ctx context.Context, deliver func([]byte)) (session, error) {
+		s := &natsSession{ending: newEnding(), subject: subject}
+		nc, err := nats.Connect(servers,
+			nats.Name(name),
+			nats.NoReconnect(),
+			nats.Timeout(timeout),
+			// A write to a frozen server fails after this long (1 min by
+			// default) instead of holding the sending loop and its probe.
+			nats.FlusherTimeout(timeout),
+			nats.NoCallbacksAfterClientClose(),
+			nats.ClosedHandler(func(*nats.Conn) { s.end(errors.New("connection closed")) }),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.end(fmt.Errorf("disconnected: %w", err)) }),
+			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+				log.Warn().Err(err).Msg("NATS reports an error: events from other replicas may have been missed")
+			}),
+		)
+		if err != nil {
+			return nil, err
+		}
+		s.nc = nc
+		sub, err := nc.Subscribe(subject, func(m *nats.Msg) { deliver(m.Data) })
+		if err == nil {
+			err = sub.SetPendingLimits(natsPendingMsgs, natsPendingBytes)
+		}
+		if err == nil {
+			// The server has the subscription once it answers a PING sent after it.
+			err = nc.FlushWithContext(ctx)
+		}
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("subscribe: %w", err)
+		}
+		return s, nil
+	}
+}
+
+// publish queues msgs in the client's buffer, flushed by its own goroutine
+// in order; a broken connection surfaces as an error here or as lost.
+func (s *natsSession) publish(_ context.Context, msgs [][]byte) error {
+	for _, m := range msgs {
+		if err := s.nc.Publish(s.subject, m); err != nil {
+			s.end(fmt.Errorf("publish: %w", err))
+			return err
+		}
+	}
+	return nil
+}
+
+// maxPayload is the server's max_payload (1 MB by default).
+func (s *natsSession) maxPayload() int64 { return s.nc.MaxPayload() }
+
+func (s *natsSession) close() {
+	s.end(nil)
+	if s.nc.IsConnected() { // at shutdown: what publish buffered goes out first
+		_ = s.nc.FlushTimeout(time.Second)
+	}
+	s.nc.Close()
+}
