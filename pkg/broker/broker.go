@@ -18,7 +18,9 @@
 package broker
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -86,7 +88,7 @@ type Stats struct {
 	TooLarge      uint64 `json:"broker_too_large"`      // events over the broker's size limit, delivered locally only
 	Reconnects    uint64 `json:"broker_reconnects"`     // connections established after a loss
 	SilentRepairs uint64 `json:"broker_silent_repairs"` // connections the probe found silent or frozen, replaced
-	Foreign       uint64 `json:"broker_foreign"`        // messages on the channel not written by this service
+	Foreign       uint64 `json:"broker_foreign"`        // messages on the channel not written by this service, or not a JSON object within MaxEventBytes
 }
 
 // session is one connection to a broker: redis.go and nats.go implement
@@ -335,22 +337,42 @@ func (b *Broker) receive(msg []byte) {
 	from, kind, payload, ok := open(msg)
 	switch {
 	case !ok:
-		b.foreign.Add(1)
-		if !b.foreignLogged.Swap(true) {
-			b.log.Warn().Str("channel", b.opts.Channel).Msg("ignoring messages on the broker channel that this service did not write; is BROKER_CHANNEL shared with something else?")
-		}
+		b.ignore()
 	case from == b.origin:
 		if kind == kindProbe { // events from this replica were delivered locally already
 			if n, err := strconv.ParseUint(string(payload), 10, 64); err == nil && n > b.probeSeen.Load() {
 				b.probeSeen.Store(n) // only this goroutine stores
 			}
 		}
+	case kind == kindEvent && !b.wellFormed(payload):
+		b.ignore() // something else wearing the envelope, or beyond this replica's limit
 	case kind == kindEvent:
 		b.received.Add(1)
 		if err := b.opts.Handler(payload); err != nil {
 			b.droppedBusy.Add(1)
 		}
 	}
+}
+
+// ignore counts a message on the channel that is not an event of this
+// service, logging the first.
+func (b *Broker) ignore() {
+	b.foreign.Add(1)
+	if !b.foreignLogged.Swap(true) {
+		b.log.Warn().Str("channel", b.opts.Channel).Msg("ignoring messages on the broker channel that this service did not write (or events over MAX_BODY_BYTES); is BROKER_CHANNEL shared with something else?")
+	}
+}
+
+// wellFormed reports whether payload is what a replica publishes: one JSON
+// object on a single line, within MaxEventBytes. The hub writes it to every
+// listener as is, so anything else published on the channel by whoever can
+// reach the broker (a CR or LF would end the SSE data line and let the rest
+// forge fields and events) must stop here.
+func (b *Broker) wellFormed(payload []byte) bool {
+	if b.opts.MaxEventBytes > 0 && int64(len(payload)) > b.opts.MaxEventBytes {
+		return false
+	}
+	return len(payload) > 0 && payload[0] == '{' && !bytes.ContainsAny(payload, "\r\n") && json.Valid(payload)
 }
 
 func (b *Broker) dropDown(n int) {

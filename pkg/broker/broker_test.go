@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
 	"event-dispatcher/internal/brokertest"
@@ -417,4 +419,72 @@ func TestBackoffCappedAndJittered(t *testing.T) {
 	if len(seen) < 20 {
 		t.Errorf("only %d distinct delays in 39 attempts: no jitter", len(seen))
 	}
+}
+
+// foreignPublish writes msg on channel as some other program with access to
+// the broker would.
+func foreignPublish(t *testing.T, srv *brokertest.Server, channel string, msgs ...[]byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if strings.HasPrefix(srv.URL, "nats://") {
+		nc, err := nats.Connect(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		for _, m := range msgs {
+			if err := nc.Publish(channel, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := nc.FlushWithContext(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	opts, err := redis.ParseURL(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	for _, m := range msgs {
+		if err := c.Publish(ctx, channel, m).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Whoever can publish on the channel can wear the envelope, but what
+// reaches the hub (written to listeners as is) is one JSON object on one
+// line within MaxEventBytes: no forged SSE fields or events, no non-JSON.
+func TestForgedEnvelopesNotDelivered(t *testing.T) {
+	brokers(t, func(t *testing.T, srv *brokertest.Server) {
+		a := start(t, srv.URL, func(o *Options) { o.MaxEventBytes = 1000 })
+		eventually(t, within, "connected", connected(a))
+		forged := func(payload string) []byte { return []byte("ed1 0123456789abcdef e " + payload) }
+		marker := forged(`{"ok":1}`)
+		foreignPublish(t, srv, a.opts.Channel,
+			forged("{\"a\":1}\n\ndata: {\"forged\":true}\n\nretry: 1"),
+			forged("{\"a\":1}\rdata: {\"forged\":true}"),
+			forged("{\r\n}"),
+			forged(`not json`),
+			forged(`[1,2]`),
+			forged(`{"a":1}{"b":2}`),
+			forged(""),
+			forged(`{"pad":"`+strings.Repeat("z", 1000)+`"}`),
+			marker,
+		)
+		eventually(t, within, "the well-formed event arrives", func() bool { return a.in.has([]byte(`{"ok":1}`)) })
+		if got := a.in.all(); len(got) != 1 {
+			t.Errorf("handler got %q; want only the well-formed event", got)
+		}
+		if st := a.Stats(); st.Foreign != 8 || st.Received != 1 {
+			t.Errorf("stats %+v: want 8 foreign, 1 received", st)
+		}
+		if n := a.logs.Count("did not write"); n != 1 {
+			t.Errorf("logged %d times, want once:\n%s", n, a.logs)
+		}
+	})
 }
