@@ -118,7 +118,7 @@ type Broker struct {
 	maxPayload atomic.Int64 // of the current session, 0 if unknown
 	out        outbox
 	probeSeen  atomic.Uint64 // highest own probe received
-	probeSent  uint64        // number of the last probe sent; owned by run
+	probeSent  atomic.Uint64 // number of the last probe sent; only run stores
 
 	sent, received, publishErrors, droppedDown, droppedBusy atomic.Uint64
 	tooLarge, reconnects, silent, foreign                   atomic.Uint64
@@ -290,16 +290,16 @@ func (b *Broker) serve(s session) error {
 		case <-b.out.wake:
 			b.flush(s)
 		case now := <-tick.C:
-			if waiting && b.probeSeen.Load() < b.probeSent {
+			if waiting && b.probeSeen.Load() < b.probeSent.Load() {
 				if now.Sub(probeAt) >= b.opts.ProbeTimeout {
 					b.silent.Add(1)
 					return errSilent
 				}
 				continue
 			}
-			b.probeSent++
+			n := b.probeSent.Add(1)
 			probeAt, waiting = now, true
-			if !b.send(s, [][]byte{b.origin.seal(kindProbe, strconv.AppendUint(nil, b.probeSent, 10))}, nil) {
+			if !b.send(s, [][]byte{b.origin.seal(kindProbe, strconv.AppendUint(nil, n, 10))}, nil) {
 				b.silent.Add(1) // e.g. a frozen broker: the write or its answer timed out
 				return fmt.Errorf("probe: %w", s.cause())
 			}
@@ -340,7 +340,9 @@ func (b *Broker) receive(msg []byte) {
 		b.ignore()
 	case from == b.origin:
 		if kind == kindProbe { // events from this replica were delivered locally already
-			if n, err := strconv.ParseUint(string(payload), 10, 64); err == nil && n > b.probeSeen.Load() {
+			// A number not sent yet is forged (the origin is visible to
+			// anyone on the channel): taking it would silence the probe.
+			if n, err := strconv.ParseUint(string(payload), 10, 64); err == nil && n > b.probeSeen.Load() && n <= b.probeSent.Load() {
 				b.probeSeen.Store(n) // only this goroutine stores
 			}
 		}

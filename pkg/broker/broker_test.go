@@ -488,3 +488,19 @@ func TestForgedEnvelopesNotDelivered(t *testing.T) {
 		}
 	})
 }
+
+// A replica's origin is visible to anyone on the channel, so anyone can
+// forge its probes: a forged answer to a probe not sent yet must not count,
+// or it would blind the probe to a silent subscription for good.
+func TestForgedProbeDoesNotBlindTheProbe(t *testing.T) {
+	brokers(t, func(t *testing.T, srv *brokertest.Server) {
+		a := start(t, srv.URL, nil)
+		eventually(t, within, "connected", connected(a))
+		foreignPublish(t, srv, a.opts.Channel, a.origin.seal(kindProbe, []byte("18446744073709551615")))
+		sent := a.probeSent.Load()
+		eventually(t, within, "two more probes answered", func() bool { return a.probeSeen.Load() >= sent+2 })
+		if seen, sent := a.probeSeen.Load(), a.probeSent.Load(); seen > sent {
+			t.Errorf("probe %d counted as answered, only %d sent", seen, sent)
+		}
+	})
+}
