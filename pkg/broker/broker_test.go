@@ -392,6 +392,11 @@ func TestValidate(t *testing.T) {
 		{"redis://u:hunter2@a:1/notadb", "c", "", "BROKER_URL"},
 		{"nats://u:hunter2@a:1,http://b", "c", "", "BROKER_URL"},
 		{"nats://", "c", "", "BROKER_URL"},
+		{"redis://u:p%zzhunter2@a:1", "c", "", "BROKER_URL"},
+		{"redis://:hunter2/x@a:1", "c", "", "BROKER_URL"},
+		{"redis://u:hunter2#x@a:1/0", "c", "", "BROKER_URL"},
+		{"rediss://u:hunter2@a:port", "c", "", "BROKER_URL"},
+		{"nats://u:hunter2@a:1,nats://u:p%zzhunter2@b:1", "c", "", "BROKER_URL"},
 	}
 	for _, tc := range cases {
 		kind, err := Validate(tc.url, tc.channel)

@@ -41,6 +41,10 @@ func validateURL(rawURL string) (Kind, error) {
 	scheme, _, _ := strings.Cut(rawURL, "://")
 	switch strings.ToLower(scheme) {
 	case "redis", "rediss":
+		if _, err := url.Parse(rawURL); err != nil {
+			// url.Parse's error quotes the URL, password included.
+			return "", errors.New("BROKER_URL: is not a valid URL (a password with characters such as / # % @ : must be percent-encoded)")
+		}
 		if _, err := redis.ParseURL(rawURL); err != nil {
 			return "", fmt.Errorf("BROKER_URL: %s is not a usable Redis URL: %s", Redact(rawURL), scrub(err.Error(), rawURL))
 		}
