@@ -42,8 +42,10 @@ func TestRingOutlivesAStalledLoop(t *testing.T) {
 
 	// Shut the gate as if a batch were in flight, so the first batch the
 	// stalled loop gets is full too.
-	h.pump.shards[0].need.Store(1)
-	h.pump.shards[0].openedAt = time.Now()
+	sh := h.pump.shards[0]
+	sh.depth = 1 // each batch waits for the one before: all are full
+	sh.batches[0].need.Store(1)
+	sh.batches[0].openedAt = time.Now()
 	// Publish until the hub refuses while the pump has been stuck in one
 	// hand-over for a while: everything is full.
 	accepted := 0

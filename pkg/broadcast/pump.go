@@ -28,15 +28,30 @@ import (
 //     TryPublish, which succeeds only while the shard's goroutine is idle,
 //     so sign-ups and departures already waiting go first. After
 //     handPatience the pump waits its turn, so events are not starved.
-//   - The gate: a shard gets its next batch only once every loop that was
-//     registered when the last one was handed over has taken it (the last
-//     one to take it wakes the pump), or after gateTimeout. Rounds then
-//     never block on a full subscriber channel.
+//   - The gate: a shard has at most gateDepth batches in flight. It gets
+//     the next one only once every loop that was registered when the
+//     oldest was handed over has taken that one (the last to take it wakes
+//     the pump), or gateTimeout after it. Rounds then never block on a full
+//     subscriber channel.
 const (
 	batchSize    = 15
 	gateTimeout  = 100 * time.Millisecond
 	handPatience = 10 * time.Millisecond
 )
+
+// gateDepth is how many batches a shard may have in flight: handed over
+// but not yet taken by every loop. One would make every hand-over wait for
+// the slowest loop of the batch before, which on a busy machine stalls the
+// whole pipeline; a few keep it flowing, and 4 × batchSize is still far
+// from the 64 slots of a loop's channel.
+const gateDepth = 4
+
+// inflight is one batch a shard's loops have yet to take.
+type inflight struct {
+	last     atomic.Uint64 // last sequence number of the batch
+	need     atomic.Int64  // loops that still have to take it
+	openedAt time.Time     // when it was handed over; pump only
+}
 
 // shard is one r3labs stream and the listeners placed on it.
 type shard struct {
@@ -45,27 +60,34 @@ type shard struct {
 
 	assigned int // listeners placed here, for choosing the least loaded; guarded by Hub.mu
 
-	mu       sync.Mutex
-	live     int       // listeners registered with r3labs and not yet gone
-	openedAt time.Time // when the batch in flight was handed over; pump only
+	mu   sync.Mutex
+	live int // listeners registered with r3labs and not yet gone
 
-	cur  atomic.Uint64 // last sequence number of the batch in flight
-	need atomic.Int64  // loops that still have to take it
-	gate chan struct{} // capacity 1: the last of them wakes the pump
+	cur     atomic.Uint64 // last sequence number of the newest batch handed over
+	batches [gateDepth]inflight
+	depth   int           // batches in flight at most: gateDepth; tests lower it
+	next    int           // slot of the next batch, which held the batch depth before; pump only
+	gate    chan struct{} // capacity 1: the last loop to take a batch wakes the pump
 }
+
+// oldest is the batch whose slot the next one takes: the gate waits for it.
+func (sh *shard) oldest() *inflight { return &sh.batches[sh.next] }
 
 // open marks the batch ending at last as handed over to every loop
 // registered now.
 func (sh *shard) open(last uint64) {
+	b := sh.oldest()
 	sh.mu.Lock()
+	b.last.Store(last)
+	b.need.Store(int64(sh.live))
 	sh.cur.Store(last)
-	sh.need.Store(int64(sh.live))
-	select { // a late wake-up for the previous batch
+	select { // a late wake-up for an earlier batch
 	case <-sh.gate:
 	default:
 	}
 	sh.mu.Unlock()
-	sh.openedAt = time.Now()
+	b.openedAt = time.Now()
+	sh.next = (sh.next + 1) % sh.depth
 }
 
 // confirm counts l as registered with r3labs: it receives every batch
@@ -78,33 +100,42 @@ func (sh *shard) confirm(l *listener) {
 }
 
 // took records that l's loop has taken the batch ending at last. A loop
-// that was not counted for it (joined later) or takes a batch the gate has
-// already given up on changes nothing. A late take racing with the next
-// open can open the next gate one loop early: that costs only an earlier
+// that was not counted for it (joined later) or takes a batch whose slot
+// has been reused changes nothing. A take racing with the reuse of its
+// slot can open the gate one loop early: that costs only an earlier
 // hand-over, never an event.
 func (sh *shard) took(l *listener, last uint64) {
 	l.taken = last
-	if last > l.joined && last == sh.cur.Load() {
-		sh.taken()
+	if last <= l.joined {
+		return
+	}
+	for i := range sh.batches {
+		if b := &sh.batches[i]; b.last.Load() == last {
+			sh.taken(b)
+			return
+		}
 	}
 }
 
 // leave uncounts l once r3labs has let go of it, and stops the gate from
-// waiting for a batch it will never take.
+// waiting for batches it will never take: those it was counted for (handed
+// over after it joined) and has not taken (loops take batches in order).
 func (sh *shard) leave(l *listener) {
 	if !l.confirmed {
 		return
 	}
 	sh.mu.Lock()
 	sh.live--
-	if cur := sh.cur.Load(); cur > l.joined && l.taken < cur {
-		sh.taken()
+	for i := range sh.batches {
+		if b := &sh.batches[i]; b.last.Load() > max(l.joined, l.taken) {
+			sh.taken(b)
+		}
 	}
 	sh.mu.Unlock()
 }
 
-func (sh *shard) taken() {
-	if sh.need.Add(-1) == 0 {
+func (sh *shard) taken(b *inflight) {
+	if b.need.Add(-1) == 0 {
 		select {
 		case sh.gate <- struct{}{}:
 		default:
@@ -139,7 +170,7 @@ func newPump(h *Hub, opts Options) *pump {
 	for i := range opts.Shards {
 		id := "events-" + strconv.Itoa(i)
 		h.sse.CreateStream(id)
-		p.shards = append(p.shards, &shard{id: id, req: subscribeRequest(id), gate: make(chan struct{}, 1)})
+		p.shards = append(p.shards, &shard{id: id, req: subscribeRequest(id), depth: gateDepth, gate: make(chan struct{}, 1)})
 	}
 	return p
 }
@@ -290,13 +321,14 @@ func (p *pump) handAll(ctx context.Context, ev *sse.Event) {
 	}
 }
 
-// await waits until the shard's loops have all taken its previous batch,
-// or gateTimeout after it was handed over. A wake-up can be stale (the
-// last loop of the batch before sent it after the pump had moved on), so
-// the count decides, not the wake-up.
+// await waits until the shard's loops have all taken the batch whose slot
+// the next one takes (handed over gateDepth batches ago), or gateTimeout
+// after it was handed over. A wake-up can be stale or for another batch,
+// so the count decides, not the wake-up.
 func (p *pump) await(ctx context.Context, sh *shard, t *time.Timer) {
-	for sh.need.Load() > 0 {
-		wait := p.gateWait - time.Since(sh.openedAt)
+	b := sh.oldest()
+	for b.need.Load() > 0 {
+		wait := p.gateWait - time.Since(b.openedAt)
 		if wait <= 0 {
 			return
 		}
