@@ -383,7 +383,7 @@ func TestMoreThanOneReplicaNeedsABroker(t *testing.T) {
 	ecsText := strings.Join(ecs.lines, "\n")
 	for _, want := range []string{
 		`condition     = var.replicas == 1 || local.has_broker`,
-		`!local.has_broker ? {} : {`,
+		`!local.has_broker || local.broker_secret ? {} : {`,
 		`BROKER_URL = local.broker_url`,
 		`create_valkey = var.replicas > 1 && !local.broker_given`,
 	} {
@@ -396,7 +396,7 @@ func TestMoreThanOneReplicaNeedsABroker(t *testing.T) {
 	if lo, hi := ar.only(t, "min_size"), ar.attr("max_size"); lo != "1" || !slices.Equal(hi, []string{"var.max_instances"}) {
 		t.Errorf("%s: min_size %s, max_size %v, want 1 and var.max_instances", appRunnerDir, lo, hi)
 	}
-	if !strings.Contains(strings.Join(ar.lines, "\n"), `condition     = var.max_instances == 1 || (var.max_instances > 1 && contains(keys(var.environment), "BROKER_URL"))`) {
+	if !strings.Contains(strings.Join(ar.lines, "\n"), `condition     = var.max_instances == 1 || (var.max_instances > 1 && (contains(keys(var.environment), "BROKER_URL") || contains(keys(var.secrets), "BROKER_URL")))`) {
 		t.Errorf("%s: max_instances is not validated against BROKER_URL", appRunnerDir)
 	}
 	for _, dir := range []string{ecsDir, appRunnerDir} {
@@ -419,7 +419,7 @@ func checkKubernetesBrokerExample(t *testing.T) {
 	if len(objs.Services) != 1 || len(objs.Deployments) != 1 {
 		t.Fatalf("%s: %d Services, %d Deployments, want 1 and 1", dir, len(objs.Services), len(objs.Deployments))
 	}
-	suggested := regexp.MustCompile(`value: "(redis://[^"]+)"`).FindStringSubmatch(readFile(t, filepath.Join("deploy", k8sDir, "deployment.yaml")))
+	suggested := regexp.MustCompile(`BROKER_URL=(redis://[^\s,]+)`).FindStringSubmatch(readFile(t, filepath.Join("deploy", k8sDir, "deployment.yaml")))
 	if suggested == nil {
 		t.Fatalf("%s/deployment.yaml suggests no BROKER_URL", k8sDir)
 	}
@@ -671,21 +671,65 @@ func secretNames(t *testing.T) []string {
 	return out
 }
 
+// brokerURL is a secret only when it carries credentials (user:password@,
+// a NATS token@): without, as for the Valkey group Terraform creates (no
+// AUTH token), it may be plain.
+const brokerURL = "BROKER_URL"
+
+// noCredentials is the modules' local.no_credentials: no userinfo.
+var noCredentials = regexp.MustCompile(`^[^@]*$`)
+
+func TestBrokerURLCredentialsCheck(t *testing.T) {
+	for url, plain := range map[string]bool{
+		"rediss://master.x.cache.amazonaws.com:6379": true,
+		"redis://cache:6379/0":                       true,
+		"nats://n1:4222,nats://n2:4222":              true,
+		"redis://app:pw@cache:6379":                  false,
+		"redis://:pw@cache:6379":                     false,
+		"nats://token@n1:4222":                       false,
+		"nats://n1:4222,nats://u:p@n2:4222":          false,
+	} {
+		if noCredentials.MatchString(url) != plain {
+			t.Errorf("%s: plain %v, want %v", url, !plain, plain)
+		}
+	}
+	for _, dir := range []string{ecsDir, appRunnerDir} {
+		m := loadTF(t, filepath.Join("deploy", dir))
+		if got := m.only(t, "no_credentials"); got != noCredentials.String() {
+			t.Errorf("%s: no_credentials = %q, want %q", dir, got, noCredentials)
+		}
+		text := strings.Join(m.lines, "\n")
+		want := `condition     = alltrue([for k, v in var.environment : !contains(local.secret_environment, k) || (k == "BROKER_URL" && can(regex(local.no_credentials, v)))])`
+		if !strings.Contains(text, want) {
+			t.Errorf("%s: var.environment does not refuse a BROKER_URL with credentials", dir)
+		}
+	}
+	ecs := strings.Join(loadTF(t, filepath.Join("deploy", ecsDir)).lines, "\n")
+	if !strings.Contains(ecs, `condition     = can(regex(local.no_credentials, var.broker_url))`) {
+		t.Errorf("%s: var.broker_url, written into the task definition, does not refuse credentials", ecsDir)
+	}
+}
+
 // Secrets reach the service only from the platform's secret store: never a
 // literal in a deployment file, and optional everywhere, so that the
 // defaults keep the service open.
 func TestSecretsComeFromTheSecretStore(t *testing.T) {
 	secrets := secretNames(t)
+	if !slices.Contains(secrets, brokerURL) {
+		t.Errorf("config.Config does not mark %s secret", brokerURL)
+	}
 	for _, src := range allEnvSources(t) {
 		for _, name := range src.Names {
-			if _, literal := src.Values[name]; slices.Contains(secrets, name) && literal {
+			v, literal := src.Values[name]
+			if slices.Contains(secrets, name) && literal && !(name == brokerURL && noCredentials.MatchString(v)) {
 				t.Errorf("%s sets the secret %s as a literal", src.File, name)
 			}
 		}
 	}
 	for _, src := range []envSource{dockerfileEnv(t, loadDockerfile(t)), loadTF(t, filepath.Join("deploy", ecsDir)).envSource(), loadTF(t, filepath.Join("deploy", appRunnerDir)).envSource()} {
 		for _, name := range src.Names {
-			if slices.Contains(secrets, name) {
+			// A module's BROKER_URL is checked for credentials (TestBrokerURLCredentialsCheck).
+			if slices.Contains(secrets, name) && !(name == brokerURL && src.File != "Dockerfile") {
 				t.Errorf("%s sets the secret %s in its environment; it belongs in the secret store", src.File, name)
 			}
 		}

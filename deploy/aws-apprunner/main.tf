@@ -31,8 +31,11 @@ locals {
   ]
 
   # The service's secrets: only ever from var.secrets (the platform's secret
-  # store), never as literals in var.environment.
-  secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET"]
+  # store), never as literals in var.environment. BROKER_URL is one when it
+  # carries credentials (user:password@, a NATS token@); without, it may
+  # also be plain (no_credentials).
+  secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET", "BROKER_URL"]
+  no_credentials     = "^[^@]*$"
 
   # App Runner sets PORT itself, to image_configuration.port.
   environment = merge(

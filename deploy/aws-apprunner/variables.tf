@@ -25,8 +25,8 @@ variable "environment" {
   }
 
   validation {
-    condition     = alltrue([for k in keys(var.environment) : !contains(local.secret_environment, k)])
-    error_message = "LISTEN_TOKENS and LISTEN_JWT_SECRET are secrets: pass them in secrets, not environment."
+    condition     = alltrue([for k, v in var.environment : !contains(local.secret_environment, k) || (k == "BROKER_URL" && can(regex(local.no_credentials, v)))])
+    error_message = "LISTEN_TOKENS, LISTEN_JWT_SECRET and a BROKER_URL with credentials are secrets: pass them in secrets, not environment."
   }
 }
 
@@ -37,7 +37,12 @@ variable "secrets" {
 
   validation {
     condition     = alltrue([for k in keys(var.secrets) : contains(local.secret_environment, k)])
-    error_message = "Only LISTEN_TOKENS and LISTEN_JWT_SECRET are secrets (local.secret_environment in main.tf)."
+    error_message = "Only LISTEN_TOKENS, LISTEN_JWT_SECRET and BROKER_URL are secrets (local.secret_environment in main.tf)."
+  }
+
+  validation {
+    condition     = !contains(keys(var.secrets), "BROKER_URL") || !contains(keys(var.environment), "BROKER_URL")
+    error_message = "BROKER_URL is set in both secrets and environment: keep one."
   }
 }
 
@@ -60,13 +65,13 @@ variable "auto_deployments_enabled" {
 }
 
 variable "max_instances" {
-  description = "Most instances App Runner may run. More than one needs BROKER_URL in environment (each instance has its own hub)."
+  description = "Most instances App Runner may run. More than one needs BROKER_URL in environment, or in secrets when it carries credentials (each instance has its own hub)."
   type        = number
   default     = 1
 
   validation {
-    condition     = var.max_instances == 1 || (var.max_instances > 1 && contains(keys(var.environment), "BROKER_URL"))
-    error_message = "More than one instance needs a broker: set BROKER_URL in environment."
+    condition     = var.max_instances == 1 || (var.max_instances > 1 && (contains(keys(var.environment), "BROKER_URL") || contains(keys(var.secrets), "BROKER_URL")))
+    error_message = "More than one instance needs a broker: set BROKER_URL in environment (or secrets)."
   }
 }
 

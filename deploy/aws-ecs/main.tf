@@ -37,13 +37,19 @@ locals {
   ]
 
   # The service's secrets: only ever from var.secrets (the platform's secret
-  # store), never as literals in var.environment.
-  secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET"]
+  # store), never as literals in var.environment. BROKER_URL is one when it
+  # carries credentials (user:password@, a NATS token@); without, it may
+  # also be plain (no_credentials).
+  secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET", "BROKER_URL"]
+  no_credentials     = "^[^@]*$"
 
-  # More than one replica needs a broker. Without var.broker_url, one is
-  # created: Valkey with in-transit encryption, hence rediss://. Whether a
-  # URL was given is not secret (the URL is): counts may depend on it.
-  broker_given  = nonsensitive(var.broker_url != "") || contains(keys(var.environment), "BROKER_URL")
+  # More than one replica needs a broker. Without one given (var.broker_url,
+  # or BROKER_URL in var.secrets or var.environment), one is created: Valkey
+  # with in-transit encryption, hence rediss://, and no AUTH token (only the
+  # tasks' security group reaches it), so its URL holds no secret and goes
+  # in the plain environment. A URL with credentials comes from var.secrets.
+  broker_secret = contains(keys(var.secrets), "BROKER_URL")
+  broker_given  = var.broker_url != "" || local.broker_secret || contains(keys(var.environment), "BROKER_URL")
   create_valkey = var.replicas > 1 && !local.broker_given
   has_broker    = local.broker_given || local.create_valkey
   broker_url    = local.create_valkey ? "rediss://${aws_elasticache_replication_group.broker[0].primary_endpoint_address}:${local.valkey_port}" : var.broker_url
@@ -65,7 +71,7 @@ locals {
       TRUSTED_PROXY_CIDRS = data.aws_vpc.this.cidr_block
     },
     # Replicas share every event through the broker; one alone needs none.
-    !local.has_broker ? {} : {
+    !local.has_broker || local.broker_secret ? {} : {
       BROKER_URL = local.broker_url
     },
     var.environment,

@@ -75,8 +75,8 @@ variable "environment" {
   }
 
   validation {
-    condition     = alltrue([for k in keys(var.environment) : !contains(local.secret_environment, k)])
-    error_message = "LISTEN_TOKENS and LISTEN_JWT_SECRET are secrets: pass them in secrets, not environment."
+    condition     = alltrue([for k, v in var.environment : !contains(local.secret_environment, k) || (k == "BROKER_URL" && can(regex(local.no_credentials, v)))])
+    error_message = "LISTEN_TOKENS, LISTEN_JWT_SECRET and a BROKER_URL with credentials are secrets: pass them in secrets, not environment."
   }
 }
 
@@ -87,7 +87,12 @@ variable "secrets" {
 
   validation {
     condition     = alltrue([for k in keys(var.secrets) : contains(local.secret_environment, k)])
-    error_message = "Only LISTEN_TOKENS and LISTEN_JWT_SECRET are secrets (local.secret_environment in main.tf)."
+    error_message = "Only LISTEN_TOKENS, LISTEN_JWT_SECRET and BROKER_URL are secrets (local.secret_environment in main.tf)."
+  }
+
+  validation {
+    condition     = !contains(keys(var.secrets), "BROKER_URL") || !contains(keys(var.environment), "BROKER_URL")
+    error_message = "BROKER_URL is set in both secrets and environment: keep one."
   }
 }
 
@@ -121,10 +126,19 @@ variable "replicas" {
 }
 
 variable "broker_url" {
-  description = "An existing broker for replicas > 1 (BROKER_URL): rediss://host:6379 for ElastiCache with in-transit encryption, redis://, or nats://host:4222. Empty with replicas > 1: a Valkey replication group is created."
+  description = "An existing broker for replicas > 1 (BROKER_URL) without credentials: rediss://host:6379 for ElastiCache with in-transit encryption, redis://, or nats://host:4222. It is readable in the task definition: a URL with a password or token goes in secrets.BROKER_URL instead. Neither with replicas > 1: a Valkey replication group is created."
   type        = string
   default     = ""
-  sensitive   = true # may hold a password
+
+  validation {
+    condition     = can(regex(local.no_credentials, var.broker_url))
+    error_message = "broker_url carries credentials, which anyone allowed to describe the task definition could read: put that URL in Secrets Manager or SSM and pass its ARN as secrets.BROKER_URL."
+  }
+
+  validation {
+    condition     = var.broker_url == "" || !contains(keys(var.secrets), "BROKER_URL")
+    error_message = "BROKER_URL is set in both broker_url and secrets: keep one."
+  }
 }
 
 variable "broker_cidrs" {

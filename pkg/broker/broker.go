@@ -85,6 +85,7 @@ type Stats struct {
 	PublishErrors uint64 `json:"broker_publish_errors"` // events not sent although connected: publish failed, or sending fell behind
 	DroppedDown   uint64 `json:"broker_dropped_down"`   // events not sent because the broker was unreachable
 	DroppedBusy   uint64 `json:"broker_dropped_busy"`   // events received but refused by the local hub (Handler error)
+	DroppedClient uint64 `json:"broker_dropped_client"` // messages the NATS client dropped before this replica read them (its pending limit)
 	TooLarge      uint64 `json:"broker_too_large"`      // events over the broker's size limit, delivered locally only
 	Reconnects    uint64 `json:"broker_reconnects"`     // connections established after a loss
 	SilentRepairs uint64 `json:"broker_silent_repairs"` // connections the probe found silent or frozen, replaced
@@ -121,6 +122,7 @@ type Broker struct {
 	probeSent  atomic.Uint64 // number of the last probe sent; only run stores
 
 	sent, received, publishErrors, droppedDown, droppedBusy atomic.Uint64
+	droppedClient                                           atomic.Uint64
 	tooLarge, reconnects, silent, foreign                   atomic.Uint64
 	outageLogged, foreignLogged                             atomic.Bool
 
@@ -155,7 +157,7 @@ func New(opts Options) (*Broker, error) {
 	case Redis:
 		b.dial, err = dialRedis(opts.URL, opts.Channel, opts.DialTimeout)
 	case NATS:
-		b.dial = dialNATS(opts.URL, opts.Channel, opts.DialTimeout, "event-dispatcher "+string(b.origin[:]), b.log)
+		b.dial = dialNATS(opts.URL, opts.Channel, opts.DialTimeout, "event-dispatcher "+string(b.origin[:]), &b.droppedClient, b.log)
 	}
 	if err != nil {
 		return nil, err
@@ -197,6 +199,7 @@ func (b *Broker) Stats() Stats {
 		PublishErrors: b.publishErrors.Load(),
 		DroppedDown:   b.droppedDown.Load(),
 		DroppedBusy:   b.droppedBusy.Load(),
+		DroppedClient: b.droppedClient.Load(),
 		TooLarge:      b.tooLarge.Load(),
 		Reconnects:    b.reconnects.Load(),
 		SilentRepairs: b.silent.Load(),

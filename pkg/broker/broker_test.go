@@ -338,6 +338,48 @@ func TestNATSMaxPayload(t *testing.T) {
 	}
 }
 
+// A replica that stops reading lets the NATS client's pending queue fill:
+// the client drops what comes after, and the Broker counts it.
+func TestNATSClientDropsCounted(t *testing.T) {
+	srv := brokertest.NATS(t, "")
+	// The probe travels behind the held events: it must not reconnect,
+	// which would throw the pending queue away uncounted.
+	a := start(t, srv.URL, func(o *Options) { o.ProbeTimeout = time.Minute })
+	eventually(t, within, "connected", connected(a))
+	a.in.mu.Lock()
+	a.in.block = make(chan struct{})
+	a.in.mu.Unlock()
+
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	other, sent := newOrigin(), natsPendingMsgs+5000
+	for i := range sent {
+		if err := nc.Publish(a.opts.Channel, other.seal(kindEvent, ev(9, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, within, "drops counted", func() bool { return a.Stats().DroppedClient > 0 })
+	a.in.mu.Lock()
+	close(a.in.block)
+	a.in.block = nil
+	a.in.mu.Unlock()
+	// Every event is either received or counted as dropped (probes held
+	// behind them may be dropped and counted too).
+	eventually(t, within, "every event accounted for", func() bool {
+		st := a.Stats()
+		return st.Received+st.DroppedClient >= uint64(sent)
+	})
+	if st := a.Stats(); st.Received >= uint64(sent) || st.State != Connected {
+		t.Errorf("stats %+v: want events dropped by the client, still connected", st)
+	}
+}
+
 // Messages on the channel that this service did not write are counted and
 // ignored, with one log line.
 func TestForeignMessagesIgnored(t *testing.T) {

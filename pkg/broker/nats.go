@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,6 +20,12 @@ type natsSession struct {
 	*ending
 	nc      *nats.Conn
 	subject string
+
+	// Messages the client dropped at its pending limit, added to dropped
+	// as the subscription's cumulative count grows.
+	dropped    *atomic.Uint64
+	dropMu     sync.Mutex
+	dropsTaken int
 }
 
 // Pending limits of the subscription inside the client: the hub takes each
@@ -27,9 +35,9 @@ const (
 	natsPendingBytes = 64 << 20
 )
 
-func dialNATS(servers, subject string, timeout time.Duration, name string, log zerolog.Logger) dialFunc {
+func dialNATS(servers, subject string, timeout time.Duration, name string, dropped *atomic.Uint64, log zerolog.Logger) dialFunc {
 	return func(ctx context.Context, deliver func([]byte)) (session, error) {
-		s := &natsSession{ending: newEnding(), subject: subject}
+		s := &natsSession{ending: newEnding(), subject: subject, dropped: dropped}
 		nc, err := nats.Connect(servers,
 			nats.Name(name),
 			nats.NoReconnect(),
@@ -40,7 +48,10 @@ func dialNATS(servers, subject string, timeout time.Duration, name string, log z
 			nats.NoCallbacksAfterClientClose(),
 			nats.ClosedHandler(func(*nats.Conn) { s.end(errors.New("connection closed")) }),
 			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.end(fmt.Errorf("disconnected: %w", err)) }),
-			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+				if sub != nil {
+					s.countDrops(sub) // a slow consumer: the first drop, at least
+				}
 				log.Warn().Err(err).Msg("NATS reports an error: events from other replicas may have been missed")
 			}),
 		)
@@ -48,7 +59,12 @@ func dialNATS(servers, subject string, timeout time.Duration, name string, log z
 			return nil, err
 		}
 		s.nc = nc
-		sub, err := nc.Subscribe(subject, func(m *nats.Msg) { deliver(m.Data) })
+		sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+			// Messages after a drop are still pending, so the next one
+			// delivered counts it.
+			s.countDrops(m.Sub)
+			deliver(m.Data)
+		})
 		if err == nil {
 			err = sub.SetPendingLimits(natsPendingMsgs, natsPendingBytes)
 		}
@@ -74,6 +90,22 @@ func (s *natsSession) publish(_ context.Context, msgs [][]byte) error {
 		}
 	}
 	return nil
+}
+
+// countDrops adds to the Broker's counter the messages the client dropped
+// at its pending limit since the last call. The client only logs them
+// (ErrorHandler, once per slow spell): its count is the only record.
+func (s *natsSession) countDrops(sub *nats.Subscription) {
+	n, err := sub.Dropped()
+	if err != nil { // closed: the count is gone with it
+		return
+	}
+	s.dropMu.Lock()
+	defer s.dropMu.Unlock()
+	if n > s.dropsTaken {
+		s.dropped.Add(uint64(n - s.dropsTaken))
+		s.dropsTaken = n
+	}
 }
 
 // maxPayload is the server's max_payload (1 MB by default).

@@ -78,7 +78,8 @@ func validateChannel(kind Kind, channel string) error {
 }
 
 // Redact hides every password in a (possibly comma-separated) broker URL,
-// for logs and error messages.
+// for logs and error messages, and a user without a password too: NATS
+// takes nats://token@host as a token.
 func Redact(rawURL string) string {
 	if rawURL == "" {
 		return ""
@@ -86,6 +87,9 @@ func Redact(rawURL string) string {
 	parts := strings.Split(rawURL, ",")
 	for i, s := range parts {
 		if u, err := url.Parse(strings.TrimSpace(s)); err == nil {
+			if _, hasPassword := u.User.Password(); u.User != nil && !hasPassword {
+				u.User = url.User("xxxxx")
+			}
 			parts[i] = u.Redacted()
 		} else {
 			parts[i] = "(unparsable URL)"

@@ -52,7 +52,7 @@ type Config struct {
 	ClientIPAnonymize bool     `envconfig:"CLIENT_IP_ANONYMIZE" default:"false" desc:"truncate the CLIENT_IP_FIELD address: IPv4 to /24, IPv6 to /48" json:"CLIENT_IP_ANONYMIZE"`
 
 	// Scale-out: replicas share events through a broker (pkg/broker).
-	BrokerURL     string `envconfig:"BROKER_URL" desc:"empty: one instance, in memory; redis://[user:pass@]host:port[/db], rediss://… (TLS) or nats://host:port[,nats://…]: replicas share every event through it" json:"BROKER_URL"`
+	BrokerURL     string `envconfig:"BROKER_URL" secret:"true" desc:"empty: one instance, in memory; redis://[user:pass@]host:port[/db], rediss://… (TLS) or nats://host:port[,nats://…]: replicas share every event through it; with credentials, a secret" json:"BROKER_URL"`
 	BrokerChannel string `envconfig:"BROKER_CHANNEL" default:"event-dispatcher" desc:"Redis channel or NATS subject the replicas share" json:"BROKER_CHANNEL"`
 
 	// Derived by Load from the raw values above.
@@ -309,7 +309,7 @@ func (c Config) MarshalZerologObject(e *zerolog.Event) {
 		switch f := v.Field(i).Interface(); {
 		case name == "":
 		case name == "BROKER_URL":
-			e.Str(name, broker.Redact(c.BrokerURL)) // no password in logs
+			e.Str(name, broker.Redact(c.BrokerURL)) // a secret, but its host helps: only the credentials are hidden
 		case v.Type().Field(i).Tag.Get("secret") == "true":
 			e.Str(name, map[bool]string{true: "[redacted]", false: ""}[v.Field(i).Len() > 0])
 		case name == "CORS_ALLOWED_ORIGINS" && c.AllowOrigins == nil:

@@ -308,6 +308,17 @@ func TestLoggedConfigHidesBrokerPassword(t *testing.T) {
 	if strings.Contains(buf.String(), "hunter2") || !strings.Contains(buf.String(), `"BROKER_URL":"redis://app:xxxxx@cache:6379/0"`) {
 		t.Errorf("logged %s; want BROKER_URL with its password hidden", buf.Bytes())
 	}
+
+	// NATS reads a user without a password as a token.
+	c, _, err = load(t, map[string]string{"BROKER_URL": "nats://s3cr3t-token@n1:4222,nats://n2:4222"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf.Reset()
+	log.Info().Object("config", c).Send()
+	if strings.Contains(buf.String(), "s3cr3t") || !strings.Contains(buf.String(), `"BROKER_URL":"nats://xxxxx@n1:4222,nats://n2:4222"`) {
+		t.Errorf("logged %s; want the NATS token hidden", buf.Bytes())
+	}
 }
 
 // A CORS list that is set but names no origin must fail closed: either be

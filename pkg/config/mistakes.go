@@ -150,12 +150,10 @@ func OpenByMistake(c Config, misses []NearMiss) error {
 	if len(c.ListenTokens) > 0 || c.ListenJWTSecret != "" {
 		return nil
 	}
-	t := reflect.TypeFor[Config]()
 	for _, m := range misses {
-		for i := range t.NumField() {
-			if f := t.Field(i); f.Tag.Get("envconfig") == m.Like && f.Tag.Get("secret") == "true" {
-				return fmt.Errorf("%s: not a variable of the service (did you mean %s?); without a listener secret the streams would be open, so the service does not start", m.Name, m.Like)
-			}
+		// Not every secret: a misspelt BROKER_URL leaves the streams closed or open as they were.
+		if m.Like == "LISTEN_TOKENS" || m.Like == "LISTEN_JWT_SECRET" {
+			return fmt.Errorf("%s: not a variable of the service (did you mean %s?); without a listener secret the streams would be open, so the service does not start", m.Name, m.Like)
 		}
 	}
 	return nil

@@ -71,10 +71,10 @@ func (m *metrics) handler() http.Handler {
 // collector turns the hub's and the server's counters into metrics when
 // Prometheus scrapes.
 type collector struct {
-	s                                                 *Server
-	listeners, accepted, rejected, deliveries, bytes  *prometheus.Desc
-	dropped, queueDepth, queueCapacity, stalled, lag  *prometheus.Desc
-	draining, brokerUp, brokerIn, brokerErr, brokerRe *prometheus.Desc
+	s                                                             *Server
+	listeners, accepted, rejected, deliveries, bytes              *prometheus.Desc
+	dropped, queueDepth, queueCapacity, stalled, lag              *prometheus.Desc
+	draining, brokerUp, brokerIn, brokerErr, brokerRe, brokerDrop *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -98,13 +98,14 @@ func newCollector(s *Server) *collector {
 		brokerIn:      d("broker_messages_received_total", "Events received from the broker."),
 		brokerErr:     d("broker_publish_errors_total", "Events that could not be published to the broker."),
 		brokerRe:      d("broker_reconnects_total", "Times the link to the broker was re-established."),
+		brokerDrop:    d("broker_messages_dropped_total", "Events from the broker not delivered here, by reason: busy (local queue full) or client (the NATS client's pending limit).", "reason"),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.listeners, c.accepted, c.rejected, c.deliveries, c.bytes, c.dropped, c.queueDepth, c.queueCapacity,
-		c.lag, c.stalled, c.draining, c.brokerUp, c.brokerIn, c.brokerErr, c.brokerRe,
+		c.lag, c.stalled, c.draining, c.brokerUp, c.brokerIn, c.brokerErr, c.brokerRe, c.brokerDrop,
 	} {
 		ch <- d
 	}
@@ -141,6 +142,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.brokerIn, b.Received)
 	counter(c.brokerErr, b.PublishErrors)
 	counter(c.brokerRe, b.Reconnects)
+	counter(c.brokerDrop, b.DroppedBusy, "busy")
+	counter(c.brokerDrop, b.DroppedClient, "client")
 }
 
 func flag(b bool) float64 {
