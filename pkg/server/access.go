@@ -34,6 +34,7 @@ func (s *Server) authorizeListener(next http.Handler) http.Handler {
 				challenge += `, error="invalid_token"`
 			}
 			w.Header().Set("WWW-Authenticate", challenge)
+			s.streamsRefused[refusedUnauthorized].Add(1)
 			writeError(w, http.StatusUnauthorized, err.Error())
 			return
 		}
@@ -136,6 +137,7 @@ func (s *Server) limitStreams(next http.Handler) http.Handler {
 		ip := s.opts.ClientIP.Addr(r)
 		if !streams.Acquire(ip) {
 			w.Header().Set("Retry-After", "5")
+			s.streamsRefused[refusedRateLimited].Add(1)
 			writeError(w, http.StatusTooManyRequests, "too many streams open from this address")
 			return
 		}

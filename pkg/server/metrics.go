@@ -25,6 +25,22 @@ const (
 
 var reasonLabels = [numReasons]string{"too_large", "invalid", "timeout", "busy", "rate_limited", "forbidden"}
 
+// refusal is why a stream was refused before it started, as the
+// listeners_refused counter labels it: what an operator alerts on when
+// listeners cannot get in.
+type refusal int
+
+const (
+	refusedCapacity     refusal = iota // 503: MAX_SUBSCRIBERS reached
+	refusedDraining                    // 503: shutting down
+	refusedRateLimited                 // 429: MAX_LISTENERS_PER_IP reached
+	refusedUnauthorized                // 401: token missing or invalid
+	refusedInvalid                     // 400: a malformed filter
+	numRefusals
+)
+
+var refusalLabels = [numRefusals]string{"capacity", "draining", "rate_limited", "unauthorized", "invalid"}
+
 // Histogram buckets: events are a few hundred bytes to MAX_BODY_BYTES;
 // streams last from a page view to a day.
 var (
@@ -72,7 +88,7 @@ func (m *metrics) handler() http.Handler {
 // Prometheus scrapes.
 type collector struct {
 	s                                                             *Server
-	listeners, accepted, rejected, deliveries, bytes              *prometheus.Desc
+	listeners, accepted, rejected, deliveries, bytes, refused     *prometheus.Desc
 	dropped, queueDepth, queueCapacity, stalled, lag              *prometheus.Desc
 	draining, brokerUp, brokerIn, brokerErr, brokerRe, brokerDrop *prometheus.Desc
 }
@@ -86,6 +102,7 @@ func newCollector(s *Server) *collector {
 		listeners:     d("listeners", "Connected SSE listeners."),
 		accepted:      d("events_accepted_total", "Event POSTs accepted (204)."),
 		rejected:      d("events_rejected_total", "Event POSTs refused, by reason.", "reason"),
+		refused:       d("listeners_refused_total", "Streams refused before they started, by reason: capacity (MAX_SUBSCRIBERS), draining, rate_limited (MAX_LISTENERS_PER_IP), unauthorized, invalid (a malformed filter).", "reason"),
 		deliveries:    d("deliveries_total", "Events written to listeners' sockets."),
 		bytes:         d("sent_bytes_total", "Bytes written to listeners' sockets, heartbeats included."),
 		dropped:       d("listeners_dropped_total", "Listeners dropped, by reason: slow (queue full) or stalled (socket took nothing within WRITE_TIMEOUT).", "reason"),
@@ -104,7 +121,7 @@ func newCollector(s *Server) *collector {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.listeners, c.accepted, c.rejected, c.deliveries, c.bytes, c.dropped, c.queueDepth, c.queueCapacity,
+		c.listeners, c.accepted, c.rejected, c.refused, c.deliveries, c.bytes, c.dropped, c.queueDepth, c.queueCapacity,
 		c.lag, c.stalled, c.draining, c.brokerUp, c.brokerIn, c.brokerErr, c.brokerRe, c.brokerDrop,
 	} {
 		ch <- d
@@ -128,6 +145,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.accepted, hc.EventsAccepted)
 	for r := range numReasons {
 		counter(c.rejected, s.rejected[r].Load(), reasonLabels[r])
+	}
+	for r := range numRefusals {
+		counter(c.refused, s.streamsRefused[r].Load(), refusalLabels[r])
 	}
 	counter(c.deliveries, hc.Deliveries)
 	counter(c.bytes, hc.BytesSent)

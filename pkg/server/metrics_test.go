@@ -347,3 +347,42 @@ func TestMetricsCountWhatAStalledListenerReceived(t *testing.T) {
 		t.Errorf("the client received all %d events: the test did not stall it", events)
 	}
 }
+
+// Streams refused before they start are counted by reason, so hitting the
+// listener cap can be alerted on.
+func TestMetricsCountRefusedListeners(t *testing.T) {
+	t.Parallel()
+	const token = "0123456789abcdefXYZ"
+	srv := ssetest.Start(t, broadcast.Options{MaxListeners: 2}, server.Options{
+		ClientIP: clientip.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}),
+		Access: access.Policy{
+			Listeners: access.NewAuth([]string{token}, nil),
+			Streams:   access.NewStreamLimiter(1),
+		},
+	})
+	from := func(ip string) http.Header {
+		return http.Header{"Authorization": {"Bearer " + token}, "X-Forwarded-For": {ip}}
+	}
+	refusedWith := func(path string, header http.Header, status int) {
+		t.Helper()
+		r, err := srv.Do(within(t, 10*time.Second), http.MethodGet, path, header, nil)
+		if err != nil || r.Status != status {
+			t.Fatalf("GET %s: %d %v, want %d", path, r.Status, err, status)
+		}
+	}
+	before := ssetest.Scrape(t, srv.Admin+"/metrics")
+	refusedWith("/events", nil, http.StatusUnauthorized)
+	refusedWith("/events?session_id=", from("203.0.113.1"), http.StatusBadRequest)
+	ssetest.Subscribe(t, srv.Client, srv.URL+"/events", from("203.0.113.1"))
+	refusedWith("/events", from("203.0.113.1"), http.StatusTooManyRequests)
+	ssetest.Subscribe(t, srv.Client, srv.URL+"/events", from("203.0.113.2"))
+	refusedWith("/events", from("203.0.113.3"), http.StatusServiceUnavailable)
+	wantSeries(t, delta(before, ssetest.Scrape(t, srv.Admin+"/metrics")), map[string]float64{
+		`event_dispatcher_listeners_refused_total{reason="unauthorized"}`: 1,
+		`event_dispatcher_listeners_refused_total{reason="invalid"}`:      1,
+		`event_dispatcher_listeners_refused_total{reason="rate_limited"}`: 1,
+		`event_dispatcher_listeners_refused_total{reason="capacity"}`:     1,
+		`event_dispatcher_listeners_refused_total{reason="draining"}`:     0,
+		"event_dispatcher_listeners":                                      2,
+	})
+}

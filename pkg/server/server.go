@@ -47,16 +47,17 @@ type Broker interface {
 
 // Server routes requests to the hub. It is an http.Handler.
 type Server struct {
-	opts     Options
-	handler  http.Handler
-	started  time.Time
-	draining atomic.Bool
-	inflight atomic.Int64              // POSTs being handled, so shutdown can let them finish
-	rejected [numReasons]atomic.Uint64 // POSTs refused, by reason
-	refused  refusedOrigins
-	bodies   sync.Pool // *bytes.Buffer for request bodies
-	metrics  *metrics
-	admin    http.Handler
+	opts           Options
+	handler        http.Handler
+	started        time.Time
+	draining       atomic.Bool
+	inflight       atomic.Int64               // POSTs being handled, so shutdown can let them finish
+	rejected       [numReasons]atomic.Uint64  // POSTs refused, by reason
+	streamsRefused [numRefusals]atomic.Uint64 // streams refused before they started, by reason
+	refused        refusedOrigins
+	bodies         sync.Pool // *bytes.Buffer for request bodies
+	metrics        *metrics
+	admin          http.Handler
 }
 
 // New returns a Server with every route in place.

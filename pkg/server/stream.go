@@ -18,6 +18,7 @@ func (s *Server) handleStream() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		filter, err := parseFilter(r.URL.RawQuery)
 		if err != nil {
+			s.streamsRefused[refusedInvalid].Add(1)
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
@@ -32,6 +33,11 @@ func (s *Server) handleStream() http.Handler {
 		sent, err := s.opts.Hub.ServeFiltered(w, r.WithContext(log.WithContext(r.Context())), filter)
 		switch {
 		case errors.Is(err, broadcast.ErrTooMany), errors.Is(err, broadcast.ErrClosed):
+			why := refusedCapacity
+			if errors.Is(err, broadcast.ErrClosed) {
+				why = refusedDraining
+			}
+			s.streamsRefused[why].Add(1)
 			h.Del("X-Accel-Buffering")
 			h.Set("Retry-After", "5")
 			writeError(w, http.StatusServiceUnavailable, err.Error())
