@@ -190,6 +190,19 @@ func startProcess(t *testing.T, args []string, env ...string) *process {
 	return p
 }
 
+// exitedCleanly waits for the process to end and fails the test unless it
+// exited 0 without logging an incomplete graceful shutdown; what names the
+// thing that would have held the shutdown.
+func (p *process) exitedCleanly(t *testing.T, guard time.Duration, what string) {
+	t.Helper()
+	if code := p.exit(t, guard); code != 0 {
+		t.Fatalf("exit code %d; stderr:\n%s", code, p.stderr)
+	}
+	if recs := p.stdout.records("graceful shutdown incomplete; closing remaining connections"); len(recs) > 0 {
+		t.Errorf("%s held the shutdown until SHUTDOWN_TIMEOUT: %v", what, recs[0]["error"])
+	}
+}
+
 // exit waits for the process to end and returns its exit code; the guard
 // only stops a hung process from hanging the test.
 func (p *process) exit(t *testing.T, guard time.Duration) int {
@@ -506,12 +519,7 @@ func TestShutdownNotHeldBySilentConnection(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := p.exit(t, 30*time.Second); code != 0 {
-		t.Fatalf("exit code %d; stderr:\n%s", code, p.stderr)
-	}
-	if recs := p.stdout.records("graceful shutdown incomplete; closing remaining connections"); len(recs) > 0 {
-		t.Errorf("an accepted connection that sent no request held http.Server.Shutdown until SHUTDOWN_TIMEOUT: %v", recs[0]["error"])
-	}
+	p.exitedCleanly(t, 30*time.Second, "an accepted connection that sent no request")
 }
 
 func TestAdminPortOff(t *testing.T) {

@@ -86,12 +86,7 @@ func TestStreamRequestsWithABodyHoldNeitherSlotsNorShutdown(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := p.exit(t, 60*time.Second); code != 0 {
-		t.Fatalf("exit code %d; stderr:\n%s", code, p.stderr)
-	}
-	if recs := p.stdout.records("graceful shutdown incomplete; closing remaining connections"); len(recs) > 0 {
-		t.Errorf("shutdown held until SHUTDOWN_TIMEOUT: %v", recs[0]["error"])
-	}
+	p.exitedCleanly(t, 60*time.Second, "a body-declaring GET")
 }
 
 // A POST whose body trickles in (within BODY_READ_TIMEOUT) once held the
@@ -149,12 +144,7 @@ func TestTrickledPostHoldsNoShutdown(t *testing.T) {
 			break
 		}
 	}
-	if code := p.exit(t, 60*time.Second); code != 0 {
-		t.Fatalf("exit code %d; stderr:\n%s", code, p.stderr)
-	}
-	if recs := p.stdout.records("graceful shutdown incomplete; closing remaining connections"); len(recs) > 0 {
-		t.Errorf("a trickling POST held the shutdown until SHUTDOWN_TIMEOUT: %v", recs[0]["error"])
-	}
+	p.exitedCleanly(t, 60*time.Second, "a trickling POST")
 	_ = conn.Close()
 	<-trickling
 }
