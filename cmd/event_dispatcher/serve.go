@@ -17,6 +17,7 @@ import (
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/config"
+	"event-dispatcher/pkg/publish"
 	"event-dispatcher/pkg/server"
 )
 
@@ -48,6 +49,13 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		closeNow(hub)
 		return err
 	}
+	// Every way in ends in one path: validated and compacted once, then to
+	// the local hub and to every sink (the other replicas, when linked).
+	var sinks []publish.Sink
+	if relay != nil {
+		sinks = append(sinks, publish.SinkFunc(relay.Publish))
+	}
+	path := publish.New(publish.Options{Hub: hub, Sinks: sinks, Lenient: !cfg.StrictJSON, ClientIPField: cfg.ClientIPField})
 	srv := server.New(server.Options{
 		Hub:             hub,
 		Logger:          log,
@@ -65,6 +73,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		WriteTimeout: cfg.WriteTimeout,
 		LenientJSON:  !cfg.StrictJSON,
 		Broker:       relay,
+		Publish:      path,
 	})
 	hs := srv.HTTPServer()
 

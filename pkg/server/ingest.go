@@ -8,8 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"event-dispatcher/pkg/broadcast"
-	"event-dispatcher/pkg/event"
+	"event-dispatcher/pkg/publish"
 )
 
 // handleIngest accepts one JSON object per POST and hands its compact form
@@ -18,10 +17,6 @@ import (
 func (s *Server) handleIngest() http.Handler {
 	max := s.opts.MaxBodyBytes
 	tooLarge := "body exceeds " + strconv.FormatInt(max, 10) + " bytes"
-	compact := event.Compact
-	if s.opts.LenientJSON {
-		compact = event.CompactLenient
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.inflight.Add(1)
 		defer s.inflight.Add(-1)
@@ -49,31 +44,32 @@ func (s *Server) handleIngest() http.Handler {
 		}
 		body := buf.Bytes()
 		var ip string
-		if s.opts.ClientIPField != "" {
+		if s.opts.Publish.WantsClientIP() {
 			ip = s.clientIP(r)
 		}
-		// Compact into a second pooled buffer: the hub copies what it keeps.
+		// Compact into a second pooled buffer: the hub and the sinks copy
+		// what they keep.
 		out := s.body()
 		defer s.putBody(out)
-		data, err := compact(out.AvailableBuffer(), body, s.opts.ClientIPField, ip)
+		data, err := s.post.Publish(out.AvailableBuffer(), body, ip)
 		if err != nil {
-			s.reject(w, http.StatusBadRequest, reasonInvalid, err.Error())
+			s.refusePublish(w, err)
 			return
 		}
-		switch err := s.opts.Hub.Publish(data); {
-		case err == nil:
-			if s.opts.Broker != nil { // the bytes listeners here got, CLIENT_IP_FIELD applied, once
-				s.opts.Broker.Publish(data)
-			}
-			w.WriteHeader(http.StatusNoContent)
-			s.metrics.eventSize.Observe(float64(len(data)))
-		case errors.Is(err, broadcast.ErrBusy), errors.Is(err, broadcast.ErrClosed):
-			w.Header().Set("Retry-After", "1")
-			s.reject(w, http.StatusServiceUnavailable, reasonBusy, err.Error())
-		default:
-			writeError(w, http.StatusInternalServerError, "could not publish")
-		}
+		w.WriteHeader(http.StatusNoContent)
+		s.metrics.eventSize.Observe(float64(len(data)))
 	})
+}
+
+// refusePublish answers an event the publish path refused: 400 for an
+// invalid one, 503 with Retry-After when the hub is saturated or closing.
+func (s *Server) refusePublish(w http.ResponseWriter, err error) {
+	if errors.Is(err, publish.ErrInvalid) {
+		s.reject(w, http.StatusBadRequest, reasonInvalid, err.Error())
+		return
+	}
+	w.Header().Set("Retry-After", "1")
+	s.reject(w, http.StatusServiceUnavailable, reasonBusy, err.Error())
 }
 
 func (s *Server) reject(w http.ResponseWriter, code int, why reason, msg string) {

@@ -91,6 +91,7 @@ type collector struct {
 	listeners, accepted, rejected, deliveries, bytes, refused     *prometheus.Desc
 	dropped, queueDepth, queueCapacity, stalled, lag              *prometheus.Desc
 	draining, brokerUp, brokerIn, brokerErr, brokerRe, brokerDrop *prometheus.Desc
+	doorEvents                                                    *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -116,13 +117,14 @@ func newCollector(s *Server) *collector {
 		brokerErr:     d("broker_publish_errors_total", "Events that could not be published to the broker."),
 		brokerRe:      d("broker_reconnects_total", "Times the link to the broker was re-established."),
 		brokerDrop:    d("broker_messages_dropped_total", "Events from the broker not delivered here, by reason: busy (local queue full) or client (the NATS client's pending limit).", "reason"),
+		doorEvents:    d("door_events_total", "Events that came in at this replica, by way in (door: post, …) and outcome: accepted, invalid (refused by validation), busy (refused: saturated or shutting down).", "door", "outcome"),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.listeners, c.accepted, c.rejected, c.refused, c.deliveries, c.bytes, c.dropped, c.queueDepth, c.queueCapacity,
-		c.lag, c.stalled, c.draining, c.brokerUp, c.brokerIn, c.brokerErr, c.brokerRe, c.brokerDrop,
+		c.lag, c.stalled, c.draining, c.brokerUp, c.brokerIn, c.brokerErr, c.brokerRe, c.brokerDrop, c.doorEvents,
 	} {
 		ch <- d
 	}
@@ -164,6 +166,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.brokerRe, b.Reconnects)
 	counter(c.brokerDrop, b.DroppedBusy, "busy")
 	counter(c.brokerDrop, b.DroppedClient, "client")
+	for _, d := range s.opts.Publish.Stats() {
+		counter(c.doorEvents, d.Accepted, d.Name, "accepted")
+		counter(c.doorEvents, d.Invalid, d.Name, "invalid")
+		counter(c.doorEvents, d.Busy, d.Name, "busy")
+	}
 }
 
 func flag(b bool) float64 {

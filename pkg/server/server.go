@@ -16,6 +16,7 @@ import (
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/broker"
 	"event-dispatcher/pkg/clientip"
+	"event-dispatcher/pkg/publish"
 )
 
 // Options are the Server's dependencies and settings.
@@ -35,11 +36,15 @@ type Options struct {
 	// I-JSON (see event.Compact).
 	LenientJSON bool
 	Broker      Broker // nil: this replica alone
+	// Publish is the path every way in ends in (pkg/publish). Nil: one is
+	// made from Hub, LenientJSON, ClientIPField, with Broker as its sink.
+	Publish *publish.Path
 }
 
 // Broker links this replica to the others (pkg/broker): each event accepted
-// here goes to the local hub and to the broker; what other replicas accept
-// reaches the hub through the broker's own handler.
+// here goes to the local hub and to the broker (a sink of the publish
+// path); what other replicas accept reaches the hub through the broker's
+// own handler.
 type Broker interface {
 	Publish(data []byte) // never blocks; copies data
 	Stats() broker.Stats
@@ -58,6 +63,7 @@ type Server struct {
 	bodies         sync.Pool // *bytes.Buffer for request bodies
 	metrics        *metrics
 	admin          http.Handler
+	post           *publish.Door // the players' POST
 }
 
 // New returns a Server with every route in place.
@@ -68,7 +74,14 @@ func New(opts Options) *Server {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
 	}
-	s := &Server{opts: opts, started: time.Now()}
+	if opts.Publish == nil {
+		var sinks []publish.Sink
+		if opts.Broker != nil {
+			sinks = append(sinks, publish.SinkFunc(opts.Broker.Publish))
+		}
+		opts.Publish = publish.New(publish.Options{Hub: opts.Hub, Sinks: sinks, Lenient: opts.LenientJSON, ClientIPField: opts.ClientIPField})
+	}
+	s := &Server{opts: opts, started: time.Now(), post: opts.Publish.Door("post")}
 	s.metrics = newMetrics(s)
 	admin := http.NewServeMux()
 	s.addAdminRoutes(admin)
