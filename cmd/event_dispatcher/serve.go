@@ -31,6 +31,9 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	for _, m := range unknown {
 		log.Warn().Str("variable", m.Name).Str("did_you_mean", m.Like).Msg("environment variable not used by the service; a typo?")
 	}
+	for _, r := range cfg.Risks() {
+		log.Warn().Str("variable", r.Name).Str("why", r.Why).Msg("risky setting")
+	}
 	hub, err := broadcast.New(broadcast.Options{
 		QueueSize:         cfg.PublishQueueSize,
 		MaxLag:            cfg.MaxFanoutLag,

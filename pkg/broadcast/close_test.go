@@ -20,13 +20,14 @@ import (
 )
 
 // A Close that times out on a listener whose socket takes nothing returns
-// at its deadline, and once that listener's write has timed out every
-// goroutine the hub started is gone. Not parallel: it counts goroutines.
+// at its deadline and cuts that listener's write then, whatever the write
+// timeout: its handler returns, and every goroutine the hub started is
+// gone. Not parallel: it counts goroutines.
 func TestTimedOutCloseLeaksNothing(t *testing.T) {
 	baseline := runtime.NumGoroutine()
-	// Long enough that the listener is still blocked, not yet dropped, when
-	// Close runs on a loaded machine.
-	const writeTimeout = 5 * time.Second
+	// Far beyond the test's guards: only the cut at Close's deadline can
+	// end the blocked write in time.
+	const writeTimeout = time.Hour
 	hub, err := broadcast.New(broadcast.Options{
 		QueueSize: 4096, MaxLag: time.Minute, MaxListeners: 4, BufferBytes: 1 << 30, WriteTimeout: writeTimeout,
 		Heartbeat: 50 * time.Millisecond, Logger: zerolog.Nop(),
@@ -34,8 +35,10 @@ func TestTimedOutCloseLeaksNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	served := make(chan error, 1)
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = hub.Serve(w, r)
+		_, err := hub.Serve(w, r)
+		served <- err
 	}))
 	// A listener that never reads, so the hub's writes to it block.
 	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
@@ -63,8 +66,16 @@ func TestTimedOutCloseLeaksNothing(t *testing.T) {
 	if err := hub.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Close: %v, want it to time out on the listener that reads nothing", err)
 	}
-	ts.Close() // returns once the listener's handler has, within the write timeout
-	ssetest.Eventually(t, 4*writeTimeout, "goroutines back to the baseline", func() (bool, string) {
+	select {
+	case err := <-served:
+		if !errors.Is(err, broadcast.ErrStalled) {
+			t.Errorf("stream ended by %v, want its write cut as stalled", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the listener's handler still runs a minute after Close's deadline")
+	}
+	ts.Close()
+	ssetest.Eventually(t, time.Minute, "goroutines back to the baseline", func() (bool, string) {
 		n := runtime.NumGoroutine()
 		return n <= baseline, fmt.Sprintf("%d goroutines, baseline %d", n, baseline)
 	})

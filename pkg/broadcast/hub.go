@@ -136,9 +136,10 @@ type Hub struct {
 
 	pump *pump
 
-	mu        sync.Mutex // guards listeners and draining
+	mu        sync.Mutex // guards listeners, draining and cutoff
 	listeners map[*listener]struct{}
 	draining  bool
+	cutoff    time.Time // set by Close: no write may outlast it
 	active    atomic.Int64
 	gone      sync.WaitGroup // one per listener, for Close
 
@@ -224,6 +225,12 @@ func (h *Hub) Stats() Stats {
 // shard, then ends every stream after flushing what its listener has
 // queued, and waits for the listeners' handlers to finish. Calling Close
 // again is harmless.
+//
+// Every write to a listener, the last ones included, ends by ctx's
+// deadline whatever the write timeout: a listener that takes nothing is cut
+// then, so its handler returns with the others and the caller's shutdown
+// never outlasts its deadline. A ctx that ends without a deadline cuts them
+// when it ends.
 func (h *Hub) Close(ctx context.Context) error {
 	h.pubMu.Lock()
 	h.closed = true
@@ -231,6 +238,9 @@ func (h *Hub) Close(ctx context.Context) error {
 	h.mu.Lock()
 	h.draining = true
 	h.mu.Unlock()
+	if d, ok := ctx.Deadline(); ok {
+		h.cutAll(d)
+	}
 
 	// A listener ends only after its r3labs loop has written everything
 	// handed to its shard before the end, so handed out is delivered.
@@ -241,10 +251,16 @@ func (h *Hub) Close(ctx context.Context) error {
 	select {
 	case <-done:
 		h.release()
+		if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+			// Done only because the deadline cut what was still writing.
+			return errors.Join(err, context.DeadlineExceeded)
+		}
 		return err
 	case <-ctx.Done():
-		// The streams are ended and each finishes within the write timeout;
-		// release what the hub runs once they have, rather than never.
+		// The streams are ended and their writes cut: each handler returns
+		// as soon as its blocked write fails. Release what the hub runs once
+		// they have, rather than never.
+		h.cutAll(time.Now())
 		go func() { <-done; h.release() }()
 		return errors.Join(err, ctx.Err())
 	}
@@ -256,6 +272,17 @@ func (h *Hub) release() {
 	h.stop()
 	h.bg.Wait()
 	h.sse.Close()
+}
+
+// cutAll makes every listener's writes, pending and future, fail at
+// deadline.
+func (h *Hub) cutAll(deadline time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cutoff = deadline
+	for l := range h.listeners {
+		l.cut(deadline)
+	}
 }
 
 func (h *Hub) endAll(cause error) {

@@ -48,6 +48,7 @@ type listener struct {
 	drainFn func() // l.drain, bound once: "go l.drain()" would allocate per event
 
 	deadlineAt time.Time // when the write deadline was last pushed; drain and finish only
+	cutAt      time.Time // set by the hub's Close: no write may outlast it; guarded by mu
 	sent       sentCounter
 }
 
@@ -232,12 +233,30 @@ func (l *listener) writeFrames(batch []*frame) error {
 // arm pushes the write deadline to timeout from now, at most once per
 // refresh (it costs a timer update), so a blocked write fails between
 // timeout-refresh and timeout after it started.
+//
+// Once the hub's Close has set a cut-off, the deadline is that and stays.
 func (l *listener) arm() {
 	refresh := min(time.Second, l.timeout/4)
 	if now := time.Now(); now.Sub(l.deadlineAt) > refresh {
-		_ = l.rc.SetWriteDeadline(now.Add(l.timeout))
+		l.mu.Lock()
+		if l.cutAt.IsZero() {
+			_ = l.rc.SetWriteDeadline(now.Add(l.timeout))
+		}
+		l.mu.Unlock()
 		l.deadlineAt = now
 	}
+}
+
+// cut makes every write, the one under way included, fail at deadline (an
+// earlier one stays).
+func (l *listener) cut(deadline time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.cutAt.IsZero() && !deadline.Before(l.cutAt) {
+		return
+	}
+	l.cutAt = deadline
+	_ = l.rc.SetWriteDeadline(deadline)
 }
 
 // writeAll writes batch and returns the frames of its last write, which

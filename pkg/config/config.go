@@ -37,7 +37,7 @@ type Config struct {
 	PublishQueueSize      int           `envconfig:"PUBLISH_QUEUE_SIZE" default:"1024" desc:"events waiting for fan-out before POSTs get 503" json:"PUBLISH_QUEUE_SIZE"`
 	MaxFanoutLag          time.Duration `envconfig:"MAX_FANOUT_LAG" default:"1s" desc:"when the oldest event waiting for fan-out is older than this, POSTs get 503 at once" json:"MAX_FANOUT_LAG"`
 	MaxStreamDuration     time.Duration `envconfig:"MAX_STREAM_DURATION" default:"0" desc:"end each stream after about this long (±15% jitter); clients reconnect; 0 = never" json:"MAX_STREAM_DURATION"`
-	ShutdownTimeout       time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"grace period after SIGTERM/SIGINT (after DRAIN_DELAY); must exceed WRITE_TIMEOUT" json:"SHUTDOWN_TIMEOUT"`
+	ShutdownTimeout       time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"grace period after SIGTERM/SIGINT (after DRAIN_DELAY); the process exits within it, cutting a listener still taking its last events" json:"SHUTDOWN_TIMEOUT"`
 	ClientIPField         string        `envconfig:"CLIENT_IP_FIELD" desc:"when set (e.g. user_ip), each event gets this top-level field set to the client IP" json:"CLIENT_IP_FIELD"`
 	TrustedProxyCIDRs     []string      `envconfig:"TRUSTED_PROXY_CIDRS" desc:"comma-separated CIDRs whose X-Forwarded-For is believed" json:"TRUSTED_PROXY_CIDRS"`
 	StrictJSON            bool          `envconfig:"STRICT_JSON" default:"true" desc:"refuse (400) numbers beyond double range and lone surrogate escapes (I-JSON, RFC 7493); false accepts any JSON" json:"STRICT_JSON"`
@@ -338,8 +338,8 @@ func joinStrings[T fmt.Stringer](list []T) string {
 	return strings.Join(s, ",")
 }
 
-// validateOps checks the operability settings: the admin port, the drain
-// delay, and a shutdown long enough for the slowest stream to finish.
+// validateOps checks the operability settings: the admin port and the drain
+// delay.
 func (c *Config) validateOps(bad func(name, format string, a ...any)) {
 	c.AdminPort = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(c.AdminPort), ":"))
 	if c.AdminPort != AdminOff {
@@ -354,9 +354,25 @@ func (c *Config) validateOps(bad func(name, format string, a ...any)) {
 	if c.DrainDelay < 0 {
 		bad("DRAIN_DELAY", "must not be negative")
 	}
-	// At shutdown every stream gets its queued events and a retry hint; a
-	// client that takes nothing holds that write for up to WRITE_TIMEOUT.
-	if c.WriteTimeout > 0 && c.ShutdownTimeout > 0 && c.ShutdownTimeout <= c.WriteTimeout {
-		bad("SHUTDOWN_TIMEOUT", "%s must exceed WRITE_TIMEOUT %s: at shutdown one stalled listener may hold its last write that long, and the rest of the shutdown must still fit", c.ShutdownTimeout, c.WriteTimeout)
+}
+
+// Risk is a combination of settings that starts but may not do what its
+// operator expects; the service logs it as a warning. A configuration a
+// released version accepted must keep starting, so such combinations are
+// never refused.
+type Risk struct {
+	Name string // the variable to look at
+	Why  string
+}
+
+// Risks returns the risky combinations in c.
+func (c Config) Risks() []Risk {
+	var risks []Risk
+	// At shutdown every stream gets its queued events and an end comment;
+	// the writes are cut at SHUTDOWN_TIMEOUT. A client that reads slowly but
+	// within WRITE_TIMEOUT may then lose the end of its stream.
+	if c.ShutdownTimeout <= c.WriteTimeout {
+		risks = append(risks, Risk{"SHUTDOWN_TIMEOUT", fmt.Sprintf("%s does not exceed WRITE_TIMEOUT %s: at shutdown a listener still taking its last events is cut at SHUTDOWN_TIMEOUT, possibly before it has them all", c.ShutdownTimeout, c.WriteTimeout)})
 	}
+	return risks
 }
