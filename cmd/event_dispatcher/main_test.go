@@ -169,7 +169,14 @@ type process struct {
 // The process is killed at cleanup if still running.
 func startProcess(t *testing.T, args []string, env ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(binary, args...), stdout: newLogSink(), stderr: newLogSink(), gone: make(chan struct{})}
+	return startCommand(t, exec.Command(binary, args...), env...)
+}
+
+// startCommand is startProcess for a command that runs the binary (under
+// prlimit, say).
+func startCommand(t *testing.T, cmd *exec.Cmd, env ...string) *process {
+	t.Helper()
+	p := &process{cmd: cmd, stdout: newLogSink(), stderr: newLogSink(), gone: make(chan struct{})}
 	p.cmd.Env = childEnv(env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {

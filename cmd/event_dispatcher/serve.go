@@ -17,6 +17,7 @@ import (
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/config"
+	"event-dispatcher/pkg/connlimit"
 	"event-dispatcher/pkg/publish"
 	"event-dispatcher/pkg/server"
 )
@@ -59,6 +60,13 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		sinks = append(sinks, publish.SinkFunc(relay.Publish))
 	}
 	path := publish.New(publish.Options{Hub: hub, Sinks: sinks, Lenient: !cfg.StrictJSON, ClientIPField: cfg.ClientIPField})
+	ln, err := listen(ctx, cfg.Addr(), cfg.WriteTimeout)
+	if err != nil {
+		closeNow(hub, closeBroker)
+		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
+	}
+	conns := capConns(ln, cfg, log)
+	ln = conns
 	srv := server.New(server.Options{
 		Hub:             hub,
 		Logger:          log,
@@ -77,14 +85,10 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		LenientJSON:  !cfg.StrictJSON,
 		Broker:       relay,
 		Publish:      path,
+		Conns:        conns,
 	})
 	hs := srv.HTTPServer()
-
-	ln, err := listen(ctx, cfg.Addr(), cfg.WriteTimeout)
-	if err != nil {
-		closeNow(hub, closeBroker)
-		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
-	}
+	hs.ConnState = server.TrackConns(conns)
 	admin, err := startAdmin(cfg, srv, log)
 	if err != nil {
 		_ = ln.Close()
@@ -158,6 +162,25 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	return nil
 }
 
+// capConns bounds the public port's connections (see package connlimit),
+// by default from the descriptor limit.
+func capConns(ln net.Listener, cfg config.Config, log zerolog.Logger) *connlimit.Listener {
+	nofile, err := connlimit.DescriptorLimit()
+	if err != nil {
+		nofile = 1024 // the usual soft limit: a cap too low beats none
+		log.Warn().Err(err).Msg("descriptor limit unknown; connection caps derived from 1024")
+	}
+	opts := connlimit.Defaults(nofile, cfg.MaxConnections, cfg.MaxConnectionsPerIP)
+	if uint64(opts.Max) >= nofile {
+		log.Warn().Int("max_connections", opts.Max).Uint64("descriptor_limit", nofile).
+			Msg("MAX_CONNECTIONS is not below the descriptor limit: a flood can still stop accept, health probes and the admin port")
+	}
+	opts.Exempt, opts.Logger, opts.Name = cfg.TrustedNets, log, "public"
+	log.Info().Int("max_connections", opts.Max).Int("max_connections_per_ip", opts.MaxPerClient).
+		Uint64("descriptor_limit", nofile).Msg("connection caps")
+	return connlimit.New(ln, opts)
+}
+
 // ingestGrace is how long the shutdown waits for POSTs in flight.
 const ingestGrace = time.Second
 
@@ -183,6 +206,10 @@ func newLogger(cfg config.Config, out io.Writer) zerolog.Logger {
 	return zerolog.New(out).Level(cfg.Level).With().Timestamp().Logger()
 }
 
+// adminMaxConns caps the admin port's connections: scrapers and probes
+// need a few; it fits in the headroom the public port's default cap keeps.
+const adminMaxConns = 32
+
 // adminServer is the operators' listener; the zero value stands for
 // ADMIN_PORT=off.
 type adminServer struct {
@@ -196,11 +223,15 @@ func startAdmin(cfg config.Config, srv *server.Server, log zerolog.Logger) (admi
 	if addr == "" {
 		return adminServer{}, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	raw, err := net.Listen("tcp", addr)
 	if err != nil {
 		return adminServer{}, fmt.Errorf("listen on admin port %s: %w", cfg.AdminPort, err)
 	}
+	// Its own small cap: whoever reaches the admin port cannot take the
+	// descriptors the public port's cap leaves free.
+	ln := connlimit.New(raw, connlimit.Options{Max: adminMaxConns, Logger: log, Name: "admin"})
 	hs := &http.Server{
+		ConnState:         server.TrackConns(ln),
 		Handler:           srv.Admin(),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       120 * time.Second,

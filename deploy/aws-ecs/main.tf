@@ -34,6 +34,7 @@ locals {
     "PUBLISH_RATE_PER_IP", "MAX_LISTENERS_PER_IP", "CLIENT_IP_ANONYMIZE",
     "STRICT_JSON", "ADMIN_PORT", "DRAIN_DELAY",
     "BROKER_URL", "BROKER_CHANNEL",
+    "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_IP",
   ]
 
   # The service's secrets: only ever from var.secrets (the platform's secret

@@ -51,6 +51,11 @@ type Config struct {
 	MaxListenersPerIP int      `envconfig:"MAX_LISTENERS_PER_IP" default:"0" desc:"concurrent streams per client IP; beyond it 429; 0 = unlimited" json:"MAX_LISTENERS_PER_IP"`
 	ClientIPAnonymize bool     `envconfig:"CLIENT_IP_ANONYMIZE" default:"false" desc:"truncate the CLIENT_IP_FIELD address: IPv4 to /24, IPv6 to /48" json:"CLIENT_IP_ANONYMIZE"`
 
+	// Connection caps on the public port (package connlimit): no client can
+	// use up the descriptors. 0 derives the cap from the descriptor limit.
+	MaxConnections      int `envconfig:"MAX_CONNECTIONS" default:"0" desc:"TCP connections held on the public port; past it the longest-idle one is closed, else the new one; 0 = the descriptor limit less 10% (at least 64) for the rest" json:"MAX_CONNECTIONS"`
+	MaxConnectionsPerIP int `envconfig:"MAX_CONNECTIONS_PER_IP" default:"0" desc:"TCP connections one client IP (IPv6: its /64) holds on the public port, same rule; TRUSTED_PROXY_CIDRS peers are exempt; 0 = half of MAX_CONNECTIONS" json:"MAX_CONNECTIONS_PER_IP"`
+
 	// Scale-out: replicas share events through a broker (pkg/broker).
 	BrokerURL     string `envconfig:"BROKER_URL" secret:"true" desc:"empty: one instance, in memory; redis://[user:pass@]host:port[/db], rediss://… (TLS) or nats://host:port[,nats://…]: replicas share every event through it; with credentials, a secret" json:"BROKER_URL"`
 	BrokerChannel string `envconfig:"BROKER_CHANNEL" default:"event-dispatcher" desc:"Redis channel or NATS subject the replicas share" json:"BROKER_CHANNEL"`
@@ -214,6 +219,11 @@ func (c *Config) validate(fromFlag bool) error {
 		c.TrustedNets = append(c.TrustedNets, p.Masked())
 	}
 	errs = append(errs, c.validateAccess()...)
+	for name, n := range map[string]int{"MAX_CONNECTIONS": c.MaxConnections, "MAX_CONNECTIONS_PER_IP": c.MaxConnectionsPerIP} {
+		if n < 0 || n > maxConns {
+			bad(name, "must be between 0 (derived from the descriptor limit) and %d", maxConns)
+		}
+	}
 	if _, err := broker.Validate(c.BrokerURL, c.BrokerChannel); err != nil {
 		errs = append(errs, err) // names BROKER_URL or BROKER_CHANNEL, never the password
 	}
@@ -225,6 +235,7 @@ const (
 	minTokenLen  = 16
 	minJWTSecret = 32 // bytes: HS256 needs a key as long as its hash (RFC 7518, 3.2)
 	maxRate      = 1_000_000
+	maxConns     = 100_000_000
 )
 
 // validateAccess checks the access settings and keeps only the non-empty

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -125,6 +126,8 @@ func TestEveryVariableParsed(t *testing.T) {
 		"DRAIN_DELAY":             "5s",
 		"BROKER_URL":              "rediss://user:pw@cache.example:6380/1",
 		"BROKER_CHANNEL":          "ed-prod",
+		"MAX_CONNECTIONS":         "5000",
+		"MAX_CONNECTIONS_PER_IP":  "100",
 	}
 	for _, v := range variables() {
 		if _, ok := env[v.name]; !ok {
@@ -155,6 +158,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		MaxListenersPerIP: 3,
 		ClientIPAnonymize: true,
 		AdminPort:         "off", DrainDelay: 5 * time.Second,
+		MaxConnections: 5000, MaxConnectionsPerIP: 100,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("parsed:\ngot  %+v\nwant %+v", c, want)
@@ -260,6 +264,8 @@ func TestInvalidValues(t *testing.T) {
 		{"PUBLISH_RATE_PER_IP", "fast"},
 		{"PUBLISH_RATE_PER_IP", "1e9"},
 		{"MAX_LISTENERS_PER_IP", "-1"},
+		{"MAX_CONNECTIONS", "-1"},
+		{"MAX_CONNECTIONS_PER_IP", "100000001"},
 		{"MAX_LISTENERS_PER_IP", "2.5"},
 		{"CLIENT_IP_ANONYMIZE", "maybe"},
 		{"BROKER_URL", "http://cache:6379"},
@@ -280,7 +286,8 @@ func TestInvalidValues(t *testing.T) {
 				t.Errorf("error %q does not start with the variable name", msg)
 			}
 			for _, v := range variables() {
-				if v.name != tc.name && strings.Contains(msg, v.name) {
+				// Whole words: MAX_CONNECTIONS is part of MAX_CONNECTIONS_PER_IP.
+				if v.name != tc.name && regexp.MustCompile(`\b`+v.name+`\b`).MatchString(msg) {
 					t.Errorf("error %q also names %s", msg, v.name)
 				}
 			}

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"event-dispatcher/pkg/broker"
+	"event-dispatcher/pkg/connlimit"
 )
 
 // reason is why an event POST was refused, as the rejected counter labels it.
@@ -77,6 +78,9 @@ func newMetrics(s *Server) *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.eventSize, m.streamDuration, newCollector(s),
 	)
+	if s.opts.Conns != nil {
+		m.registry.MustRegister(newConnCollector(s.opts.Conns))
+	}
 	return m
 }
 
@@ -170,6 +174,44 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.doorEvents, d.Accepted, d.Name, "accepted")
 		counter(c.doorEvents, d.Invalid, d.Name, "invalid")
 		counter(c.doorEvents, d.Busy, d.Name, "busy")
+	}
+}
+
+// connCollector reads the public port's connection caps at scrape time.
+type connCollector struct {
+	conns               ConnCounter
+	open, max, maxPerIP *prometheus.Desc
+	refused, closedIdle *prometheus.Desc
+}
+
+func newConnCollector(conns ConnCounter) *connCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("event_dispatcher_"+name, help, labels, nil)
+	}
+	return &connCollector{
+		conns:      conns,
+		open:       d("connections", "TCP connections held on the public port."),
+		max:        d("connections_max", "Cap on the public port's connections (MAX_CONNECTIONS, or derived from the descriptor limit)."),
+		maxPerIP:   d("connections_max_per_ip", "Cap on one client IP's connections (MAX_CONNECTIONS_PER_IP, or derived)."),
+		refused:    d("connections_refused_total", "New connections closed at once, every connection in the way being busy, by cap: total (MAX_CONNECTIONS) or per_ip (MAX_CONNECTIONS_PER_IP).", "reason"),
+		closedIdle: d("connections_idle_closed_total", "Idle keep-alive or silent connections closed to make room for a new one, by cap: total or per_ip.", "reason"),
+	}
+}
+
+func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.open, c.max, c.maxPerIP, c.refused, c.closedIdle} {
+		ch <- d
+	}
+}
+
+func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.conns.Stats()
+	ch <- prometheus.MustNewConstMetric(c.open, prometheus.GaugeValue, float64(s.Open))
+	ch <- prometheus.MustNewConstMetric(c.max, prometheus.GaugeValue, float64(s.Max))
+	ch <- prometheus.MustNewConstMetric(c.maxPerIP, prometheus.GaugeValue, float64(s.MaxPerClient))
+	for _, r := range []connlimit.Reason{connlimit.Total, connlimit.PerClient} {
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(s.Refused[r]), r.String())
+		ch <- prometheus.MustNewConstMetric(c.closedIdle, prometheus.CounterValue, float64(s.ClosedIdle[r]), r.String())
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/broker"
 	"event-dispatcher/pkg/clientip"
+	"event-dispatcher/pkg/connlimit"
 	"event-dispatcher/pkg/publish"
 )
 
@@ -39,7 +40,14 @@ type Options struct {
 	// Publish is the path every way in ends in (pkg/publish). Nil: one is
 	// made from Hub, LenientJSON, ClientIPField, with Broker as its sink.
 	Publish *publish.Path
+
+	// Conns counts the public port's connections (MAX_CONNECTIONS); nil:
+	// not capped, no connection metrics.
+	Conns ConnCounter
 }
+
+// ConnCounter is what the metrics read of a [connlimit.Listener].
+type ConnCounter interface{ Stats() connlimit.Stats }
 
 // Broker links this replica to the others (pkg/broker): each event accepted
 // here goes to the local hub and to the broker (a sink of the publish

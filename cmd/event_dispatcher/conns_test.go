@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"event-dispatcher/internal/ssetest"
+)
+
+// clientFrom is an HTTP client whose connections come from the loopback
+// address ip (any 127.0.0.0/8 address works on Linux).
+func clientFrom(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+}
+
+// flood opens n connections from ip, each sending one GET /health and then
+// sitting idle, kept alive, as the issue's attacker did. It returns once
+// every connection is established; they close at cleanup.
+func flood(t *testing.T, addr, ip string, n int) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
+	conns := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	for range n {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("flood from %s: %v", ip, err)
+		}
+		conns = append(conns, c)
+		// The write may fail on a connection already closed for room.
+		_, _ = c.Write([]byte("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+	}
+}
+
+// Thousands of idle keep-alive connections from two addresses, against a
+// binary allowed 512 descriptors (about 2,000 more than it could hold without
+// caps): the stream opened before the flood keeps receiving, and another
+// address still gets a listener in, an event published, /health and the
+// admin /livez answered.
+func TestConnectionFloodLeavesRoomForOthers(t *testing.T) {
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("prlimit (util-linux) is needed")
+		}
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary))
+	rec, base := p.listening(t)
+	addr := strings.TrimPrefix(base, "http://")
+	admin := "http://" + net.JoinHostPort("127.0.0.1", portOf(t, rec["admin_addr"]))
+	caps := p.stdout.waitFor(t, "connection caps", p.gone, 10*time.Second)
+	if caps["descriptor_limit"] != 512.0 || caps["max_connections"] != 448.0 || caps["max_connections_per_ip"] != 224.0 {
+		t.Fatalf("caps derived from 512 descriptors: %v", caps)
+	}
+
+	early := ssetest.Subscribe(t, clientFrom("127.0.0.1"), base+"/events", nil)
+	const perAddress = 1500
+	flood(t, addr, "127.0.0.1", perAddress)
+	flood(t, addr, "127.0.0.3", perAddress)
+	// Every flood connection has been admitted (closing an idle one) or
+	// refused once the counters account for all but what fits.
+	ssetest.Eventually(t, 60*time.Second, "the flood is processed", func() (bool, string) {
+		m, err := ssetest.ScrapeErr(admin + "/metrics")
+		if err != nil {
+			return false, err.Error()
+		}
+		handled := 0.0
+		for _, r := range []string{"total", "per_ip"} {
+			handled += m.Samples[fmt.Sprintf(`event_dispatcher_connections_refused_total{reason=%q}`, r)]
+			handled += m.Samples[fmt.Sprintf(`event_dispatcher_connections_idle_closed_total{reason=%q}`, r)]
+		}
+		open := m.Samples["event_dispatcher_connections"]
+		return handled+open == 2*perAddress+1, fmt.Sprintf("%v handled, %v open", handled, open)
+	})
+	m := ssetest.Scrape(t, admin+"/metrics")
+	if open := m.Samples["event_dispatcher_connections"]; open > 448 {
+		t.Fatalf("%v connections held, over the cap of 448", open)
+	}
+	if m.Samples[`event_dispatcher_connections_idle_closed_total{reason="per_ip"}`] == 0 {
+		t.Fatal("no idle connection closed at the per-IP cap")
+	}
+
+	other := clientFrom("127.0.0.2")
+	late := ssetest.Subscribe(t, other, base+"/events", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/events", strings.NewReader(`{"event_name":"after_flood"}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := other.Do(req)
+	if err != nil {
+		t.Fatalf("POST from another address during the flood: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("POST from another address: status %d", resp.StatusCode)
+	}
+	for name, s := range map[string]*ssetest.Stream{"the stream opened before the flood": early, "a new listener": late} {
+		if got := s.NextData(t, ctx); got != `{"event_name":"after_flood"}` {
+			t.Fatalf("%s got %s", name, got)
+		}
+	}
+	for _, url := range []string{base + "/health", admin + "/livez"} {
+		resp, err := other.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s during the flood: %v", url, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s during the flood: status %d", url, resp.StatusCode)
+		}
+	}
+	if len(p.stdout.records("connection cap reached: idle connections closed or new ones refused")) == 0 {
+		t.Fatal("the flood was not logged")
+	}
+}
+
+func portOf(t *testing.T, addr any) string {
+	t.Helper()
+	s, _ := addr.(string)
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		t.Fatalf("address %q: %v", s, err)
+	}
+	return port
+}

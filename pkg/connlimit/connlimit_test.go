@@ -1,0 +1,210 @@
+package connlimit_test
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"event-dispatcher/pkg/connlimit"
+)
+
+// harness accepts on a real loopback listener wrapped by connlimit.
+type harness struct {
+	t        *testing.T
+	l        *connlimit.Listener
+	accepted chan net.Conn
+}
+
+func start(t *testing.T, opts connlimit.Options) *harness {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, l: connlimit.New(ln, opts), accepted: make(chan net.Conn, 16)}
+	go func() {
+		for {
+			c, err := h.l.Accept()
+			if err != nil {
+				close(h.accepted)
+				return
+			}
+			h.accepted <- c
+		}
+	}()
+	t.Cleanup(func() { _ = h.l.Close() })
+	return h
+}
+
+// dial connects from the loopback address from (127.0.0.x works on Linux).
+func (h *harness) dial(from string) net.Conn {
+	h.t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", h.l.Addr().String())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// next is the next connection the Listener returned.
+func (h *harness) next() net.Conn {
+	h.t.Helper()
+	select {
+	case c := <-h.accepted:
+		h.t.Cleanup(func() { _ = c.Close() })
+		return c
+	case <-time.After(10 * time.Second):
+		h.t.Fatal("no connection accepted within 10 s")
+		return nil
+	}
+}
+
+// closedByServer reports whether the server closed c: a read ends with EOF
+// or a reset instead of waiting.
+func closedByServer(t *testing.T, c net.Conn) bool {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	return err != nil
+}
+
+// stillOpen checks that the server has not closed c, by a read that must
+// time out.
+func stillOpen(t *testing.T, c net.Conn) bool {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestPerClientCapClosesTheClientsOwnIdleConnectionFirst(t *testing.T) {
+	h := start(t, connlimit.Options{MaxPerClient: 3})
+	a1, a2, a3 := h.dial("127.0.0.1"), h.dial("127.0.0.1"), h.dial("127.0.0.1")
+	s1, s2, s3 := h.next(), h.next(), h.next()
+	h.l.Busy(s1) // a stream: never closed to make room
+	h.l.Idle(s2)
+	h.l.Busy(s3)
+	h.l.Idle(s3) // idle again later than s2: s2 has waited longest
+
+	a4 := h.dial("127.0.0.1")
+	s4 := h.next()
+	if !closedByServer(t, a2) {
+		t.Fatal("the client's longest-idle connection was not closed for its new one")
+	}
+	for _, c := range []net.Conn{a1, a3, a4} {
+		if !stillOpen(t, c) {
+			t.Fatal("a busy or more recent connection was closed")
+		}
+	}
+	h.l.Busy(s3)
+	h.l.Busy(s4)
+	a5 := h.dial("127.0.0.1") // three busy: nothing to close, refused
+	if !closedByServer(t, a5) {
+		t.Fatal("a connection over the per-client cap was not refused")
+	}
+	b := h.dial("127.0.0.2") // another address is not affected
+	h.next()
+	if !stillOpen(t, b) || !stillOpen(t, a1) {
+		t.Fatal("another address's connection, or a busy one, was closed")
+	}
+	s := h.l.Stats()
+	if s.Refused[connlimit.PerClient] != 1 || s.ClosedIdle[connlimit.PerClient] != 1 || s.Open != 4 {
+		t.Fatalf("stats %+v, want 1 refused and 1 idle closed per client, 4 open", s)
+	}
+}
+
+func TestTotalCapClosesTheLongestIdleConnection(t *testing.T) {
+	h := start(t, connlimit.Options{Max: 2})
+	stream := h.dial("127.0.0.1")
+	h.l.Busy(h.next())
+	idle := h.dial("127.0.0.2")
+	h.next() // idle from acceptance: it never sent a request
+	newcomer := h.dial("127.0.0.3")
+	s3 := h.next()
+	if !closedByServer(t, idle) {
+		t.Fatal("the idle connection was not closed to make room")
+	}
+	if !stillOpen(t, stream) || !stillOpen(t, newcomer) {
+		t.Fatal("a busy connection or the newcomer was closed")
+	}
+	h.l.Busy(s3)
+	refused := h.dial("127.0.0.4")
+	if !closedByServer(t, refused) {
+		t.Fatal("with every connection busy, the newcomer was not refused")
+	}
+	s := h.l.Stats()
+	if s.Refused[connlimit.Total] != 1 || s.ClosedIdle[connlimit.Total] != 1 || s.Open != 2 {
+		t.Fatalf("stats %+v, want 1 refused and 1 idle closed at the total cap, 2 open", s)
+	}
+}
+
+func TestClosedConnectionsFreeTheirPlace(t *testing.T) {
+	h := start(t, connlimit.Options{Max: 1, MaxPerClient: 1})
+	c := h.dial("127.0.0.1")
+	s := h.next()
+	h.l.Busy(s)
+	_ = s.Close()
+	_ = s.Close() // twice: counted once
+	_ = c.Close()
+	h.dial("127.0.0.1")
+	h.next()
+	if st := h.l.Stats(); st.Open != 1 || st.Refused != [2]uint64{} {
+		t.Fatalf("stats %+v, want 1 open and nothing refused", st)
+	}
+}
+
+func TestExemptPeersAreHeldOnlyToTheTotal(t *testing.T) {
+	h := start(t, connlimit.Options{Max: 3, MaxPerClient: 1, Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+	for range 3 {
+		h.dial("127.0.0.1")
+		h.l.Busy(h.next())
+	}
+	if c := h.dial("127.0.0.1"); !closedByServer(t, c) {
+		t.Fatal("an exempt peer went past the total cap")
+	}
+	if st := h.l.Stats(); st.Open != 3 || st.Refused[connlimit.Total] != 1 {
+		t.Fatalf("stats %+v, want 3 open and 1 refused at the total cap", st)
+	}
+}
+
+// The HTTP server reports a TLS connection's state with the *tls.Conn:
+// Busy must reach the connection underneath.
+func TestBusySeesThroughTLS(t *testing.T) {
+	h := start(t, connlimit.Options{MaxPerClient: 1})
+	h.dial("127.0.0.1")
+	h.l.Busy(tls.Server(h.next(), &tls.Config{}))
+	if c := h.dial("127.0.0.1"); !closedByServer(t, c) {
+		t.Fatal("the busy TLS connection was closed to make room")
+	}
+}
+
+func TestDefaultsLeaveHeadroom(t *testing.T) {
+	cases := []struct {
+		nofile        uint64
+		max, perIP    int
+		wantMax, want int
+	}{
+		{nofile: 20000, wantMax: 18000, want: 9000},
+		{nofile: 512, wantMax: 448, want: 224}, // at least 64 kept
+		{nofile: 100, wantMax: 50, want: 25},   // at most half kept
+		{nofile: 1 << 62, wantMax: 1932735283, want: 966367641},
+		{nofile: 20000, max: 100, wantMax: 100, want: 50},
+		{nofile: 20000, perIP: 7, wantMax: 18000, want: 7},
+	}
+	for _, c := range cases {
+		o := connlimit.Defaults(c.nofile, c.max, c.perIP)
+		if o.Max != c.wantMax || o.MaxPerClient != c.want {
+			t.Errorf("Defaults(%d, %d, %d) = %d, %d; want %d, %d", c.nofile, c.max, c.perIP, o.Max, o.MaxPerClient, c.wantMax, c.want)
+		}
+	}
+}

@@ -1,0 +1,27 @@
+package connlimit
+
+// Headroom: the descriptors a Listener's default cap leaves to everything
+// else the process opens (the admin port and its scrapes, broker and
+// upstream connections, files, the runtime's own).
+const (
+	headroomShare = 10 // percent of the descriptor limit
+	minHeadroom   = 64
+)
+
+// Defaults derives the caps from the process's descriptor limit nofile:
+// Max keeps 10 % of it (at least 64 descriptors, at most half) for
+// everything else; MaxPerClient is half of Max, so that no single address
+// takes the whole port while a proxy carrying many clients still gets most
+// of it. maxConns and perClient, when positive, are taken as given instead.
+func Defaults(nofile uint64, maxConns, perClient int) Options {
+	o := Options{Max: maxConns, MaxPerClient: perClient}
+	if o.Max <= 0 {
+		limit := int(min(nofile, 1<<31-1))
+		reserve := min(max(limit*headroomShare/100, minHeadroom), limit/2)
+		o.Max = max(limit-reserve, 1)
+	}
+	if o.MaxPerClient <= 0 {
+		o.MaxPerClient = max(o.Max/2, 1)
+	}
+	return o
+}
