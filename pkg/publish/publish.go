@@ -7,9 +7,11 @@
 package publish
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/event"
@@ -105,21 +107,78 @@ type Door struct {
 // returns; the result is that slice. Errors: [ErrInvalid] (with the
 // reason, see pkg/event), [ErrBusy], [ErrClosed].
 func (d *Door) Publish(dst, body []byte, ip string) ([]byte, error) {
+	data, err := d.Prepare(dst, body, ip, nil)
+	if err != nil {
+		return data, err
+	}
+	return data, d.Send(data)
+}
+
+// Prepare is the first half of [Door.Publish]: it validates and compacts
+// body and applies the client IP field, then, when check is not nil,
+// applies the door's own rules to the compact event (a CloudEvent's
+// attributes); an error from check is [ErrInvalid] with check's text. It
+// publishes nothing, so a door can prepare a whole batch before sending any
+// of it with [Door.Send].
+func (d *Door) Prepare(dst, body []byte, ip string, check func(event []byte) error) ([]byte, error) {
 	p := d.path
 	data, err := p.compact(dst, body, p.ipField, ip)
+	if err == nil && check != nil {
+		if err = check(data[len(dst):]); err != nil {
+			data = dst
+		}
+	}
 	if err != nil {
 		d.inv.Add(1)
 		return data, invalidError{err}
 	}
-	if err := p.hub.Publish(data); err != nil {
+	return data, nil
+}
+
+// Send is the second half of [Door.Publish]: it hands an event that
+// [Door.Prepare] returned to the hub, then to every sink. Errors:
+// [ErrBusy], [ErrClosed].
+func (d *Door) Send(data []byte) error {
+	if err := d.path.hub.Publish(data); err != nil {
 		d.busy.Add(1)
-		return data, err
+		return err
 	}
 	d.acc.Add(1)
-	for _, s := range p.sinks {
+	for _, s := range d.path.sinks {
 		s.Put(data)
 	}
-	return data, nil
+	return nil
+}
+
+// SendAll sends events (each from [Door.Prepare]) in order, as [Door.Send]
+// does, and returns how many went out. While the hub is saturated it waits
+// for the fan-out to make room, up to patience in all or until ctx ends,
+// so that a batch larger than the publish queue goes through when the
+// fan-out keeps up; then it gives up with [ErrBusy]. [ErrClosed] ends it
+// at once.
+func (d *Door) SendAll(ctx context.Context, events [][]byte, patience time.Duration) (int, error) {
+	var deadline time.Time
+	for i, data := range events {
+		for {
+			err := d.path.hub.Publish(data)
+			if err == nil {
+				break
+			}
+			if deadline.IsZero() {
+				deadline = time.Now().Add(patience)
+			}
+			if !errors.Is(err, ErrBusy) || time.Now().After(deadline) || ctx.Err() != nil {
+				d.busy.Add(1)
+				return i, err
+			}
+			time.Sleep(time.Millisecond) // the fan-out hands events on in batches: let one go
+		}
+		d.acc.Add(1)
+		for _, s := range d.path.sinks {
+			s.Put(data)
+		}
+	}
+	return len(events), nil
 }
 
 // DoorStats are one door's counters since start.

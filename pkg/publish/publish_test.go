@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/event"
@@ -123,5 +124,40 @@ func TestDoorIsOnePerName(t *testing.T) {
 	}
 	if got := len(p.Stats()); got != 2 {
 		t.Fatalf("%d doors, want 2", got)
+	}
+}
+
+func TestPrepareAppliesTheDoorsCheckAndPublishesNothing(t *testing.T) {
+	hub := newHub(t)
+	sink := &recorder{}
+	p := publish.New(publish.Options{Hub: hub, Sinks: []publish.Sink{sink}})
+	door := p.Door("cloudevents")
+	refuse := errors.New("id: missing")
+	var checked string
+	check := func(ev []byte) error { checked = string(ev); return refuse }
+	if _, err := door.Prepare(nil, []byte(`{ "a": 1 }`), "", check); !errors.Is(err, publish.ErrInvalid) || err.Error() != "id: missing" {
+		t.Fatalf("Prepare = %v, want ErrInvalid with the check's text", err)
+	}
+	if checked != `{"a":1}` {
+		t.Errorf("check saw %q, want the compact event", checked)
+	}
+	ok, err := door.Prepare(nil, []byte(`{ "a": 2 }`), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sink.got) != 0 || hub.Stats().EventsAccepted != 0 {
+		t.Fatal("Prepare published")
+	}
+	if n, err := door.SendAll(context.Background(), [][]byte{ok, ok}, 0); n != 2 || err != nil {
+		t.Fatalf("SendAll = %d, %v", n, err)
+	}
+	if st := p.Stats()[0]; st.Invalid != 1 || st.Accepted != 2 || len(sink.got) != 2 {
+		t.Errorf("Stats() = %+v, sink %q", st, sink.got)
+	}
+	if err := hub.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := door.SendAll(context.Background(), [][]byte{ok}, time.Second); n != 0 || !errors.Is(err, publish.ErrClosed) {
+		t.Fatalf("SendAll on a closed hub = %d, %v; want 0, ErrClosed at once", n, err)
 	}
 }

@@ -74,7 +74,7 @@ func TestRequestBodiesTheServiceDoesNotReadCloseTheConnection(t *testing.T) {
 		{"preflight declaring a body",
 			"OPTIONS /events HTTP/1.1\r\nHost: d\r\nContent-Length: 1000\r\n\r\n", "OPTIONS", 204, "", ""},
 		{"POST to the stream declaring a body it never sends",
-			"POST /events HTTP/1.1\r\nHost: d\r\nContent-Length: 1000\r\n\r\n", "POST", 405, "", ""},
+			"POST /event-dispatcher HTTP/1.1\r\nHost: d\r\nContent-Length: 1000\r\n\r\n", "POST", 405, "", ""},
 		{"POST to an unknown path declaring a body it never sends",
 			"POST /nope HTTP/1.1\r\nHost: d\r\nContent-Length: 1000\r\n\r\n", "POST", 404, "", ""},
 		{"POST beyond MAX_BODY_BYTES declared, never sent",

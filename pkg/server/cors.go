@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"slices"
+	"strings"
 )
 
 // cors adds CORS headers to every response, errors included, so a browser
@@ -39,11 +40,31 @@ func (s *Server) cors(next http.Handler) http.Handler {
 	})
 }
 
-// preflight answers OPTIONS for a route that accepts allow.
-func preflight(w http.ResponseWriter, allow string) {
+// preflight answers OPTIONS for a route that accepts allow. A CloudEvent
+// in binary mode carries its attributes in ce- headers, whatever their
+// names: those the browser asks for are allowed too.
+func preflight(w http.ResponseWriter, r *http.Request, allow string) {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Methods", allow)
-	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, Cache-Control")
+	headers := "Authorization, Content-Type, Last-Event-ID, Cache-Control"
+	for _, name := range strings.Split(r.Header.Get("Access-Control-Request-Headers"), ",") {
+		if name = strings.TrimSpace(name); len(name) > 3 && strings.EqualFold(name[:3], "ce-") && validToken(name) {
+			headers += ", " + name
+		}
+	}
+	h.Set("Access-Control-Allow-Headers", headers)
 	h.Set("Access-Control-Max-Age", "86400")
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// validToken reports whether name is an HTTP token (RFC 9110 §5.6.2), so
+// echoing it cannot forge another header.
+func validToken(name string) bool {
+	for i := range len(name) {
+		c := name[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }

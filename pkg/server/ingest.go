@@ -15,43 +15,20 @@ import (
 // to the hub. Content-Type is not checked: navigator.sendBeacon sends
 // text/plain.
 func (s *Server) handleIngest() http.Handler {
-	max := s.opts.MaxBodyBytes
-	tooLarge := "body exceeds " + strconv.FormatInt(max, 10) + " bytes"
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.inflight.Add(1)
 		defer s.inflight.Add(-1)
-		if r.ContentLength > max {
-			s.reject(w, http.StatusRequestEntityTooLarge, reasonTooLarge, tooLarge)
+		buf, ok := s.readBody(w, r)
+		if !ok {
 			return
 		}
-		// A client trickling its body is cut off after BodyReadTimeout.
-		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
-		buf := s.body()
 		defer s.putBody(buf)
-		if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, max)); err != nil {
-			var tooBig *http.MaxBytesError
-			switch {
-			case errors.As(err, &tooBig):
-				s.reject(w, http.StatusRequestEntityTooLarge, reasonTooLarge, tooLarge)
-			case errors.Is(err, os.ErrDeadlineExceeded):
-				// Nothing more of this body is worth waiting for.
-				w.Header().Set("Connection", "close")
-				s.reject(w, http.StatusRequestTimeout, reasonTimeout, "body not received within "+s.opts.BodyReadTimeout.String())
-			default:
-				s.reject(w, http.StatusBadRequest, reasonInvalid, "could not read body")
-			}
-			return
-		}
 		body := buf.Bytes()
-		var ip string
-		if s.opts.Publish.WantsClientIP() {
-			ip = s.clientIP(r)
-		}
 		// Compact into a second pooled buffer: the hub and the sinks copy
 		// what they keep.
 		out := s.body()
 		defer s.putBody(out)
-		data, err := s.post.Publish(out.AvailableBuffer(), body, ip)
+		data, err := s.post.Publish(out.AvailableBuffer(), body, s.publishIP(r))
 		if err != nil {
 			s.refusePublish(w, err)
 			return
@@ -59,6 +36,49 @@ func (s *Server) handleIngest() http.Handler {
 		w.WriteHeader(http.StatusNoContent)
 		s.metrics.eventSize.Observe(float64(len(data)))
 	})
+}
+
+// readBody reads a POST body into a pooled buffer (give it back with
+// putBody) within MaxBodyBytes and BodyReadTimeout. When it cannot, it
+// answers (413, 408, 400) and returns false.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, bool) {
+	max := s.opts.MaxBodyBytes
+	if r.ContentLength > max {
+		s.reject(w, http.StatusRequestEntityTooLarge, reasonTooLarge, s.tooLarge())
+		return nil, false
+	}
+	// A client trickling its body is cut off after BodyReadTimeout.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.opts.BodyReadTimeout))
+	buf := s.body()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, max)); err != nil {
+		s.putBody(buf)
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			s.reject(w, http.StatusRequestEntityTooLarge, reasonTooLarge, s.tooLarge())
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// Nothing more of this body is worth waiting for.
+			w.Header().Set("Connection", "close")
+			s.reject(w, http.StatusRequestTimeout, reasonTimeout, "body not received within "+s.opts.BodyReadTimeout.String())
+		default:
+			s.reject(w, http.StatusBadRequest, reasonInvalid, "could not read body")
+		}
+		return nil, false
+	}
+	return buf, true
+}
+
+func (s *Server) tooLarge() string {
+	return "body exceeds " + strconv.FormatInt(s.opts.MaxBodyBytes, 10) + " bytes"
+}
+
+// publishIP is the sender's address for CLIENT_IP_FIELD, resolved only
+// when events carry it.
+func (s *Server) publishIP(r *http.Request) string {
+	if s.opts.Publish.WantsClientIP() {
+		return s.clientIP(r)
+	}
+	return ""
 }
 
 // refusePublish answers an event the publish path refused: 400 for an

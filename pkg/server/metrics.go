@@ -21,10 +21,11 @@ const (
 	reasonBusy                      // 503: publish queue full, or shutting down
 	reasonRateLimited               // 429
 	reasonForbidden                 // 403: page on an origin not listed
+	reasonUnsupported               // 415: a CloudEvents format other than JSON
 	numReasons
 )
 
-var reasonLabels = [numReasons]string{"too_large", "invalid", "timeout", "busy", "rate_limited", "forbidden"}
+var reasonLabels = [numReasons]string{"too_large", "invalid", "timeout", "busy", "rate_limited", "forbidden", "unsupported"}
 
 // refusal is why a stream was refused before it started, as the
 // listeners_refused counter labels it: what an operator alerts on when

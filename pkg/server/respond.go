@@ -51,7 +51,7 @@ func (s *Server) methods(handlers map[string]http.Handler) http.Handler {
 		}
 		w.Header().Set("Allow", allow)
 		if r.Method == http.MethodOptions {
-			preflight(w, allow)
+			preflight(w, r, allow)
 			return
 		}
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed; use "+allow)

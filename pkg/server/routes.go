@@ -14,11 +14,13 @@ func (s *Server) addRoutes(mux *http.ServeMux) {
 	ingest := s.limitPublish(s.handleIngest())
 	stream := s.authorizeListener(s.limitStreams(s.handleStream()))
 	health := s.handleHealth()
+	cloudEvents := s.limitPublish(s.handleCloudEvents())
 
 	mux.Handle("/metrics", s.methods(map[string]http.Handler{"POST": ingest}))
 	mux.Handle("/api/events", s.methods(map[string]http.Handler{"POST": ingest})) // path today's players use
 	mux.Handle("/event-dispatcher", s.methods(map[string]http.Handler{"GET": stream}))
-	mux.Handle("/events", s.methods(map[string]http.Handler{"GET": stream})) // path today's consumer uses
+	// GET: the path today's consumer uses; POST: CloudEvents publishers.
+	mux.Handle("/events", s.methods(map[string]http.Handler{"GET": stream, "POST": cloudEvents}))
 	mux.Handle("/health", s.methods(map[string]http.Handler{"GET": health, "HEAD": health}))
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such path")
