@@ -117,6 +117,9 @@ type Stats struct {
 	ListenersDropped uint64  `json:"listeners_dropped"`
 	FanoutLag        int64   `json:"fanout_lag_events"`  // accepted, not yet handed to every shard
 	FanoutLagSeconds float64 `json:"fanout_lag_seconds"` // age of the oldest of those
+	// The longest any event waited to be handed to every shard, since
+	// start: a 503 for lag is justified only if this came near MaxLag.
+	FanoutWaitMaxSeconds float64 `json:"fanout_wait_max_seconds"`
 }
 
 // Hub is the broadcast hub. Create it with [New] and stop it with
@@ -217,6 +220,8 @@ func (h *Hub) Stats() Stats {
 		ListenersDropped: h.dropped.Load(),
 		FanoutLag:        lag,
 		FanoutLagSeconds: age.Seconds(),
+
+		FanoutWaitMaxSeconds: time.Duration(h.pump.worst.Load()).Seconds(),
 	}
 }
 

@@ -148,7 +148,7 @@ type pump struct {
 	h         *Hub
 	shards    []*shard
 	wakeC     chan struct{} // capacity 1
-	queue     uint64
+	limit     uint64        // QueueSize: events waiting beyond which Publish refuses
 	maxLag    time.Duration
 	stall     time.Duration
 	heartbeat time.Duration
@@ -156,14 +156,18 @@ type pump struct {
 	hb        *sse.Event    // shared: r3labs does not modify events without replay
 
 	handed       atomic.Uint64 // last sequence number handed to every shard
-	perEvent     atomic.Int64  // recent nanoseconds per event handed to every shard, see pace
+	perBatch     atomic.Int64  // nanoseconds per batch handed to every shard over the last window, see pace
+	worst        atomic.Int64  // longest wait of an event for its hand-over, in nanoseconds
+	window       time.Duration // see pace
+	winTime      time.Duration // busy time in the current window; pump only
+	winBatches   int64         // batches in the current window; pump only
 	handStart    atomic.Int64  // UnixNano when the hand-over under way began; 0 if none
 	lastProgress atomic.Int64  // UnixNano of the last hand-over
 }
 
 func newPump(h *Hub, opts Options) *pump {
 	p := &pump{
-		h: h, wakeC: make(chan struct{}, 1), queue: uint64(opts.QueueSize), maxLag: opts.MaxLag,
+		h: h, wakeC: make(chan struct{}, 1), limit: uint64(opts.QueueSize), maxLag: opts.MaxLag, window: paceWindow(opts.MaxLag),
 		stall: opts.StallAfter, heartbeat: opts.Heartbeat, gateWait: gateTimeout, hb: &sse.Event{Comment: []byte("hb")},
 	}
 	p.lastProgress.Store(time.Now().UnixNano())
@@ -196,38 +200,63 @@ func (p *pump) wake() {
 
 // saturated reports whether a publish must be refused: QueueSize events
 // already wait, the oldest of them has waited longer than MaxLag, or, at
-// the pace the fan-out has lately kept, the new event would wait longer
-// than MaxLag behind those already waiting. The last keeps the lag of
-// accepted events near MaxLag when each round is slow (many listeners):
-// the age of the oldest alone would let a second's worth of fast POSTs
-// queue up, which a slow fan-out then takes many seconds to work off.
+// the pace the fan-out has kept over its last window, handing out the
+// events already waiting would take longer than MaxLag. The last keeps the
+// lag of accepted events near MaxLag when each round is slow (many
+// listeners): the age of the oldest alone would let a second's worth of
+// fast POSTs queue up, which a slow fan-out then takes many seconds to
+// work off.
+//
+// The look-ahead must not turn a hiccup into refusals: the pace is the
+// average over a window of busy time (see pace), so one slow batch (a
+// scheduling pause, a GC, a gate wait) moves it little; and it is a cost
+// per batch, not per event, since handing over a batch costs about the
+// same whatever its size: the events waiting go out batchSize at a time.
 // Called with Hub.pubMu held; seq is the last number published.
 func (p *pump) saturated(seq uint64, now time.Time) bool {
 	done := p.handed.Load()
 	waiting := seq - done
-	if waiting >= p.queue {
+	if waiting >= p.limit {
 		return true
 	}
 	if waiting == 0 {
 		return false
 	}
-	if time.Duration(waiting)*time.Duration(p.perEvent.Load()) > p.maxLag {
+	batches := (waiting + batchSize - 1) / batchSize
+	if time.Duration(batches)*time.Duration(p.perBatch.Load()) > p.maxLag {
 		return true
 	}
 	f := p.h.frames.get(done + 1)
 	return f != nil && now.Sub(f.at) > p.maxLag
 }
 
-// pace records how long the fan-out took to hand the last n events to
-// every shard after the batch before, while events were waiting. A slower pace counts at once, a faster one a little
-// per batch: admission tightens as soon as rounds slow down and loosens
-// gradually, so a burst cannot slip in on an old, quicker pace.
-func (p *pump) pace(n uint64, took time.Duration) {
-	sample := int64(took) / int64(n)
-	if old := p.perEvent.Load(); sample < old {
-		sample = old - old/8 + sample/8
+// pace records that a batch took took to hand to every shard after the
+// batch before, while events were waiting. The pace admission looks ahead
+// with is the average over a window of at least paceBatches batches and
+// window of such time: long enough that one slow batch barely moves it,
+// short enough that rounds slowing down for good show within a fraction
+// of MaxLag. Pump goroutine only, but for perBatch.
+func (p *pump) pace(took time.Duration) {
+	p.winTime += took
+	p.winBatches++
+	if p.winTime >= p.window && p.winBatches >= paceBatches {
+		p.perBatch.Store(int64(p.winTime) / p.winBatches)
+		p.winTime, p.winBatches = 0, 0
 	}
-	p.perEvent.Store(sample)
+}
+
+// paceBatches is the fewest batches a pace window averages.
+const paceBatches = 8
+
+// paceWindow is the busy time a pace window spans for a given MaxLag.
+func paceWindow(maxLag time.Duration) time.Duration { return max(maxLag/4, 100*time.Millisecond) }
+
+// waited records how long the oldest event of a batch just handed out
+// waited, for Stats.
+func (p *pump) waited(d time.Duration) {
+	if int64(d) > p.worst.Load() {
+		p.worst.Store(int64(d))
+	}
 }
 
 // lag returns how many accepted events have not been handed to every shard
@@ -300,7 +329,10 @@ func (p *pump) run(ctx context.Context) {
 			p.handed.Store(last)
 			now := time.Now()
 			if backlog {
-				p.pace(last-done, now.Sub(prev))
+				p.pace(now.Sub(prev))
+			}
+			if f := p.h.frames.get(done + 1); f != nil {
+				p.waited(now.Sub(f.at))
 			}
 			prev, backlog = now, p.h.seq.Load() > last
 			select { // a long backlog must not hold heartbeats back

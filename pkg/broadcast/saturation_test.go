@@ -231,7 +231,7 @@ func TestAdmissionLooksAheadWhenRoundsAreSlow(t *testing.T) {
 	stop := time.Now().Add(30 * time.Second)
 	for i := 0; judged < 1000 && time.Now().Before(stop); i++ {
 		// Until the hub has seen a slow round, it cannot know.
-		known := h.pump.perEvent.Load() >= int64(delay/batchSize)
+		known := h.pump.perBatch.Load() >= int64(delay)
 		switch err := h.Publish(fmt.Appendf(nil, `{"n":%d}`, i)); {
 		case err == nil:
 			accepted++

@@ -30,7 +30,7 @@ func TestHealthReportsDocumentedFieldsAndCounters(t *testing.T) {
 		t.Fatalf("%v in %s", err, r.Body)
 	}
 	documented := []string{"status", "listeners", "events_accepted", "events_refused_busy", "listeners_dropped",
-		"fanout_lag_events", "fanout_lag_seconds", "events_rejected", "origins_refused", "uptime_seconds", "goroutines", "broker"}
+		"fanout_lag_events", "fanout_lag_seconds", "fanout_wait_max_seconds", "events_rejected", "origins_refused", "uptime_seconds", "goroutines", "broker"}
 	if got := slices.Sorted(maps.Keys(fields)); !slices.Equal(got, slices.Sorted(slices.Values(documented))) {
 		t.Errorf("fields %q, want %q", got, documented)
 	}
