@@ -65,7 +65,7 @@ func TestFilterDuplicateKeys(t *testing.T) {
 }
 
 // widened is ev with maxKeptMembers filler members in front, so that its
-// members are scanned by each listener rather than kept with the frame.
+// members are indexed rather than kept decoded with the frame.
 func widened(ev string) string {
 	var b strings.Builder
 	b.WriteString("{")
@@ -75,13 +75,13 @@ func widened(ev string) string {
 	return b.String() + ev[1:]
 }
 
-// TestFilterWideEventKeepsLittle: an event of many tiny top-level members,
-// as wide as a body may be, keeps with its frame only the fields filters
-// asked for, at most maxKeptMembers. Kept whole, its members took about ten
-// times the event's size, for each of the thousands of events the frame
-// ring holds: one filtered listener and a publisher of such events held
-// gigabytes.
-func TestFilterWideEventKeepsLittle(t *testing.T) {
+// TestFilterWideEventIndexedWithinItsSize: an event of many tiny top-level
+// members, as wide as a body may be, keeps with its frame an index no
+// larger than itself (kept decoded, its members took about ten times its
+// size, for each of the thousands of events the frame ring holds). Looking
+// a name up in it, present or absent, allocates nothing: it is a probe,
+// not a scan.
+func TestFilterWideEventIndexedWithinItsSize(t *testing.T) {
 	var b strings.Builder
 	b.WriteString(`{"session_id":"s1"`)
 	for i := 0; b.Len() < 64<<10-16; i++ {
@@ -101,12 +101,59 @@ func TestFilterWideEventKeepsLittle(t *testing.T) {
 		}
 	}
 	if !NewFilter(Term{"7", []string{"1"}}).keeps(fr) {
-		t.Error("a field asked for after the cache is full is not found")
+		t.Error("a duplicated field is not found")
 	}
 	ff := &fr.fields
-	if kept := cap(ff.members) + len(ff.found); !ff.wide || kept > maxKeptMembers {
-		t.Errorf("a %d-byte event of thousands of members keeps %d members with its frame, want at most %d",
-			len(fr.b), kept, maxKeptMembers)
+	if size := 4 * cap(ff.index); ff.members != nil || size > len(fr.json()) {
+		t.Errorf("a %d-byte event of thousands of members keeps a %d-byte index and %d members with its frame, want at most its size and none",
+			len(fr.json()), size, len(ff.members))
+	}
+	absent := NewFilter(Term{"absent", []string{"x"}})
+	present := NewFilter(Term{"session_id", []string{"s1"}})
+	if n := testing.AllocsPerRun(100, func() { absent.keeps(fr); present.keeps(fr) }); n != 0 {
+		t.Errorf("a lookup in a wide event allocates %v times", n)
+	}
+}
+
+// A wide event's long names and values cost a filtered listener no more
+// than its own filter's values: a literal longer than any of them does not
+// match, without being read to its end.
+func TestFilterWideEventLongLiterals(t *testing.T) {
+	long := strings.Repeat("x", 30000)
+	ev := widened(`{"big":"` + long + `","num":` + strings.Repeat("1", 3000) + `,"` + long + `":"v","esc":"\u00e9\u00e9"}`)
+	fr := newFrame([]byte(ev))
+	for _, tc := range []struct {
+		term Term
+		want bool
+	}{
+		{Term{"big", []string{"x"}}, false},
+		{Term{"big", []string{long}}, true},
+		{Term{"num", []string{"1"}}, false},
+		{Term{"num", []string{strings.Repeat("1", 3000)}}, true},
+		{Term{long[:10], []string{"v"}}, false},
+		{Term{long, []string{"v"}}, true},
+		{Term{"esc", []string{"éé"}}, true},
+		{Term{"esc", []string{"é"}}, false},
+	} {
+		if got := NewFilter(tc.term).keeps(fr); got != tc.want {
+			t.Errorf("%.20s=%.20s: keeps = %v, want %v", tc.term.Field, tc.term.Values[0], got, tc.want)
+		}
+	}
+}
+
+// Many values: looked up in a set, same answers.
+func TestFilterManyValues(t *testing.T) {
+	values := make([]string, 256)
+	for i := range values {
+		values[i] = fmt.Sprint("v", i)
+	}
+	for _, ev := range []string{`{"k":"v200"}`, widened(`{"k":"v200"}`)} {
+		if !NewFilter(Term{"k", values}).keeps(newFrame([]byte(ev))) {
+			t.Errorf("%.30s: the 201st of 256 values does not match", ev)
+		}
+		if NewFilter(Term{"k", values[:200]}).keeps(newFrame([]byte(ev))) {
+			t.Errorf("%.30s: matched a value not listed", ev)
+		}
 	}
 }
 
