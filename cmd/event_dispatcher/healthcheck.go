@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -28,7 +29,7 @@ func isHealthcheck(args []string) bool {
 }
 
 // healthcheck GETs /health of the instance listening on the configured port
-// on 127.0.0.1 and returns nil only for a 200. The port is resolved exactly
+// on 127.0.0.1 (over HTTPS when TLS_CERT_FILE is set) and returns nil only for a 200. The port is resolved exactly
 // as the server resolves it (PORT, its default, then -port in args), so the
 // same environment gives the probe and the server the same port.
 func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -39,7 +40,15 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if cfg.Port == "0" {
 		return fmt.Errorf("healthcheck: port 0 is chosen by the system at start and cannot be probed; set PORT or pass -port")
 	}
-	url := "http://" + net.JoinHostPort("127.0.0.1", cfg.Port) + "/health"
+	scheme := "http"
+	tr := &http.Transport{Proxy: nil, DisableKeepAlives: true}
+	if cfg.TLS() {
+		// The certificate names the public host, not 127.0.0.1; the probe
+		// sends nothing secret and only reads this host's own answer.
+		scheme = "https"
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // see above
+	}
+	url := scheme + "://" + net.JoinHostPort("127.0.0.1", cfg.Port) + "/health"
 
 	ctx, cancel := context.WithTimeout(ctx, healthcheckTimeout)
 	defer cancel()
@@ -50,7 +59,7 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	req.Header.Set("User-Agent", "event_dispatcher-healthcheck/"+version)
 	// No proxy from the environment and no pooled connection: the probe must
 	// reach this host's port directly, once.
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	client := &http.Client{Transport: tr}
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("healthcheck: GET %s: %w", url, err)

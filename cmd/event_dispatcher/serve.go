@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"event-dispatcher/pkg/connlimit"
 	"event-dispatcher/pkg/publish"
 	"event-dispatcher/pkg/server"
+	"event-dispatcher/pkg/tlscert"
 )
 
 // serve wires the hub and the HTTP server, listens, and on ctx's end shuts
@@ -66,7 +68,10 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
 	}
 	conns := capConns(ln, cfg, log)
-	ln = conns
+	if ln, err = serveTLS(cfg, conns, log); err != nil {
+		closeNow(hub, closeBroker)
+		return err
+	}
 	srv := server.New(server.Options{
 		Hub:             hub,
 		Logger:          log,
@@ -256,4 +261,24 @@ func (a adminServer) close() {
 	if a.hs != nil {
 		_ = a.hs.Close()
 	}
+}
+
+// serveTLS wraps the public listener in TLS when TLS_CERT_FILE is set: a
+// layer of its own over whatever listener it is given, so that other
+// listener wrappers compose with it. The certificate is read again when
+// its files change (package tlscert).
+func serveTLS(cfg config.Config, ln net.Listener, log zerolog.Logger) (net.Listener, error) {
+	if !cfg.TLS() {
+		return ln, nil
+	}
+	certs, err := tlscert.New(cfg.TLSCertFile, cfg.TLSKeyFile, 0, log)
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("TLS_CERT_FILE, TLS_KEY_FILE: %w", err) // config.Load read them a moment ago
+	}
+	if time.Now().After(certs.NotAfter()) {
+		log.Warn().Time("not_after", certs.NotAfter()).Msg("the TLS certificate has expired; clients will refuse it until the files are renewed")
+	}
+	log.Info().Time("not_after", certs.NotAfter()).Msg("serving HTTPS with HTTP/2 and HTTP/1.1")
+	return tls.NewListener(ln, certs.TLSConfig()), nil
 }

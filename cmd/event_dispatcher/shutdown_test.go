@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +34,16 @@ type instance struct {
 	stop            func()       // SIGTERM, or cancelling run's context
 	exited          <-chan error // closed on a clean exit; an error otherwise
 	shutdownTimeout time.Duration
+	// transport makes the clients' transports; nil: HTTP/1.1 defaults.
+	transport func() *http.Transport
+}
+
+// newTransport returns a transport as in.transport makes them.
+func (in instance) newTransport() *http.Transport {
+	if in.transport == nil {
+		return &http.Transport{}
+	}
+	return in.transport()
 }
 
 // eventBody is event seq as a player might send it: pretty-printed.
@@ -128,7 +139,7 @@ func (p *posters) source(seq int) int {
 func checkGracefulShutdown(t *testing.T, in instance) {
 	guard, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tr := &http.Transport{}
+	tr := in.newTransport()
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 
@@ -171,7 +182,7 @@ func checkGracefulShutdown(t *testing.T, in instance) {
 	}
 	// Keep publishing while the stop arrives: what is accepted then must be
 	// delivered too.
-	pubTr := &http.Transport{}
+	pubTr := in.newTransport()
 	defer pubTr.CloseIdleConnections()
 	pub := startPosters(guard, &http.Client{Transport: pubTr}, in.base, 4, nBefore, 40000)
 	<-pub.started
@@ -326,18 +337,52 @@ func checkNotHealthy(t *testing.T, base string) {
 // The same scenario in-process, through run, so that the race detector
 // watches the whole shutdown path.
 func TestRunGracefulShutdown(t *testing.T) {
+	checkGracefulShutdown(t, runInProcess(t, nil))
+}
+
+// The same scenario with every stream and POST over HTTP/2, in cleartext
+// (h2c) and over TLS: at the stop, net/http sends GOAWAY and every stream
+// still gets its events, the end comment and a clean end.
+func TestRunGracefulShutdownHTTP2(t *testing.T) {
+	certFile, keyFile, roots := ssetest.WriteCertificate(t, t.TempDir(), "dispatcher")
+	for _, tc := range []struct {
+		name      string
+		env       []string
+		protocols func(*http.Protocols)
+	}{
+		{"h2c", nil, func(p *http.Protocols) { p.SetUnencryptedHTTP2(true) }},
+		{"tls", []string{"TLS_CERT_FILE=" + certFile, "TLS_KEY_FILE=" + keyFile}, func(p *http.Protocols) { p.SetHTTP2(true) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := runInProcess(t, tc.env)
+			if tc.env != nil {
+				in.base = strings.Replace(in.base, "http://", "https://", 1)
+			}
+			in.transport = func() *http.Transport {
+				var p http.Protocols // HTTP/2 only: no request can fall back to HTTP/1.1
+				tc.protocols(&p)
+				return &http.Transport{Protocols: &p, TLSClientConfig: &tls.Config{RootCAs: roots}}
+			}
+			checkGracefulShutdown(t, in)
+		})
+	}
+}
+
+// runInProcess starts the service through run with the shutdown scenario's
+// configuration plus env, and returns it once it listens.
+func runInProcess(t *testing.T, env []string) instance {
 	const shutdownTimeout = 10 * time.Second
 	for _, name := range envNames() {
 		t.Setenv(name, "")
 	}
-	for _, kv := range append(shutdownEnv(), "SHUTDOWN_TIMEOUT="+shutdownTimeout.String()) {
+	for _, kv := range append(append(shutdownEnv(), "SHUTDOWN_TIMEOUT="+shutdownTimeout.String()), env...) {
 		name, value, _ := strings.Cut(kv, "=")
 		t.Setenv(name, value)
 	}
 	unsetEmpty(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	logs, stderr := newLogSink(), newLogSink()
 	ready := make(chan string, 1)
 	exited := make(chan error, 1)
@@ -360,9 +405,7 @@ func TestRunGracefulShutdown(t *testing.T) {
 	if rec := logs.waitFor(t, "event dispatcher listening", gone, 10*time.Second); rec["addr"] != addr {
 		t.Errorf("start-up line addr %v, ready sent %q", rec["addr"], addr)
 	}
-	checkGracefulShutdown(t, instance{
-		base: baseURL(t, addr), logs: logs, stop: cancel, exited: exited, shutdownTimeout: shutdownTimeout,
-	})
+	return instance{base: baseURL(t, addr), logs: logs, stop: cancel, exited: exited, shutdownTimeout: shutdownTimeout}
 }
 
 // unsetEmpty unsets the service variables that are set to "" (t.Setenv

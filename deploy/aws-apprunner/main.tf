@@ -29,6 +29,7 @@ locals {
     "STRICT_JSON", "ADMIN_PORT", "DRAIN_DELAY",
     "BROKER_URL", "BROKER_CHANNEL",
     "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_IP",
+    "TLS_CERT_FILE", "TLS_KEY_FILE",
   ]
 
   # The service's secrets: only ever from var.secrets (the platform's secret

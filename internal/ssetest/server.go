@@ -44,6 +44,12 @@ type Server struct {
 // server.HTTPServer configures, so its header and idle limits apply.
 func Start(t testing.TB, hub broadcast.Options, srv server.Options) *Server {
 	t.Helper()
+	return start(t, hub, srv, nil)
+}
+
+// start is Start with the listener wrapped by wrap, when not nil.
+func start(t testing.TB, hub broadcast.Options, srv server.Options, wrap func(net.Listener) net.Listener) *Server {
+	t.Helper()
 	quiet := zerolog.New(io.Discard).Level(zerolog.InfoLevel)
 	if reflect.ValueOf(hub.Logger).IsZero() {
 		hub.Logger = quiet
@@ -68,6 +74,9 @@ func Start(t testing.TB, hub broadcast.Options, srv server.Options) *Server {
 	s := server.New(srv)
 	ts := httptest.NewUnstartedServer(s)
 	ts.Config = s.HTTPServer()
+	if wrap != nil {
+		ts.Listener = wrap(ts.Listener)
+	}
 	ts.Start()
 	admin := httptest.NewServer(s.Admin())
 	t.Cleanup(admin.Close)

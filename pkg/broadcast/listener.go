@@ -49,6 +49,12 @@ type listener struct {
 
 	deadlineAt time.Time // when the write deadline was last pushed; drain and finish only
 	cutAt      time.Time // set by the hub's Close: no write may outlast it; guarded by mu
+	// disarmIdle clears the write deadline whenever the queue empties.
+	// HTTP/2 resets a stream the moment its write deadline passes, writing
+	// or not: a quiet stream (no events, heartbeats rarer than
+	// WRITE_TIMEOUT) would be cut. HTTP/1 only fails a write started after
+	// it, so there the deadline stays, pushed at most once per refresh.
+	disarmIdle bool
 	sent       sentCounter
 }
 
@@ -175,6 +181,14 @@ func (l *listener) drain() {
 	defer l.drainer.Done()
 	for {
 		l.mu.Lock()
+		if !l.dead && len(l.pending) == 0 && l.disarmIdle && !l.deadlineAt.IsZero() {
+			// Still the only writer (writing is set): clear the deadline,
+			// then look again for frames queued meanwhile.
+			l.mu.Unlock()
+			_ = l.rc.SetWriteDeadline(time.Time{})
+			l.deadlineAt = time.Time{}
+			continue
+		}
 		if l.dead || len(l.pending) == 0 {
 			l.writing = false
 			l.mu.Unlock()
@@ -223,7 +237,7 @@ func (l *listener) writeFrames(batch []*frame) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, os.ErrDeadlineExceeded):
+	case errors.Is(err, os.ErrDeadlineExceeded): // over HTTP/2 too: net/http reports the stream's reset so
 		return ErrStalled
 	default:
 		return errClientGone

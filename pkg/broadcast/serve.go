@@ -41,6 +41,7 @@ func (h *Hub) ServeFiltered(w http.ResponseWriter, r *http.Request, filter *Filt
 	defer cancel(nil)
 	l := h.newListener(w, cancel)
 	l.filter = filter
+	l.disarmIdle = r.ProtoMajor >= 2
 	if err := h.add(l); err != nil {
 		return Sent{}, err
 	}

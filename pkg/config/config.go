@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"event-dispatcher/pkg/broker"
+	"event-dispatcher/pkg/tlscert"
 )
 
 // Config holds every setting. The struct tags are the single source of the
@@ -59,6 +60,10 @@ type Config struct {
 	// Scale-out: replicas share events through a broker (pkg/broker).
 	BrokerURL     string `envconfig:"BROKER_URL" secret:"true" desc:"empty: one instance, in memory; redis://[user:pass@]host:port[/db], rediss://… (TLS) or nats://host:port[,nats://…]: replicas share every event through it; with credentials, a secret" json:"BROKER_URL"`
 	BrokerChannel string `envconfig:"BROKER_CHANNEL" default:"event-dispatcher" desc:"Redis channel or NATS subject the replicas share" json:"BROKER_CHANNEL"`
+
+	// HTTPS on the public port (package tlscert); the admin port stays plain HTTP.
+	TLSCertFile string `envconfig:"TLS_CERT_FILE" desc:"PEM certificate (chain) for the public port; with TLS_KEY_FILE, it serves HTTPS with HTTP/2 and HTTP/1.1; renewed files are picked up without a restart" json:"TLS_CERT_FILE"`
+	TLSKeyFile  string `envconfig:"TLS_KEY_FILE" desc:"PEM private key of TLS_CERT_FILE; both or neither" json:"TLS_KEY_FILE"`
 
 	// Derived by Load from the raw values above.
 	Level        zerolog.Level  `ignored:"true" json:"-"`
@@ -224,6 +229,7 @@ func (c *Config) validate(fromFlag bool) error {
 			bad(name, "must be between 0 (derived from the descriptor limit) and %d", maxConns)
 		}
 	}
+	errs = append(errs, c.validateTLS()...)
 	if _, err := broker.Validate(c.BrokerURL, c.BrokerChannel); err != nil {
 		errs = append(errs, err) // names BROKER_URL or BROKER_CHANNEL, never the password
 	}
@@ -387,3 +393,32 @@ func (c Config) Risks() []Risk {
 	}
 	return risks
 }
+
+// validateTLS requires both TLS files or neither, and loads the pair once,
+// so that a missing file, a key that does not match its certificate or a
+// PEM that does not parse stops the start, naming the variable at fault.
+func (c *Config) validateTLS() []error {
+	c.TLSCertFile, c.TLSKeyFile = strings.TrimSpace(c.TLSCertFile), strings.TrimSpace(c.TLSKeyFile)
+	switch {
+	case c.TLSCertFile == "" && c.TLSKeyFile == "":
+		return nil
+	case c.TLSKeyFile == "":
+		return []error{errors.New("TLS_KEY_FILE: must be set with TLS_CERT_FILE (both or neither)")}
+	case c.TLSCertFile == "":
+		return []error{errors.New("TLS_CERT_FILE: must be set with TLS_KEY_FILE (both or neither)")}
+	}
+	err := tlscert.Check(c.TLSCertFile, c.TLSKeyFile)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, tlscert.ErrCertFile):
+		return []error{fmt.Errorf("TLS_CERT_FILE: %w", err)}
+	case errors.Is(err, tlscert.ErrKeyFile):
+		return []error{fmt.Errorf("TLS_KEY_FILE: %w", err)}
+	default:
+		return []error{fmt.Errorf("TLS_CERT_FILE, TLS_KEY_FILE: %w", err)}
+	}
+}
+
+// TLS reports whether the public port serves HTTPS.
+func (c Config) TLS() bool { return c.TLSCertFile != "" }

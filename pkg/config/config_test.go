@@ -7,6 +7,7 @@ import (
 	"flag"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"event-dispatcher/internal/ssetest"
 )
 
 // variable is one environment variable as declared on Config.
@@ -99,7 +102,10 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestEveryVariableParsed(t *testing.T) {
+	certFile, keyFile, _ := ssetest.WriteCertificate(t, t.TempDir(), "config")
 	env := map[string]string{
+		"TLS_CERT_FILE":           " " + certFile,
+		"TLS_KEY_FILE":            keyFile,
 		"PORT":                    "8080",
 		"LOG_LEVEL":               "DEBUG",
 		"LOG_FORMAT":              "console",
@@ -159,6 +165,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		ClientIPAnonymize: true,
 		AdminPort:         "off", DrainDelay: 5 * time.Second,
 		MaxConnections: 5000, MaxConnectionsPerIP: 100,
+		TLSCertFile: certFile, TLSKeyFile: keyFile,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("parsed:\ngot  %+v\nwant %+v", c, want)
@@ -557,5 +564,43 @@ func TestShortShutdownTimeoutStartsWithAWarning(t *testing.T) {
 	}
 	if r := c.Risks(); len(r) != 0 {
 		t.Errorf("SHUTDOWN_TIMEOUT 3s over WRITE_TIMEOUT 2s: risks %+v, want none", r)
+	}
+}
+
+// TLS_CERT_FILE and TLS_KEY_FILE come together, and a pair that would not
+// serve stops the start with the variable at fault named first.
+func TestTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, _ := ssetest.WriteCertificate(t, dir, "a")
+	otherCert, _, _ := ssetest.WriteCertificate(t, dir, "b")
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not PEM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.pem")
+	for _, tc := range []struct {
+		name, cert, key, want string // want: the start of the error; "" accepts
+	}{
+		{"neither", "", "", ""},
+		{"both", certFile, keyFile, ""},
+		{"certificate alone", certFile, "", "TLS_KEY_FILE: must be set with TLS_CERT_FILE"},
+		{"key alone", "", keyFile, "TLS_CERT_FILE: must be set with TLS_KEY_FILE"},
+		{"certificate missing", missing, keyFile, "TLS_CERT_FILE: certificate file: open " + missing},
+		{"key missing", certFile, missing, "TLS_KEY_FILE: key file: open " + missing},
+		{"key of another certificate", otherCert, keyFile, "TLS_CERT_FILE, TLS_KEY_FILE: certificate and key: "},
+		{"not PEM", garbage, keyFile, "TLS_CERT_FILE, TLS_KEY_FILE: certificate and key: "},
+		{"swapped", keyFile, certFile, "TLS_CERT_FILE, TLS_KEY_FILE: certificate and key: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := load(t, map[string]string{"TLS_CERT_FILE": tc.cert, "TLS_KEY_FILE": tc.key})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want == "" && c.TLS() != (tc.cert != ""):
+				t.Errorf("TLS() = %v with TLS_CERT_FILE=%q", c.TLS(), tc.cert)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want)):
+				t.Errorf("error %v, want it to start with %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -132,7 +132,7 @@ func NearMisses(environ []string) []NearMiss {
 	var out []NearMiss
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if name == "" || slices.Contains(known, name) {
+		if name == "" || slices.Contains(known, name) || slices.Contains(othersNames, name) {
 			continue
 		}
 		if like, ok := resembles(name, known); ok {
@@ -141,6 +141,12 @@ func NearMisses(environ []string) []NearMiss {
 	}
 	return out
 }
+
+// othersNames are variables of other software that look like the
+// service's but are not typos: Go's crypto/x509 and OpenSSL read
+// SSL_CERT_FILE and SSL_CERT_DIR for the trusted roots (two edits from
+// TLS_CERT_FILE), and many environments set them.
+var othersNames = []string{"SSL_CERT_FILE", "SSL_CERT_DIR"}
 
 // OpenByMistake returns an error when a near miss resembles a listener
 // secret (LISTEN_TOKENS, LISTEN_JWT_SECRET) while none is set: whoever set

@@ -173,17 +173,20 @@ func (s *Server) limitPublish(next http.Handler) http.Handler {
 // the CPU of a bad request) and lose the requests pipelined behind it. A
 // body that is too large or late, or that the client sends only after a
 // 100 Continue it will not get, closes the connection.
+//
+// Over HTTP/2 the answer is all: net/http resets the stream, and with it
+// whatever the client still sends, without touching the connection.
 func (s *Server) refuseUnread(w http.ResponseWriter, r *http.Request, code int, why reason, msg string) {
 	rc := http.NewResponseController(w)
 	switch {
-	case r.ContentLength == 0:
+	case r.ContentLength == 0, r.ProtoMajor >= 2:
 		s.reject(w, code, why, msg)
 		return
 	case r.ContentLength > s.opts.MaxBodyBytes, strings.EqualFold(r.Header.Get("Expect"), "100-continue"),
 		w.Header().Get("Connection") == "close", // already closing (guardConn): nothing to keep
 		rc.EnableFullDuplex() != nil:
 		// Otherwise net/http would read the body before answering.
-		w.Header().Set("Connection", "close")
+		closeAfter(w, r)
 		s.reject(w, code, why, msg)
 		return
 	}

@@ -29,7 +29,8 @@ const unreadGrace = time.Second
 //     A stream moves the deadline forward on each of its writes.
 //
 // The common cases, a GET without a body and a POST with Content-Length,
-// touch no header.
+// touch no header. Over HTTP/2 the deadlines are the stream's own: a
+// request holds its stream, never the connection (see closeAfter).
 func (s *Server) guardConn(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
@@ -47,13 +48,25 @@ func (s *Server) guardConn(next http.Handler) http.Handler {
 			return
 		}
 		if r.Method != http.MethodPost || len(r.TransferEncoding) > 0 {
-			w.Header().Set("Connection", "close")
+			closeAfter(w, r)
 		}
 		next.ServeHTTP(w, r)
 		// Small answers are still buffered here: net/http writes them, and
 		// reads the rest of the body first, once the handler has returned.
 		_ = rc.SetReadDeadline(time.Now().Add(unreadGrace))
 	})
+}
+
+// closeAfter asks net/http to close the connection once this answer is
+// sent, so that nothing left of the request is read as the next one. Over
+// HTTP/2 what is left of a request ends with its own stream (net/http
+// resets it), and "Connection: close" would send GOAWAY, moving every later
+// request of the connection's other streams to a new connection: nothing
+// is set.
+func closeAfter(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor < 2 {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // noBody refuses a request with a body on a route that never reads one.

@@ -58,7 +58,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer
 			s.reject(w, http.StatusRequestEntityTooLarge, reasonTooLarge, s.tooLarge())
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			// Nothing more of this body is worth waiting for.
-			w.Header().Set("Connection", "close")
+			closeAfter(w, r)
 			s.reject(w, http.StatusRequestTimeout, reasonTimeout, "body not received within "+s.opts.BodyReadTimeout.String())
 		default:
 			s.reject(w, http.StatusBadRequest, reasonInvalid, "could not read body")

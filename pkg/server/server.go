@@ -110,13 +110,61 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // client can hold. There is no WriteTimeout: it would cut every stream; each
 // stream has its own write deadline instead, every other answer one set by
 // guardConn, and POST bodies have their own read deadline.
+//
+// It speaks HTTP/1.1 and HTTP/2: over TLS (a listener from tls.NewListener
+// whose config offers "h2" by ALPN) and in cleartext with prior knowledge
+// (h2c), for proxies and internal clients. HTTP/2 carries many streams on
+// one connection, so a browser is no longer held to 6 streams per origin.
 func (s *Server) HTTPServer() *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          newStdLogger(s.opts.Logger),
+		Protocols:         &protocols,
+		HTTP2:             s.http2Config(),
+	}
+}
+
+// maxHeaderBytes bounds a request's headers. Over HTTP/2 it is also the
+// SETTINGS_MAX_HEADER_LIST_SIZE net/http announces (plus some slack), counted
+// on the decoded headers, so an HPACK bomb (a few bytes expanding to
+// megabytes) is refused like an oversized header.
+const maxHeaderBytes = 16 << 10
+
+// MaxConcurrentStreams is how many streams one HTTP/2 connection may have
+// open: each browser gets this many EventSources on one connection (over
+// HTTP/1.1, six per origin). Requests beyond it wait in the client.
+const MaxConcurrentStreams = 250
+
+// http2Config sets the HTTP/2 limits against abuse. What net/http already
+// does, and what is set here:
+//
+//   - Rapid reset (CVE-2023-44487) and the resets a client provokes on
+//     purpose (CVE-2025-8671): net/http runs at most MaxConcurrentStreams
+//     handlers per connection whatever happened to their streams, queues
+//     at most 4 times as many, and beyond that ends the connection with
+//     ENHANCE_YOUR_CALM.
+//   - Control-frame floods (PING, SETTINGS, RST_STREAM answers the client
+//     does not read): at most 10000 queued, then the connection is closed;
+//     CONTINUATION floods: header bytes are counted across frames.
+//   - Header size: maxHeaderBytes, on the decoded list; the HPACK decoder's
+//     table is net/http's 4 KiB.
+//   - WriteByteTimeout: a connection whose socket takes no byte for
+//     WriteTimeout is closed, with every stream on it. One stream that stops
+//     reading is reset by its own write deadline (HTTP/2 flow control keeps
+//     the others moving); a client that reads nothing at all blocks the
+//     connection's single writer, and with it every stream's RST_STREAM.
+func (s *Server) http2Config() *http.HTTP2Config {
+	return &http.HTTP2Config{
+		MaxConcurrentStreams:      MaxConcurrentStreams,
+		MaxDecoderHeaderTableSize: 4 << 10,
+		WriteByteTimeout:          s.opts.WriteTimeout,
 	}
 }
 
