@@ -170,8 +170,9 @@ func TestBrowserCrossOrigin(t *testing.T) {
 }
 
 // startChromium starts one headless Chromium for the test, with a fresh
-// profile, and returns its context; each page opens in its own tab.
-func startChromium(t *testing.T) context.Context {
+// profile and any extra flags, and returns its context; each page opens in
+// its own tab.
+func startChromium(t *testing.T, flags ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -193,6 +194,7 @@ func startChromium(t *testing.T) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.CombinedOutput(output),
 	)
+	opts = append(opts, flags...)
 	// Not t.Context(): it ends before cleanups run, which would kill the
 	// browser instead of closing it. The timeout only guards against a hang.
 	guard, cancelGuard := context.WithTimeout(context.Background(), 10*time.Minute)
