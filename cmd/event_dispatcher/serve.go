@@ -82,6 +82,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		ClientIP:        clientip.New(cfg.TrustedNets),
 		Access: access.Policy{
 			Listeners:   access.NewAuth(cfg.ListenTokens, []byte(cfg.ListenJWTSecret)),
+			Publishers:  access.NewAuth(cfg.PublishTokens, nil),
 			Publish:     access.NewRateLimiter(cfg.PublishRatePerIP, access.MaxTrackedClients),
 			Streams:     access.NewStreamLimiter(cfg.MaxListenersPerIP),
 			AnonymizeIP: cfg.ClientIPAnonymize,

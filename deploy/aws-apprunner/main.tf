@@ -30,13 +30,14 @@ locals {
     "BROKER_URL", "BROKER_CHANNEL",
     "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_IP",
     "TLS_CERT_FILE", "TLS_KEY_FILE",
+    "PUBLISH_TOKENS",
   ]
 
   # The service's secrets: only ever from var.secrets (the platform's secret
   # store), never as literals in var.environment. BROKER_URL is one when it
   # carries credentials (user:password@, a NATS token@); without, it may
   # also be plain (no_credentials).
-  secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET", "BROKER_URL"]
+  secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET", "PUBLISH_TOKENS", "BROKER_URL"]
   no_credentials     = "^[^@]*$"
 
   # App Runner sets PORT itself, to image_configuration.port.

@@ -5,6 +5,7 @@ package access
 // addresses are passed on whole.
 type Policy struct {
 	Listeners   *Auth          // who may open a stream; nil: anyone
+	Publishers  *Auth          // who may publish by the server-side ways in (CloudEvents, gRPC); nil: anyone
 	Publish     *RateLimiter   // events per second per client; nil: unlimited
 	Streams     *StreamLimiter // concurrent streams per client; nil: unlimited
 	AnonymizeIP bool           // truncate the client address written into events

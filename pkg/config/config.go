@@ -50,6 +50,7 @@ type Config struct {
 	ListenJWTSecret   string   `envconfig:"LISTEN_JWT_SECRET" secret:"true" desc:"HS256 key (at least 32 bytes): an unexpired JWT signed with it (exp required) is also a listener token" json:"LISTEN_JWT_SECRET"`
 	PublishRatePerIP  float64  `envconfig:"PUBLISH_RATE_PER_IP" default:"0" desc:"sustained POSTs per second per client IP (burst 2x); beyond it 429; 0 = unlimited" json:"PUBLISH_RATE_PER_IP"`
 	MaxListenersPerIP int      `envconfig:"MAX_LISTENERS_PER_IP" default:"0" desc:"concurrent streams per client IP; beyond it 429; 0 = unlimited" json:"MAX_LISTENERS_PER_IP"`
+	PublishTokens     []string `envconfig:"PUBLISH_TOKENS" secret:"true" desc:"comma-separated publisher tokens; when set, POST /events (CloudEvents) and gRPC PushEvent need one (Authorization: Bearer); the players' POST /metrics and /api/events stay open" json:"PUBLISH_TOKENS"`
 	ClientIPAnonymize bool     `envconfig:"CLIENT_IP_ANONYMIZE" default:"false" desc:"truncate the CLIENT_IP_FIELD address: IPv4 to /24, IPv6 to /48" json:"CLIENT_IP_ANONYMIZE"`
 
 	// Connection caps on the public port (package connlimit): no client can
@@ -245,33 +246,12 @@ const (
 )
 
 // validateAccess checks the access settings and keeps only the non-empty
-// listener tokens. A token must survive a header and a query string as it
-// is (RFC 6750's b64token characters) and be long enough not to be guessed.
+// listener and publisher tokens (see validTokens).
 func (c *Config) validateAccess() []error {
 	var errs []error
-	var tokens []string
-	for _, t := range c.ListenTokens {
-		switch t = strings.TrimSpace(t); {
-		case t == "":
-		case len(t) < minTokenLen || strings.TrimLeft(strings.TrimRight(t, "="), tokenChars) != "":
-			// The message never shows the token: it is a secret.
-			errs = append(errs, fmt.Errorf("LISTEN_TOKENS: token %d must be at least %d characters of A-Z a-z 0-9 - . _ ~ + / (then = only)", len(tokens)+1, minTokenLen))
-			tokens = append(tokens, t)
-		default:
-			tokens = append(tokens, t)
-		}
-	}
-	if len(c.ListenTokens) > 0 && len(tokens) == 0 {
-		// Set but blank (",", " "): most likely a secret that did not
-		// reach the environment. Starting would leave the streams open.
-		errs = append(errs, errors.New("LISTEN_TOKENS: is set but lists no token; list at least one, or unset it to leave the streams open"))
-	}
-	for i, t := range tokens {
-		if len(t) >= minTokenLen && distinct(t) < minDistinct {
-			errs = append(errs, fmt.Errorf("LISTEN_TOKENS: token %d repeats too few characters to be a secret; generate one, e.g. openssl rand -base64 32", i+1))
-		}
-	}
-	c.ListenTokens = tokens
+	var tokenErrs []error
+	c.ListenTokens, tokenErrs = validTokens("LISTEN_TOKENS", c.ListenTokens, "leave the streams open")
+	errs = append(errs, tokenErrs...)
 	switch n := len(c.ListenJWTSecret); {
 	case n > 0 && n < minJWTSecret:
 		errs = append(errs, fmt.Errorf("LISTEN_JWT_SECRET: must be at least %d bytes, got %d", minJWTSecret, n))
@@ -285,7 +265,40 @@ func (c *Config) validateAccess() []error {
 	if c.MaxListenersPerIP < 0 || c.MaxListenersPerIP > maxCount {
 		errs = append(errs, fmt.Errorf("MAX_LISTENERS_PER_IP: must be between 0 (unlimited) and %d", maxCount))
 	}
+	c.PublishTokens, tokenErrs = validTokens("PUBLISH_TOKENS", c.PublishTokens, "leave the server-side ways in (POST /events, gRPC) open")
+	errs = append(errs, tokenErrs...)
 	return errs
+}
+
+// validTokens checks the secrets of a token list variable (LISTEN_TOKENS,
+// PUBLISH_TOKENS) and returns the non-empty ones. A token must survive a
+// header and a query string as it is (RFC 6750's b64token characters) and
+// be long enough not to be guessed. A list that is set but blank is an
+// error: most likely a secret that did not reach the environment, and
+// starting would open what it was meant to close.
+func validTokens(name string, list []string, opens string) ([]string, []error) {
+	var errs []error
+	var tokens []string
+	for _, t := range list {
+		switch t = strings.TrimSpace(t); {
+		case t == "":
+		case len(t) < minTokenLen || strings.TrimLeft(strings.TrimRight(t, "="), tokenChars) != "":
+			// The message never shows the token: it is a secret.
+			errs = append(errs, fmt.Errorf("%s: token %d must be at least %d characters of A-Z a-z 0-9 - . _ ~ + / (then = only)", name, len(tokens)+1, minTokenLen))
+			tokens = append(tokens, t)
+		default:
+			tokens = append(tokens, t)
+		}
+	}
+	if len(list) > 0 && len(tokens) == 0 {
+		errs = append(errs, fmt.Errorf("%s: is set but lists no token; list at least one, or unset it to %s", name, opens))
+	}
+	for i, t := range tokens {
+		if len(t) >= minTokenLen && distinct(t) < minDistinct {
+			errs = append(errs, fmt.Errorf("%s: token %d repeats too few characters to be a secret; generate one, e.g. openssl rand -base64 32", name, i+1))
+		}
+	}
+	return tokens, errs
 }
 
 // minDistinct is the fewest different characters a secret may have. It

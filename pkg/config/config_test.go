@@ -125,6 +125,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		"LISTEN_TOKENS":           " token-one-0123456789, ,token-two-0123456789==",
 		"LISTEN_JWT_SECRET":       "0123456789abcdef0123456789abcdef",
 		"PUBLISH_RATE_PER_IP":     "2.5",
+		"PUBLISH_TOKENS":          "pub-token-0123456789, ",
 		"MAX_LISTENERS_PER_IP":    "3",
 		"CLIENT_IP_ANONYMIZE":     "true",
 		"STRICT_JSON":             "false",
@@ -161,6 +162,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		ListenTokens:      []string{"token-one-0123456789", "token-two-0123456789=="},
 		ListenJWTSecret:   "0123456789abcdef0123456789abcdef",
 		PublishRatePerIP:  2.5,
+		PublishTokens:     []string{"pub-token-0123456789"},
 		MaxListenersPerIP: 3,
 		ClientIPAnonymize: true,
 		AdminPort:         "off", DrainDelay: 5 * time.Second,
@@ -266,6 +268,10 @@ func TestInvalidValues(t *testing.T) {
 		{"LISTEN_TOKENS", "good-token-0123456789,abababababababab"}, //
 		{"LISTEN_JWT_SECRET", strings.Repeat(" ", 40)},              // blank: anyone could sign tokens
 		{"LISTEN_JWT_SECRET", strings.Repeat("ab", 20)},             //
+		{"PUBLISH_TOKENS", "short"},
+		{"PUBLISH_TOKENS", "token&with-query-chars=1"},
+		{"PUBLISH_TOKENS", " , "},                      // set, but no token: would leave POST /events open
+		{"PUBLISH_TOKENS", "aaaaaaaaaaaaaaaaaaaaaaaa"}, // long enough, but guessable
 		{"PUBLISH_RATE_PER_IP", "-1"},
 		{"PUBLISH_RATE_PER_IP", "NaN"},
 		{"PUBLISH_RATE_PER_IP", "fast"},

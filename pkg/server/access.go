@@ -42,6 +42,55 @@ func (s *Server) authorizeListener(next http.Handler) http.Handler {
 	})
 }
 
+// authorizePublisher lets a server-side publisher through (POST /events)
+// only with a valid publisher token (PUBLISH_TOKENS) in an Authorization:
+// Bearer header, never from the query: publishers are servers, which can
+// set headers and keep a secret. The header is taken out of the request
+// before next sees it. A refusal is 401 with WWW-Authenticate, answered
+// before the body is read. The players' POST /api/events stays open: a
+// player cannot keep a secret.
+func (s *Server) authorizePublisher(next http.Handler) http.Handler {
+	auth := s.opts.Access.Publishers
+	if !auth.Required() {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := BearerToken(r.Header.Get("Authorization"))
+		err := auth.Check(token)
+		if !ok {
+			err = access.ErrInvalid // another scheme, or no token after Bearer
+		}
+		if err != nil {
+			challenge := `Bearer realm="event-dispatcher"`
+			if errors.Is(err, access.ErrInvalid) {
+				challenge += `, error="invalid_token"`
+			}
+			w.Header().Set("WWW-Authenticate", challenge)
+			s.refuseUnread(w, r, http.StatusUnauthorized, reasonUnauthorized, err.Error())
+			return
+		}
+		r2 := r.WithContext(r.Context())
+		r2.Header = r.Header.Clone()
+		r2.Header.Del("Authorization")
+		next.ServeHTTP(w, r2)
+	})
+}
+
+// BearerToken returns the token of an Authorization header value "Bearer
+// <token>" (the scheme in any case). An empty value gives "", true: no
+// token; any other scheme, or Bearer without a token, gives false.
+func BearerToken(authz string) (string, bool) {
+	if authz == "" {
+		return "", true
+	}
+	scheme, t, _ := strings.Cut(authz, " ")
+	t = strings.TrimSpace(t)
+	if !strings.EqualFold(scheme, "Bearer") || t == "" {
+		return "", false
+	}
+	return t, true
+}
+
 // takeToken returns the listener token of r and a request without it: the
 // Authorization header wins over the query parameter. bearer is false when
 // the header is not "Bearer <token>" (another scheme, or a bare token with
@@ -54,12 +103,7 @@ func takeToken(r *http.Request) (token string, bearer bool, out *http.Request) {
 	}
 	token, bearer = fromQuery, true
 	if authz != "" {
-		scheme, t, _ := strings.Cut(authz, " ")
-		token = strings.TrimSpace(t)
-		bearer = strings.EqualFold(scheme, "Bearer") && token != ""
-		if !bearer {
-			token = ""
-		}
+		token, bearer = BearerToken(authz)
 	}
 	r2 := r.WithContext(r.Context()) // shallow copy; URL and Header are replaced below
 	u := *r.URL

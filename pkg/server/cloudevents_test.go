@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"event-dispatcher/internal/ssetest"
+	"event-dispatcher/pkg/access"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/server"
 )
@@ -212,5 +213,46 @@ func TestCloudEventsPreflightAllowsCeHeaders(t *testing.T) {
 	}
 	if strings.Contains(allowed, "x-other") || !strings.Contains(r.Header.Get("Access-Control-Allow-Methods"), "POST") {
 		t.Errorf("preflight: %v", r.Header)
+	}
+}
+
+func TestPublishTokensGuardCloudEventsButNotThePlayersPath(t *testing.T) {
+	const token = "pub-token-0123456789"
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{
+		Access: access.Policy{Publishers: access.NewAuth([]string{token}, nil)},
+	})
+	stream := ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
+	event := `{"specversion":"1.0","id":"1","source":"/s","type":"t"}`
+	for _, c := range []struct{ authz, want string }{
+		{"", "missing token"},
+		{"Bearer wrong-token-0123456789", "invalid token"},
+		{"Basic " + token, "invalid token"},
+		{token, "invalid token"},
+		{"Bearer ", "invalid token"},
+	} {
+		h := ct(ceStructured)
+		if c.authz != "" {
+			h.Set("Authorization", c.authz)
+		}
+		r := pushCE(t, srv, h, event)
+		if r.Status != http.StatusUnauthorized || !strings.Contains(string(r.Body), c.want) ||
+			!strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Bearer ") {
+			t.Errorf("Authorization %q: %d %s %v, want 401 %q", c.authz, r.Status, r.Body, r.Header, c.want)
+		}
+	}
+	h := ct(ceStructured)
+	h.Set("Authorization", "bearer "+token)
+	if r := pushCE(t, srv, h, event); r.Status != http.StatusOK {
+		t.Fatalf("with the token: %d %s", r.Status, r.Body)
+	}
+	if got := stream.NextData(t, within(t, 30*time.Second)); got != event {
+		t.Fatalf("listener got %s", got)
+	}
+	srv.Publish(t, []byte(`{"player":1}`)) // no token: players cannot keep one
+	if got := stream.NextData(t, within(t, 30*time.Second)); got != `{"player":1}` {
+		t.Fatalf("listener got %s", got)
+	}
+	if got := srv.Hub.Stats().EventsAccepted; got != 2 {
+		t.Fatalf("hub accepted %d events, want 2", got)
 	}
 }

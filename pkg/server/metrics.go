@@ -15,17 +15,18 @@ import (
 type reason int
 
 const (
-	reasonTooLarge    reason = iota // 413
-	reasonInvalid                   // 400: unreadable body or not an acceptable event
-	reasonTimeout                   // 408: body not received in time
-	reasonBusy                      // 503: publish queue full, or shutting down
-	reasonRateLimited               // 429
-	reasonForbidden                 // 403: page on an origin not listed
-	reasonUnsupported               // 415: a CloudEvents format other than JSON
+	reasonTooLarge     reason = iota // 413
+	reasonInvalid                    // 400: unreadable body or not an acceptable event
+	reasonTimeout                    // 408: body not received in time
+	reasonBusy                       // 503: publish queue full, or shutting down
+	reasonRateLimited                // 429
+	reasonForbidden                  // 403: page on an origin not listed
+	reasonUnsupported                // 415: a CloudEvents format other than JSON
+	reasonUnauthorized               // 401: PUBLISH_TOKENS set, no valid token
 	numReasons
 )
 
-var reasonLabels = [numReasons]string{"too_large", "invalid", "timeout", "busy", "rate_limited", "forbidden", "unsupported"}
+var reasonLabels = [numReasons]string{"too_large", "invalid", "timeout", "busy", "rate_limited", "forbidden", "unsupported", "unauthorized"}
 
 // refusal is why a stream was refused before it started, as the
 // listeners_refused counter labels it: what an operator alerts on when

@@ -14,7 +14,7 @@ func (s *Server) addRoutes(mux *http.ServeMux) {
 	ingest := s.limitPublish(s.handleIngest())
 	stream := s.authorizeListener(s.limitStreams(s.handleStream()))
 	health := s.handleHealth()
-	cloudEvents := s.limitPublish(s.handleCloudEvents())
+	cloudEvents := s.limitPublish(s.authorizePublisher(s.handleCloudEvents()))
 
 	mux.Handle("/metrics", s.methods(map[string]http.Handler{"POST": ingest}))
 	mux.Handle("/api/events", s.methods(map[string]http.Handler{"POST": ingest})) // path today's players use
