@@ -236,13 +236,8 @@ func startAdmin(cfg config.Config, srv *server.Server, log zerolog.Logger) (admi
 	// Its own small cap: whoever reaches the admin port cannot take the
 	// descriptors the public port's cap leaves free.
 	ln := connlimit.New(raw, connlimit.Options{Max: adminMaxConns, Logger: log, Name: "admin"})
-	hs := &http.Server{
-		ConnState:         server.TrackConns(ln),
-		Handler:           srv.Admin(),
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-	}
+	hs := srv.AdminHTTPServer()
+	hs.ConnState = server.TrackConns(ln)
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error().Err(err).Msg("admin listener")

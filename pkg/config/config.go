@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"reflect"
 	"strconv"
@@ -43,6 +44,7 @@ type Config struct {
 	TrustedProxyCIDRs     []string      `envconfig:"TRUSTED_PROXY_CIDRS" desc:"comma-separated CIDRs whose X-Forwarded-For is believed" json:"TRUSTED_PROXY_CIDRS"`
 	StrictJSON            bool          `envconfig:"STRICT_JSON" default:"true" desc:"refuse (400) numbers beyond double range and lone surrogate escapes (I-JSON, RFC 7493); false accepts any JSON" json:"STRICT_JSON"`
 	AdminPort             string        `envconfig:"ADMIN_PORT" default:"9569" desc:"operators' port: GET /metrics, /livez, /readyz, /debug/pprof/; off disables it; never expose it publicly" json:"ADMIN_PORT"`
+	AdminHost             string        `envconfig:"ADMIN_HOST" desc:"address the admin port binds to, e.g. 127.0.0.1 or the pod's IP; empty: every interface, so in-cluster scrapers and probes reach it" json:"ADMIN_HOST"`
 	DrainDelay            time.Duration `envconfig:"DRAIN_DELAY" default:"0" desc:"after SIGTERM/SIGINT, time health answers 503 draining while still serving, before the listener closes" json:"DRAIN_DELAY"`
 
 	// Access control and abuse limits (package access). Secrets are never logged.
@@ -88,13 +90,13 @@ func (c Config) Addr() string { return ":" + c.Port }
 // ErrVersion is returned by Load for -version: the caller prints its version.
 var ErrVersion = errors.New("version requested")
 
-// AdminAddr is the admin listener's address, all interfaces; "" when
-// ADMIN_PORT is off.
+// AdminAddr is the admin listener's address, on ADMIN_HOST (all
+// interfaces when empty); "" when ADMIN_PORT is off.
 func (c Config) AdminAddr() string {
 	if c.AdminPort == AdminOff {
 		return ""
 	}
-	return ":" + c.AdminPort
+	return net.JoinHostPort(c.AdminHost, c.AdminPort)
 }
 
 // AdminOff is the ADMIN_PORT value that disables the admin listener.
@@ -380,6 +382,10 @@ func (c *Config) validateOps(bad func(name, format string, a ...any)) {
 		case p != 0 && c.AdminPort == c.Port:
 			bad("ADMIN_PORT", "%s is also PORT: the admin listener needs its own port, or off", c.AdminPort)
 		}
+	}
+	c.AdminHost = strings.Trim(strings.TrimSpace(c.AdminHost), "[]")
+	if a, err := netip.ParseAddr(c.AdminHost); c.AdminHost != "" && c.AdminHost != "localhost" && (err != nil || !a.IsValid()) {
+		bad("ADMIN_HOST", "%q is not an IP address (e.g. 127.0.0.1, ::1), localhost or empty (every interface)", c.AdminHost)
 	}
 	if c.DrainDelay < 0 {
 		bad("DRAIN_DELAY", "must not be negative")

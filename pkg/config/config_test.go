@@ -134,6 +134,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		"BROKER_URL":              "rediss://user:pw@cache.example:6380/1",
 		"BROKER_CHANNEL":          "ed-prod",
 		"MAX_CONNECTIONS":         "5000",
+		"ADMIN_HOST":              "[::1]",
 		"MAX_CONNECTIONS_PER_IP":  "100",
 	}
 	for _, v := range variables() {
@@ -166,7 +167,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		MaxListenersPerIP: 3,
 		ClientIPAnonymize: true,
 		AdminPort:         "off", DrainDelay: 5 * time.Second,
-		MaxConnections: 5000, MaxConnectionsPerIP: 100,
+		MaxConnections: 5000, MaxConnectionsPerIP: 100, AdminHost: "::1",
 		TLSCertFile: certFile, TLSKeyFile: keyFile,
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -278,6 +279,8 @@ func TestInvalidValues(t *testing.T) {
 		{"PUBLISH_RATE_PER_IP", "1e9"},
 		{"MAX_LISTENERS_PER_IP", "-1"},
 		{"MAX_CONNECTIONS", "-1"},
+		{"ADMIN_HOST", "admin.example"},
+		{"ADMIN_HOST", "10.0.0"},
 		{"MAX_CONNECTIONS_PER_IP", "100000001"},
 		{"MAX_LISTENERS_PER_IP", "2.5"},
 		{"CLIENT_IP_ANONYMIZE", "maybe"},

@@ -106,3 +106,76 @@ func TestMetricsIncludeRuntimeAndProcess(t *testing.T) {
 		t.Errorf("publish_queue_capacity %v, want 77", got)
 	}
 }
+
+// One timed profile at a time: while a CPU profile runs, another profile or
+// a trace gets 429 with a JSON error, and the other admin routes answer.
+func TestOneProfileAtATime(t *testing.T) {
+	t.Parallel()
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{})
+	first := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(srv.Admin + "/debug/pprof/profile?seconds=5")
+		if err != nil {
+			first <- 0
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	// The first holds the profiler for 5 s; a second, shorter one polled
+	// meanwhile meets it at least once.
+	refused := false
+	for !refused {
+		select {
+		case code := <-first:
+			t.Fatalf("the first profile ended (%d) before any other was refused", code)
+		default:
+		}
+		for _, path := range []string{"/debug/pprof/profile?seconds=1", "/debug/pprof/trace?seconds=0.1"} {
+			code, body := get(t, http.MethodGet, srv.Admin+path)
+			switch code {
+			case http.StatusTooManyRequests:
+				if !strings.Contains(body, `"error":"another profile or trace is running`) {
+					t.Fatalf("429 body %s", body)
+				}
+				refused = true
+			case http.StatusOK:
+			default:
+				t.Fatalf("%s: %d %s", path, code, body)
+			}
+		}
+		if code, _ := get(t, http.MethodGet, srv.Admin+"/livez"); code != http.StatusOK {
+			t.Fatalf("/livez %d during a profile", code)
+		}
+	}
+	if code := <-first; code != http.StatusOK {
+		t.Fatalf("the first profile: %d", code)
+	}
+	if code, _ := get(t, http.MethodGet, srv.Admin+"/debug/pprof/trace?seconds=0.1"); code != http.StatusOK {
+		t.Fatalf("a trace after the profile ended: %d", code)
+	}
+}
+
+// seconds= is bounded wherever pprof reads it from, so no request holds
+// the profiler, and its connection, for longer.
+func TestProfileSecondsBounded(t *testing.T) {
+	t.Parallel()
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{})
+	for _, path := range []string{"/debug/pprof/profile?seconds=61", "/debug/pprof/trace?seconds=3600", "/debug/pprof/heap?seconds=1e9", "/debug/pprof/profile?seconds=-1", "/debug/pprof/profile?seconds=x"} {
+		if code, body := get(t, http.MethodGet, srv.Admin+path); code != http.StatusBadRequest || !strings.Contains(body, `"error":"seconds must be`) {
+			t.Errorf("%s: %d %s, want 400 with a JSON error", path, code, body)
+		}
+	}
+	resp, err := http.Post(srv.Admin+"/debug/pprof/profile", "application/x-www-form-urlencoded", strings.NewReader("seconds=100000"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("seconds=100000 in a form body: %d, want 400", resp.StatusCode)
+	}
+	if code, _ := get(t, http.MethodGet, srv.Admin+"/debug/pprof/heap"); code != http.StatusOK {
+		t.Errorf("a heap profile without seconds: %d", code)
+	}
+}

@@ -45,11 +45,12 @@ func (s *Server) addAdminRoutes(mux *http.ServeMux) {
 	mux.Handle("/metrics", s.methods(map[string]http.Handler{"GET": metrics}))
 	mux.Handle("/livez", s.methods(map[string]http.Handler{"GET": live, "HEAD": live}))
 	mux.Handle("/readyz", s.methods(map[string]http.Handler{"GET": ready, "HEAD": ready}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index) // and every named profile below it
+	timed := oneProfile()
+	mux.Handle("/debug/pprof/", timed(pprof.Index)) // and every named profile below it
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.Handle("/debug/pprof/profile", timed(pprof.Profile))
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/debug/pprof/trace", timed(pprof.Trace))
 	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such path")
 	}))
