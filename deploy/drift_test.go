@@ -24,7 +24,9 @@ import (
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/config"
+	"event-dispatcher/pkg/publish"
 	"event-dispatcher/pkg/server"
+	"event-dispatcher/pkg/upstream"
 )
 
 // These tests fail when a deployment file stops matching the code: a
@@ -269,7 +271,14 @@ func newServer(t *testing.T) *server.Server {
 		defer cancel()
 		_ = hub.Close(ctx)
 	})
-	return server.New(server.Options{Hub: hub, Logger: zerolog.Nop(), MaxBodyBytes: 1 << 10, BodyReadTimeout: time.Second, ClientIP: clientip.New(nil)})
+	// One upstream feed (never started) so that its metrics are exported.
+	path := publish.New(publish.Options{Hub: hub})
+	feeds, err := upstream.New(upstream.Options{URLs: []string{"https://feed.example/stream"}}, path.Door("upstream"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return server.New(server.Options{Hub: hub, Logger: zerolog.Nop(), MaxBodyBytes: 1 << 10, BodyReadTimeout: time.Second, ClientIP: clientip.New(nil),
+		Publish: path, Upstreams: feeds.Stats})
 }
 
 func TestHealthPathsAreServed(t *testing.T) {

@@ -72,6 +72,13 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		closeNow(hub, closeBroker)
 		return err
 	}
+	feeds, err := newUpstreams(cfg, path, log)
+	if err != nil {
+		_ = ln.Close()
+		closeNow(hub, closeBroker)
+		return err // config.Load validated every value: this is a bug
+	}
+	defer feeds.Close() // on every way out; a no-op after the shutdown closed it
 	srv := server.New(server.Options{
 		Hub:             hub,
 		Logger:          log,
@@ -92,6 +99,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		Broker:       relay,
 		Publish:      path,
 		Conns:        conns,
+		Upstreams:    feeds.Stats,
 	})
 	hs := srv.HTTPServer()
 	hs.ConnState = server.TrackConns(conns)
@@ -112,8 +120,10 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
+	feeds.Start()
 	select {
 	case err := <-served:
+		feeds.Close()
 		closeNow(hub, closeBroker)
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
@@ -121,6 +131,9 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 
 	log.Info().Int64("timeout_ms", cfg.ShutdownTimeout.Milliseconds()).Msg("shutting down")
 	start := time.Now()
+	// Upstream feeds first: nothing new comes in from them while what they
+	// already handed over drains with the rest.
+	feeds.Close()
 	srv.Drain()
 	if cfg.DrainDelay > 0 {
 		// Load balancers see the 503 before connections are refused.

@@ -31,13 +31,15 @@ locals {
     "MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_IP", "ADMIN_HOST",
     "TLS_CERT_FILE", "TLS_KEY_FILE",
     "PUBLISH_TOKENS",
+    "UPSTREAM_URLS", "UPSTREAM_EVENT_TYPES", "UPSTREAM_HEADERS", "UPSTREAM_USER_AGENT",
+    "UPSTREAM_IDLE_TIMEOUT",
   ]
 
   # The service's secrets: only ever from var.secrets (the platform's secret
   # store), never as literals in var.environment. BROKER_URL is one when it
   # carries credentials (user:password@, a NATS token@); without, it may
   # also be plain (no_credentials).
-  secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET", "PUBLISH_TOKENS", "BROKER_URL"]
+  secret_environment = ["LISTEN_TOKENS", "LISTEN_JWT_SECRET", "PUBLISH_TOKENS", "BROKER_URL", "UPSTREAM_HEADERS"]
   no_credentials     = "^[^@]*$"
 
   # App Runner sets PORT itself, to image_configuration.port.

@@ -26,7 +26,7 @@ variable "environment" {
 
   validation {
     condition     = alltrue([for k, v in var.environment : !contains(local.secret_environment, k) || (k == "BROKER_URL" && can(regex(local.no_credentials, v)))])
-    error_message = "LISTEN_TOKENS, LISTEN_JWT_SECRET, PUBLISH_TOKENS and a BROKER_URL with credentials are secrets: pass them in secrets, not environment."
+    error_message = "LISTEN_TOKENS, LISTEN_JWT_SECRET, PUBLISH_TOKENS, UPSTREAM_HEADERS and a BROKER_URL with credentials are secrets: pass them in secrets, not environment."
   }
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"reflect"
 	"strconv"
@@ -67,11 +68,18 @@ type Config struct {
 	// HTTPS on the public port (package tlscert); the admin port stays plain HTTP.
 	TLSCertFile string `envconfig:"TLS_CERT_FILE" desc:"PEM certificate (chain) for the public port; with TLS_KEY_FILE, it serves HTTPS with HTTP/2 and HTTP/1.1; renewed files are picked up without a restart" json:"TLS_CERT_FILE"`
 	TLSKeyFile  string `envconfig:"TLS_KEY_FILE" desc:"PEM private key of TLS_CERT_FILE; both or neither" json:"TLS_KEY_FILE"`
+	// Upstream SSE feeds relayed like POSTs (pkg/upstream). Header values and URL credentials are secrets.
+	UpstreamURLs        []string      `envconfig:"UPSTREAM_URLS" desc:"comma-separated http(s):// SSE URLs to follow for the life of the process; each event whose data is one JSON object is published as if POSTed; with BROKER_URL, set it on ONE replica only" json:"UPSTREAM_URLS"`
+	UpstreamEventTypes  []string      `envconfig:"UPSTREAM_EVENT_TYPES" desc:"comma-separated SSE event types to take from upstreams; empty takes all (no event: field is type message)" json:"UPSTREAM_EVENT_TYPES"`
+	UpstreamHeaders     string        `envconfig:"UPSTREAM_HEADERS" secret:"true" desc:"extra request headers for the upstreams, a JSON object: {\"Authorization\":\"Bearer …\"}; values are secrets" json:"UPSTREAM_HEADERS"`
+	UpstreamUserAgent   string        `envconfig:"UPSTREAM_USER_AGENT" desc:"User-Agent sent upstream; default event-dispatcher/<version>; public feeds (Wikimedia) want name/version (contact)" json:"UPSTREAM_USER_AGENT"`
+	UpstreamIdleTimeout time.Duration `envconfig:"UPSTREAM_IDLE_TIMEOUT" default:"60s" desc:"an upstream connection that brings no byte (not even a heartbeat) for this long is abandoned and reopened" json:"UPSTREAM_IDLE_TIMEOUT"`
 
 	// Derived by Load from the raw values above.
-	Level        zerolog.Level  `ignored:"true" json:"-"`
-	AllowOrigins []string       `ignored:"true" json:"-"` // nil means any origin
-	TrustedNets  []netip.Prefix `ignored:"true" json:"-"`
+	UpstreamHeader http.Header    `ignored:"true" json:"-"`
+	Level          zerolog.Level  `ignored:"true" json:"-"`
+	AllowOrigins   []string       `ignored:"true" json:"-"` // nil means any origin
+	TrustedNets    []netip.Prefix `ignored:"true" json:"-"`
 }
 
 // Sanity limits: beyond them a value is a typo, not a deployment.
@@ -233,6 +241,7 @@ func (c *Config) validate(fromFlag bool) error {
 		}
 	}
 	errs = append(errs, c.validateTLS()...)
+	errs = append(errs, c.validateUpstreams()...)
 	if _, err := broker.Validate(c.BrokerURL, c.BrokerChannel); err != nil {
 		errs = append(errs, err) // names BROKER_URL or BROKER_CHANNEL, never the password
 	}
@@ -340,6 +349,10 @@ func (c Config) MarshalZerologObject(e *zerolog.Event) {
 		name := v.Type().Field(i).Tag.Get("envconfig")
 		switch f := v.Field(i).Interface(); {
 		case name == "":
+		case name == "UPSTREAM_URLS":
+			e.Str(name, redactURLs(c.UpstreamURLs))
+		case name == "UPSTREAM_HEADERS":
+			e.Str(name, headerNames(c.UpstreamHeader))
 		case name == "BROKER_URL":
 			e.Str(name, broker.Redact(c.BrokerURL)) // a secret, but its host helps: only the credentials are hidden
 		case v.Type().Field(i).Tag.Get("secret") == "true":

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -90,8 +91,9 @@ func TestDefaults(t *testing.T) {
 		WriteTimeout: 10 * time.Second, SubscriberBufferBytes: 1 << 20, MaxSubscribers: 10000,
 		PublishQueueSize: 1024, MaxFanoutLag: time.Second, MaxStreamDuration: 0, ShutdownTimeout: 15 * time.Second,
 		StrictJSON: true, AdminPort: "9569", DrainDelay: 0,
-		BrokerChannel: "event-dispatcher",
-		Level:         zerolog.InfoLevel,
+		BrokerChannel:       "event-dispatcher",
+		UpstreamIdleTimeout: time.Minute,
+		Level:               zerolog.InfoLevel,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\ngot  %+v\nwant %+v", c, want)
@@ -136,6 +138,11 @@ func TestEveryVariableParsed(t *testing.T) {
 		"MAX_CONNECTIONS":         "5000",
 		"ADMIN_HOST":              "[::1]",
 		"MAX_CONNECTIONS_PER_IP":  "100",
+		"UPSTREAM_URLS":           "https://stream.example/v2/stream/recentchange, http://u:p@edge.example:3569/events?type=play",
+		"UPSTREAM_EVENT_TYPES":    "message, log",
+		"UPSTREAM_HEADERS":        `{"x-api-key":"k: v, w"}`,
+		"UPSTREAM_USER_AGENT":     "relay/1 (ops@example.org)",
+		"UPSTREAM_IDLE_TIMEOUT":   "15s",
 	}
 	for _, v := range variables() {
 		if _, ok := env[v.name]; !ok {
@@ -169,6 +176,12 @@ func TestEveryVariableParsed(t *testing.T) {
 		AdminPort:         "off", DrainDelay: 5 * time.Second,
 		MaxConnections: 5000, MaxConnectionsPerIP: 100, AdminHost: "::1",
 		TLSCertFile: certFile, TLSKeyFile: keyFile,
+		UpstreamURLs:        []string{"https://stream.example/v2/stream/recentchange", "http://u:p@edge.example:3569/events?type=play"},
+		UpstreamEventTypes:  []string{"message", "log"},
+		UpstreamHeaders:     `{"x-api-key":"k: v, w"}`,
+		UpstreamHeader:      http.Header{"X-Api-Key": {"k: v, w"}},
+		UpstreamUserAgent:   "relay/1 (ops@example.org)",
+		UpstreamIdleTimeout: 15 * time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("parsed:\ngot  %+v\nwant %+v", c, want)
@@ -290,6 +303,22 @@ func TestInvalidValues(t *testing.T) {
 		{"BROKER_URL", "nats://a:4222,redis://b:6379"},
 		{"BROKER_CHANNEL", ""},
 		{"BROKER_CHANNEL", "two words"},
+		{"UPSTREAM_URLS", "ftp://feed.example/x"},
+		{"UPSTREAM_URLS", "stream.example/v2"},
+		{"UPSTREAM_URLS", "https:///path"},
+		{"UPSTREAM_URLS", "https://a.example/s#frag"},
+		{"UPSTREAM_URLS", "https://a.example/s,https://a.example/s"},
+		{"UPSTREAM_URLS", "https://u:1@a.example/s,https://u:2@a.example/s"}, // alike once the credentials are hidden
+		{"UPSTREAM_EVENT_TYPES", "a\nb"},
+		{"UPSTREAM_HEADERS", "X-Api-Key: k"},
+		{"UPSTREAM_HEADERS", `{"X-Api-Key": 5}`},
+		{"UPSTREAM_HEADERS", `{"bad name":"v"}`},
+		{"UPSTREAM_HEADERS", `{"X-Api-Key":"line\nbreak"}`},
+		{"UPSTREAM_HEADERS", `{"Last-Event-ID":"1"}`},
+		{"UPSTREAM_HEADERS", `{"User-Agent":"x"}`},
+		{"UPSTREAM_USER_AGENT", "bad\x01agent"},
+		{"UPSTREAM_IDLE_TIMEOUT", "0"},
+		{"UPSTREAM_IDLE_TIMEOUT", "2h"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
@@ -341,6 +370,33 @@ func TestLoggedConfigHidesBrokerPassword(t *testing.T) {
 	log.Info().Object("config", c).Send()
 	if strings.Contains(buf.String(), "s3cr3t") || !strings.Contains(buf.String(), `"BROKER_URL":"nats://xxxxx@n1:4222,nats://n2:4222"`) {
 		t.Errorf("logged %s; want the NATS token hidden", buf.Bytes())
+	}
+}
+
+func TestLoggedConfigHidesUpstreamSecrets(t *testing.T) {
+	c, _, err := load(t, map[string]string{
+		"UPSTREAM_URLS":    "https://relay:hunter2@edge.example/events?access_token=tok-0123456789&type=play",
+		"UPSTREAM_HEADERS": `{"Authorization":"Bearer sekrit-value"}`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	log := zerolog.New(&buf)
+	log.Info().Object("config", c).Send()
+	for _, secret := range []string{"hunter2", "relay:", "tok-0123456789", "sekrit"} {
+		if strings.Contains(buf.String(), secret) {
+			t.Errorf("%q is in the log line: %s", secret, buf.Bytes())
+		}
+	}
+	for _, want := range []string{`"UPSTREAM_URLS":"https://edge.example/events?access_token=redacted&type=play"`, `"UPSTREAM_HEADERS":"Authorization: [redacted]"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("log line lacks %s: %s", want, buf.Bytes())
+		}
+	}
+	_, _, err = load(t, map[string]string{"UPSTREAM_URLS": "ftp://relay:hunter2@edge.example/x", "UPSTREAM_HEADERS": `{"X-Key":"sekrit\u0001"}`})
+	if err == nil || strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "sekrit") {
+		t.Errorf("error %v: want a refusal that does not show the secrets", err)
 	}
 }
 

@@ -99,6 +99,18 @@ type Door struct {
 	acc  atomic.Uint64
 	inv  atomic.Uint64
 	busy atomic.Uint64
+	// keepIP: the door relays events another server accepted; see KeepClientIP.
+	keepIP atomic.Bool
+}
+
+// KeepClientIP makes d pass events on with the CLIENT_IP_FIELD member they
+// came with instead of this hop's peer address: for a door that relays
+// what a trusted server already accepted (an upstream feed, where the
+// field, set by the first dispatcher, names the original sender). It
+// returns d.
+func (d *Door) KeepClientIP() *Door {
+	d.keepIP.Store(true)
+	return d
 }
 
 // Publish validates body as one JSON object, applies the client IP field,
@@ -122,7 +134,11 @@ func (d *Door) Publish(dst, body []byte, ip string) ([]byte, error) {
 // of it with [Door.Send].
 func (d *Door) Prepare(dst, body []byte, ip string, check func(event []byte) error) ([]byte, error) {
 	p := d.path
-	data, err := p.compact(dst, body, p.ipField, ip)
+	ipField := p.ipField
+	if d.keepIP.Load() {
+		ipField = ""
+	}
+	data, err := p.compact(dst, body, ipField, ip)
 	if err == nil && check != nil {
 		if err = check(data[len(dst):]); err != nil {
 			data = dst

@@ -161,3 +161,20 @@ func TestPrepareAppliesTheDoorsCheckAndPublishesNothing(t *testing.T) {
 		t.Fatalf("SendAll on a closed hub = %d, %v; want 0, ErrClosed at once", n, err)
 	}
 }
+
+func TestKeepClientIPLeavesTheFieldAsItCame(t *testing.T) {
+	p := publish.New(publish.Options{Hub: newHub(t), ClientIPField: "ip"})
+	relayed := p.Door("upstream").KeepClientIP()
+	for body, want := range map[string]string{
+		`{"a":1, "ip":"192.0.2.7"}`: `{"a":1,"ip":"192.0.2.7"}`, // set by the first hop: kept
+		`{"a":1}`:                   `{"a":1}`,
+	} {
+		out, err := relayed.Publish(nil, []byte(body), "")
+		if err != nil || string(out) != want {
+			t.Errorf("relayed %s: %s, %v; want %s", body, out, err, want)
+		}
+	}
+	if out, _ := p.Door("post").Publish(nil, []byte(`{"ip":"forged"}`), "192.0.2.1"); string(out) != `{"ip":"192.0.2.1"}` {
+		t.Errorf("another door lost its client IP: %s", out)
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/broker"
+	"event-dispatcher/pkg/upstream"
 )
 
 type health struct {
@@ -18,6 +19,9 @@ type health struct {
 	Goroutines     int     `json:"goroutines"`
 	Broker         string  `json:"broker"` // none, connected, connecting or down; the status code ignores it
 	*brokerStats           // absent without a broker
+	// Each followed upstream (UPSTREAM_URLS); absent without one. The
+	// status code ignores them: listeners are served either way.
+	Upstreams []upstream.Stats `json:"upstreams,omitempty"`
 }
 
 type brokerStats = broker.Stats
@@ -37,6 +41,7 @@ func (s *Server) handleHealth() http.Handler {
 			UptimeSeconds:  time.Since(s.started).Round(time.Millisecond).Seconds(),
 			Goroutines:     runtime.NumGoroutine(),
 			Broker:         "none",
+			Upstreams:      s.opts.Upstreams(),
 		}
 		if s.opts.Broker != nil { // local delivery works without it: not part of the status
 			st := s.opts.Broker.Stats()

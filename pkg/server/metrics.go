@@ -98,6 +98,7 @@ type collector struct {
 	dropped, queueDepth, queueCapacity, stalled, lag              *prometheus.Desc
 	draining, brokerUp, brokerIn, brokerErr, brokerRe, brokerDrop *prometheus.Desc
 	doorEvents                                                    *prometheus.Desc
+	upEvents, upConnected, upReconnects                           *prometheus.Desc
 }
 
 func newCollector(s *Server) *collector {
@@ -124,6 +125,11 @@ func newCollector(s *Server) *collector {
 		brokerRe:      d("broker_reconnects_total", "Times the link to the broker was re-established."),
 		brokerDrop:    d("broker_messages_dropped_total", "Events from the broker not delivered here, by reason: busy (local queue full) or client (the NATS client's pending limit).", "reason"),
 		doorEvents:    d("door_events_total", "Events that came in at this replica, by way in (door: post, …) and outcome: accepted, invalid (refused by validation), busy (refused: saturated or shutting down).", "door", "outcome"),
+		// One series per configured upstream (at most 64), labelled with
+		// its URL without credentials.
+		upEvents:     d("upstream_events_total", "Events read from each upstream SSE feed (UPSTREAM_URLS), by outcome: accepted, invalid (not one strict JSON object), too_large (beyond MAX_BODY_BYTES), busy (fan-out saturated), skipped (type not in UPSTREAM_EVENT_TYPES).", "upstream", "outcome"),
+		upConnected:  d("upstream_connected", "1 while the stream of the upstream is open.", "upstream"),
+		upReconnects: d("upstream_reconnects_total", "Times the relay connected again to the upstream, after an end, an error or the idle watchdog.", "upstream"),
 	}
 }
 
@@ -131,6 +137,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.listeners, c.accepted, c.rejected, c.refused, c.deliveries, c.bytes, c.dropped, c.queueDepth, c.queueCapacity,
 		c.lag, c.stalled, c.draining, c.brokerUp, c.brokerIn, c.brokerErr, c.brokerRe, c.brokerDrop, c.doorEvents,
+		c.upEvents, c.upConnected, c.upReconnects,
 	} {
 		ch <- d
 	}
@@ -176,6 +183,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.doorEvents, d.Accepted, d.Name, "accepted")
 		counter(c.doorEvents, d.Invalid, d.Name, "invalid")
 		counter(c.doorEvents, d.Busy, d.Name, "busy")
+	}
+	for _, u := range s.opts.Upstreams() {
+		counter(c.upEvents, u.Events, u.URL, "accepted")
+		counter(c.upEvents, u.DroppedInvalid, u.URL, "invalid")
+		counter(c.upEvents, u.DroppedTooLarge, u.URL, "too_large")
+		counter(c.upEvents, u.DroppedBusy, u.URL, "busy")
+		counter(c.upEvents, u.Skipped, u.URL, "skipped")
+		gauge(c.upConnected, flag(u.Connected()), u.URL)
+		counter(c.upReconnects, u.Reconnects, u.URL)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/connlimit"
 	"event-dispatcher/pkg/publish"
+	"event-dispatcher/pkg/upstream"
 )
 
 // Options are the Server's dependencies and settings.
@@ -44,6 +45,9 @@ type Options struct {
 	// Conns counts the public port's connections (MAX_CONNECTIONS); nil:
 	// not capped, no connection metrics.
 	Conns ConnCounter
+	// Upstreams reports the upstream SSE feeds relayed into Publish
+	// (pkg/upstream), for /health and the metrics; nil: none.
+	Upstreams func() []upstream.Stats
 }
 
 // ConnCounter is what the metrics read of a [connlimit.Listener].
@@ -78,6 +82,9 @@ type Server struct {
 func New(opts Options) *Server {
 	if opts.ClientIP == nil {
 		opts.ClientIP = clientip.New(nil) // the TCP peer
+	}
+	if opts.Upstreams == nil {
+		opts.Upstreams = func() []upstream.Stats { return nil }
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
