@@ -33,6 +33,7 @@ func startBroker(cfg config.Config, hub *broadcast.Hub, log zerolog.Logger) (ser
 		Handler:       hub.Publish, // ErrBusy: counted as broker_dropped_busy
 		Logger:        log,
 		MaxEventBytes: maxEvent,
+		LenientJSON:   !cfg.StrictJSON,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -20,7 +20,6 @@ package broker
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -30,6 +29,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"event-dispatcher/pkg/event"
 )
 
 // State of the link to the broker.
@@ -62,6 +63,10 @@ type Options struct {
 	// error counts the event as not delivered locally.
 	Handler func(data []byte) error
 	Logger  zerolog.Logger
+	// LenientJSON accepts from other replicas any JSON object, as ingest
+	// does with STRICT_JSON=false; by default events must pass the same
+	// I-JSON and UTF-8 checks as ingest (event.Check).
+	LenientJSON bool
 	// MaxEventBytes is the largest event the caller publishes, compared on
 	// each connection with the broker's own limit when the broker tells it.
 	MaxEventBytes int64
@@ -369,7 +374,8 @@ func (b *Broker) ignore() {
 }
 
 // wellFormed reports whether payload is what a replica publishes: one JSON
-// object on a single line, within MaxEventBytes. The hub writes it to every
+// object on a single line, within MaxEventBytes, that ingest would have
+// accepted (valid UTF-8; I-JSON unless LenientJSON). The hub writes it to every
 // listener as is, so anything else published on the channel by whoever can
 // reach the broker (a CR or LF would end the SSE data line and let the rest
 // forge fields and events) must stop here.
@@ -377,7 +383,7 @@ func (b *Broker) wellFormed(payload []byte) bool {
 	if b.opts.MaxEventBytes > 0 && int64(len(payload)) > b.opts.MaxEventBytes {
 		return false
 	}
-	return len(payload) > 0 && payload[0] == '{' && !bytes.ContainsAny(payload, "\r\n") && json.Valid(payload)
+	return !bytes.ContainsAny(payload, "\r\n") && event.Check(payload, !b.opts.LenientJSON) == nil
 }
 
 func (b *Broker) dropDown(n int) {

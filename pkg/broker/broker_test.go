@@ -521,17 +521,35 @@ func TestForgedEnvelopesNotDelivered(t *testing.T) {
 			forged(`{"a":1}{"b":2}`),
 			forged(""),
 			forged(`{"pad":"`+strings.Repeat("z", 1000)+`"}`),
+			forged("{\"a\":\"\xff\xfe\"}"), // invalid UTF-8, which ingest refuses
+			forged(`{"a":"\ud800"}`),       // I-JSON: a lone surrogate
+			forged(`{"a":1e400}`),          // I-JSON: beyond a double
 			marker,
 		)
 		eventually(t, within, "the well-formed event arrives", func() bool { return a.in.has([]byte(`{"ok":1}`)) })
 		if got := a.in.all(); len(got) != 1 {
 			t.Errorf("handler got %q; want only the well-formed event", got)
 		}
-		if st := a.Stats(); st.Foreign != 8 || st.Received != 1 {
-			t.Errorf("stats %+v: want 8 foreign, 1 received", st)
+		if st := a.Stats(); st.Foreign != 11 || st.Received != 1 {
+			t.Errorf("stats %+v: want 11 foreign, 1 received", st)
 		}
 		if n := a.logs.Count("did not write"); n != 1 {
 			t.Errorf("logged %d times, want once:\n%s", n, a.logs)
+		}
+	})
+}
+
+// With STRICT_JSON=false the relay takes what ingest then takes, and still
+// never invalid UTF-8.
+func TestLenientRelayStillRefusesInvalidUTF8(t *testing.T) {
+	brokers(t, func(t *testing.T, srv *brokertest.Server) {
+		a := start(t, srv.URL, func(o *Options) { o.LenientJSON = true })
+		eventually(t, within, "connected", connected(a))
+		forged := func(payload string) []byte { return []byte("ed1 0123456789abcdef e " + payload) }
+		foreignPublish(t, srv, a.opts.Channel, forged("{\"a\":\"\xff\"}"), forged(`{"a":1e400}`))
+		eventually(t, within, "the lenient event arrives", func() bool { return a.in.has([]byte(`{"a":1e400}`)) })
+		if st := a.Stats(); st.Foreign != 1 || st.Received != 1 || len(a.in.all()) != 1 {
+			t.Errorf("stats %+v, handler got %q: want the invalid UTF-8 refused, the large number through", st, a.in.all())
 		}
 	})
 }

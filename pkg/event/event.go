@@ -70,6 +70,26 @@ func compact(dst, body []byte, ipField, ip string, strict bool) ([]byte, error) 
 	return withField(out, len(dst), ipField, ip), nil
 }
 
+// Check reports why obj, an event received already compacted (from another
+// replica), is not one [Compact] (or, when strict is false,
+// [CompactLenient]) could have returned: the same rules as ingest, valid
+// UTF-8 included, which [json.Valid] does not check.
+func Check(obj []byte, strict bool) error {
+	switch {
+	case len(obj) == 0:
+		return ErrEmpty
+	case obj[0] != '{':
+		return ErrNotObject
+	case !utf8.Valid(obj):
+		return ErrUTF8
+	case !json.Valid(obj):
+		return ErrSyntax
+	case strict:
+		return checkStrict(obj)
+	}
+	return nil
+}
+
 // withField rewrites the compact object that starts at out[start:] so that
 // field appears exactly once, last, with the string value val.
 func withField(out []byte, start int, field, val string) []byte {

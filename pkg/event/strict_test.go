@@ -111,3 +111,37 @@ func BenchmarkStrictEscapes(b *testing.B) {
 		}
 	}
 }
+
+// Check holds an event received already compacted to the rules Compact
+// applies to a body: what ingest refuses, the relay refuses.
+func TestCheckAppliesIngestRules(t *testing.T) {
+	for _, tc := range []struct {
+		obj           string
+		strict, loose error
+	}{
+		{`{"a":1}`, nil, nil},
+		{"{\"a\":\"\xff\"}", ErrUTF8, ErrUTF8},
+		{`{"a":"\ud800"}`, ErrSurrogate, nil},
+		{`{"a":1e400}`, ErrRange, nil},
+		{`[1]`, ErrNotObject, ErrNotObject},
+		{`{"a":1}{}`, ErrSyntax, ErrSyntax},
+		{``, ErrEmpty, ErrEmpty},
+	} {
+		for strict, want := range map[bool]error{true: tc.strict, false: tc.loose} {
+			if err := Check([]byte(tc.obj), strict); err != want {
+				t.Errorf("Check(%q, strict=%v) = %v, want %v", tc.obj, strict, err, want)
+			}
+			_, cerr := compactMode([]byte(tc.obj), strict)
+			if (cerr == nil) != (want == nil) {
+				t.Errorf("%q strict=%v: Compact says %v, Check %v", tc.obj, strict, cerr, want)
+			}
+		}
+	}
+}
+
+func compactMode(body []byte, strict bool) ([]byte, error) {
+	if strict {
+		return Compact(nil, body, "", "")
+	}
+	return CompactLenient(nil, body, "", "")
+}
