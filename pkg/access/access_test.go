@@ -42,6 +42,12 @@ func TestAuthCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	crit := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": future})
+	crit.Header["crit"] = []string{"exp"} // an extension this service does not implement
+	critical, err := crit.SignedString([]byte(jwtKey))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, token string
 		want        error
@@ -59,6 +65,10 @@ func TestAuthCheck(t *testing.T) {
 		{"HS512 with the right key", hs512, access.ErrInvalid},
 		{"tampered payload", tampered, access.ErrInvalid},
 		{"the JWT key itself", jwtKey, access.ErrInvalid},
+		{"JWT issued an hour from now", signHS256(t, jwtKey, jwt.MapClaims{"exp": future, "iat": future}), access.ErrInvalid},
+		{"JWT issued within the clock skew", signHS256(t, jwtKey, jwt.MapClaims{"exp": future, "iat": time.Now().Add(access.MaxClockSkew / 2).Unix()}), nil},
+		{"JWT issued in the past", signHS256(t, jwtKey, jwt.MapClaims{"exp": future, "iat": time.Now().Add(-time.Hour).Unix()}), nil},
+		{"JWT with a crit header", critical, access.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := a.Check(tc.token); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {

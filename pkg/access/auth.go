@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -31,7 +32,9 @@ type Auth struct {
 }
 
 // NewAuth accepts any of tokens and, when jwtKey is not empty, any JWT
-// signed with it using HS256 that carries an exp claim and has not expired.
+// signed with it using HS256 that carries an exp claim and has not expired,
+// is not before its nbf, was not issued (iat) more than [MaxClockSkew] in
+// the future, and has no crit header.
 // It returns nil (everyone may listen) when both are empty.
 func NewAuth(tokens []string, jwtKey []byte) *Auth {
 	if len(tokens) == 0 && len(jwtKey) == 0 {
@@ -77,10 +80,29 @@ func (a *Auth) matchStatic(token string) bool {
 	return match == 1
 }
 
+// MaxClockSkew is how far in the future a JWT's iat may be: the clock of
+// whoever signs it may run a little ahead of ours, not an hour.
+const MaxClockSkew = time.Minute
+
+var errCrit = errors.New("crit header: no extension is understood")
+
+// validJWT checks the signature, exp and nbf (the parser), iat, and that
+// the header asks for no extension: RFC 7515 (4.1.11) requires refusing a
+// token whose crit lists anything the recipient does not implement, and
+// this one implements none.
 func (a *Auth) validJWT(token string) bool {
 	if a.parser == nil || strings.Count(token, ".") != 2 {
 		return false
 	}
-	_, err := a.parser.Parse(token, func(*jwt.Token) (any, error) { return a.jwtKey, nil })
-	return err == nil
+	var claims jwt.RegisteredClaims
+	_, err := a.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errCrit
+		}
+		return a.jwtKey, nil
+	})
+	if err != nil {
+		return false
+	}
+	return claims.IssuedAt == nil || !claims.IssuedAt.After(time.Now().Add(MaxClockSkew))
 }
