@@ -157,6 +157,47 @@ func TestRateLimiterPerClient(t *testing.T) {
 	}
 }
 
+// One holder of an IPv6 /48 cycling through its 65,536 /64s can neither
+// push other clients out of the limiter (handing them, and itself, a fresh
+// burst) nor get a burst per /64 once the limiter is half full: its new
+// /64s share one bucket for the whole /48. Another /48 is not affected.
+func TestRateLimiterFairUnderIPv6Churn(t *testing.T) {
+	const bound = 1024
+	l := access.NewRateLimiter(1, bound) // burst 2
+	now := time.Unix(1e9, 0)
+	victims := make([]netip.Addr, 100)
+	for i := range victims {
+		victims[i] = netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
+		l.Allow(victims[i], now)
+		l.Allow(victims[i], now)
+		if ok, _ := l.Allow(victims[i], now); ok {
+			t.Fatal("third event allowed at 1/s")
+		}
+	}
+	allowed := 0
+	for i := range 65536 {
+		ip := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xee, 0x01, byte(i >> 8), byte(i), 15: 1})
+		if ok, _ := l.Allow(ip, now); ok {
+			allowed++
+		}
+		if n := l.Tracked(); n > bound {
+			t.Fatalf("%d clients tracked, bound %d", n, bound)
+		}
+	}
+	for _, v := range victims {
+		if ok, _ := l.Allow(v, now); ok {
+			t.Fatalf("%s got a fresh burst: the /48's churn pushed its bucket out", v)
+		}
+	}
+	if allowed > bound/2+2 {
+		t.Errorf("the /48 had %d events allowed at once, want at most %d (own buckets before pressure, then one shared burst)", allowed, bound/2+2)
+	}
+	other := netip.MustParseAddr("2001:db8:ee02:1::1")
+	if ok, _ := l.Allow(other, now); !ok {
+		t.Error("a client of another /48 was refused")
+	}
+}
+
 func TestRateLimiterBounded(t *testing.T) {
 	const bound = 1000
 	l := access.NewRateLimiter(1, bound)

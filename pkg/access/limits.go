@@ -25,13 +25,31 @@ func ClientKey(ip netip.Addr) netip.Addr { return mask(ip, 32, 64) }
 
 // RateLimiter allows each client a sustained rate of events with a burst of
 // twice that rate. A nil *RateLimiter allows everything.
+//
+// Its memory is bounded: past maxClients, the client seen least recently
+// is forgotten. One holder of an IPv6 /48 owns 65,536 /64s, enough to
+// churn every other client out (and to get a fresh burst with each /64).
+// So once the limiter is half full, a /48 that already holds its share
+// of buckets (maxClients/256, at least 4) gets one more bucket for the
+// whole /48, shared by every /64 of it not tracked yet: it can no longer
+// push anyone out, nor rate itself anew.
 type RateLimiter struct {
 	limit   rate.Limit
 	burst   int
+	max     int
+	share   int // buckets a /48 may hold under pressure
 	refused atomic.Uint64
 
-	mu      sync.Mutex // guards clients; each rate.Limiter has its own lock
-	clients *simplelru.LRU[netip.Addr, *rate.Limiter]
+	mu      sync.Mutex // guards clients and per48; each rate.Limiter has its own lock
+	clients *simplelru.LRU[bucketKey, *rate.Limiter]
+	per48   map[netip.Addr]int // /64 buckets tracked per /48
+}
+
+// bucketKey is what one allowance is kept for: a client key
+// ([ClientKey], bits 0), or a whole IPv6 /48 (bits 48).
+type bucketKey struct {
+	addr netip.Addr
+	bits uint8
 }
 
 // NewRateLimiter allows perSecond events per client, in bursts of up to
@@ -46,12 +64,17 @@ func NewRateLimiter(perSecond float64, maxClients int) *RateLimiter {
 	if maxClients <= 0 {
 		maxClients = MaxTrackedClients
 	}
-	clients, err := simplelru.NewLRU[netip.Addr, *rate.Limiter](maxClients, nil)
+	burst := int(min(math.Ceil(2*perSecond), math.MaxInt32))
+	l := &RateLimiter{
+		limit: rate.Limit(perSecond), burst: max(1, burst), max: maxClients,
+		share: max(maxClients/256, 4), per48: map[netip.Addr]int{},
+	}
+	clients, err := simplelru.NewLRU(maxClients, func(k bucketKey, _ *rate.Limiter) { l.forget(k) })
 	if err != nil {
 		panic(err) // maxClients is positive
 	}
-	burst := int(min(math.Ceil(2*perSecond), math.MaxInt32))
-	return &RateLimiter{limit: rate.Limit(perSecond), burst: max(1, burst), clients: clients}
+	l.clients = clients
+	return l
 }
 
 // Allow takes one event from ip's allowance at now. When there is none
@@ -60,7 +83,7 @@ func (l *RateLimiter) Allow(ip netip.Addr, now time.Time) (bool, time.Duration) 
 	if l == nil {
 		return true, 0
 	}
-	lim := l.limiter(ClientKey(ip))
+	lim := l.limiter(ip)
 	if lim.AllowN(now, 1) {
 		return true, 0
 	}
@@ -69,15 +92,41 @@ func (l *RateLimiter) Allow(ip netip.Addr, now time.Time) (bool, time.Duration) 
 	return false, time.Duration(missing / float64(l.limit) * float64(time.Second))
 }
 
-func (l *RateLimiter) limiter(key netip.Addr) *rate.Limiter {
+func (l *RateLimiter) limiter(ip netip.Addr) *rate.Limiter {
+	key := bucketKey{addr: ClientKey(ip)}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	lim, ok := l.clients.Get(key)
-	if !ok {
-		lim = rate.NewLimiter(l.limit, l.burst)
-		l.clients.Add(key, lim)
+	if lim, ok := l.clients.Get(key); ok {
+		return lim
 	}
+	var p48 netip.Addr
+	if key.addr.Is6() {
+		p48 = mask(ip, 32, 48)
+		if l.clients.Len() >= l.max/2 && l.per48[p48] >= l.share {
+			key = bucketKey{addr: p48, bits: 48} // under pressure, the /48 shares one
+			if lim, ok := l.clients.Get(key); ok {
+				return lim
+			}
+		} else {
+			l.per48[p48]++
+		}
+	}
+	lim := rate.NewLimiter(l.limit, l.burst)
+	l.clients.Add(key, lim) // may forget the least recent: forget keeps per48 right
 	return lim
+}
+
+// forget updates per48 when a /64 bucket is dropped.
+func (l *RateLimiter) forget(k bucketKey) {
+	if k.bits != 0 || !k.addr.Is6() {
+		return
+	}
+	p48 := mask(k.addr, 32, 48)
+	if n := l.per48[p48]; n > 1 {
+		l.per48[p48] = n - 1
+	} else {
+		delete(l.per48, p48)
+	}
 }
 
 // Tracked is the number of clients whose allowance is remembered.
