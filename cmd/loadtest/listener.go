@@ -25,8 +25,8 @@ import (
 // server under test.
 type listener struct {
 	id      int
-	replica int // index of the -url it is connected to
-	conn    net.Conn
+	replica int           // index of the -url it is connected to
+	conn    io.Closer     // its connection, or over HTTP/2 its stream
 	r       *bufio.Reader // the decoded response body
 	long    []byte        // a line longer than r's buffer
 	data    []byte        // data of the event being read
@@ -72,10 +72,10 @@ func streamRequest(target *url.URL) *http.Request {
 	return req
 }
 
-// dial opens a TCP (or TLS) connection to target's host. rcvBuf > 0 sets
+// dial opens a TCP (or TLS, configured by tc) connection to target's host. rcvBuf > 0 sets
 // the socket's receive buffer before connecting, which also turns off the
 // kernel's autotuning of it.
-func dial(ctx context.Context, target *url.URL, rcvBuf int) (net.Conn, error) {
+func dial(ctx context.Context, target *url.URL, tc *tls.Config, rcvBuf int) (net.Conn, error) {
 	host := target.Host
 	if target.Port() == "" {
 		port := "80"
@@ -95,7 +95,9 @@ func dial(ctx context.Context, target *url.URL, rcvBuf int) (net.Conn, error) {
 		}
 	}
 	if target.Scheme == "https" {
-		d := &tls.Dialer{NetDialer: nd, Config: &tls.Config{ServerName: target.Hostname(), NextProtos: []string{"http/1.1"}}}
+		conf := tc.Clone()
+		conf.ServerName, conf.NextProtos = target.Hostname(), []string{"http/1.1"}
+		d := &tls.Dialer{NetDialer: nd, Config: conf}
 		return d.DialContext(ctx, "tcp", host)
 	}
 	return nd.DialContext(ctx, "tcp", host)
@@ -110,10 +112,10 @@ func (e statusError) Error() string { return "HTTP " + strconv.Itoa(e.code) }
 // read: both the product and the reference hub send one as soon as the
 // listener is subscribed, so every event published afterwards must reach
 // it. The caller starts [listener.run].
-func connectListener(ctx context.Context, id, replica int, target *url.URL, bufSize int, timeout time.Duration) (*listener, error) {
+func connectListener(ctx context.Context, id, replica int, target *url.URL, tc *tls.Config, bufSize int, timeout time.Duration) (*listener, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := dial(ctx, target, 0)
+	conn, err := dial(ctx, target, tc, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -355,10 +357,10 @@ type stalledConn struct {
 // openStalled subscribes and reads no more than the response head: a
 // stream refused (503 over MAX_SUBSCRIBERS) is a failed listener, not one
 // the server dropped later.
-func openStalled(ctx context.Context, target *url.URL, rcvBuf int, timeout time.Duration) (*stalledConn, error) {
+func openStalled(ctx context.Context, target *url.URL, tc *tls.Config, rcvBuf int, timeout time.Duration) (*stalledConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := dial(ctx, target, rcvBuf)
+	conn, err := dial(ctx, target, tc, rcvBuf)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math"
@@ -51,6 +52,10 @@ type config struct {
 	Step      time.Duration
 	MaxSteps  int
 	Refine    int // steps between the best passing and the first failing rate
+
+	HTTP2          bool   // listeners and publishers speak HTTP/2 (h2 over TLS, h2c otherwise)
+	StreamsPerConn int    // -http2: listeners per connection
+	CACert         string // PEM file of extra trusted roots
 }
 
 // Bounds that keep a run finite whatever the flags say.
@@ -111,6 +116,8 @@ type tester struct {
 	nextBase  uint64
 	progress  *progress // nil for none
 	bufSize   int       // per listener read buffer
+	tls       *tls.Config
+	h2        *h2Conns // with -http2: the connections listeners share
 
 	mu        sync.Mutex
 	listeners []*listener // guarded by mu: a storm adds to it while others read
@@ -127,12 +134,17 @@ func run(ctx context.Context, cfg config, prog *progress) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
+	tc, err := loadRoots(cfg.CACert)
+	if err != nil {
+		return nil, fmt.Errorf("-cacert: %w", err)
+	}
 	t := &tester{
 		cfg:       cfg,
 		inj:       inj,
 		bodyBytes: len(inj.appendBody(nil, 1e6, 1, time.Now().UnixNano())),
-		client:    newPostClient(cfg.Publishers, cfg.PostTimeout),
+		client:    newPostClient(cfg, tc),
 		progress:  prog,
+		tls:       tc,
 		bufSize:   32 << 10,
 	}
 	if cfg.Listeners > 2000 {
@@ -146,6 +158,10 @@ func run(ctx context.Context, cfg config, prog *progress) (*report, error) {
 		t.targets = append(t.targets, tg)
 	}
 	defer t.client.CloseIdleConnections()
+	if cfg.HTTP2 {
+		t.h2 = newH2Conns(cfg.StreamsPerConn, tc)
+		defer t.h2.close()
+	}
 	rep := newReport(cfg, t.bodyBytes)
 
 	var base procSample
@@ -252,10 +268,10 @@ func (t *tester) connect(ctx context.Context, n int) connectReport {
 			var s *stalledConn
 			var err error
 			if i < n {
-				l, err = connectListener(ctx, i, i%len(t.targets), t.targets[i%len(t.targets)].stream, t.bufSize, t.cfg.ConnectTimeout)
+				l, err = t.openListener(ctx, i, i%len(t.targets))
 			} else {
 				tg := t.targets[i%len(t.targets)]
-				s, err = openStalled(ctx, tg.stream, t.cfg.StallRcvBuf, t.cfg.ConnectTimeout)
+				s, err = openStalled(ctx, tg.stream, t.tls, t.cfg.StallRcvBuf, t.cfg.ConnectTimeout)
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -602,4 +618,15 @@ func (p *progress) clear() {
 	if p != nil && p.tty {
 		fmt.Fprint(p.w, "\r"+strings.Repeat(" ", 100)+"\r")
 	}
+}
+
+// openListener connects listener i to replica: over its own HTTP/1.1
+// connection, or with -http2 as a stream of a shared HTTP/2 connection.
+func (t *tester) openListener(ctx context.Context, i, replica int) (*listener, error) {
+	tg := t.targets[replica]
+	if t.h2 != nil {
+		client := t.h2.client(i, len(t.targets), replica, tg.stream.Scheme)
+		return connectH2Listener(ctx, i, replica, client, tg.stream, t.bufSize, t.cfg.ConnectTimeout)
+	}
+	return connectListener(ctx, i, replica, tg.stream, t.tls, t.bufSize, t.cfg.ConnectTimeout)
 }

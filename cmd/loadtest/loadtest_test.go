@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,9 +19,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/server"
+	"event-dispatcher/pkg/tlscert"
 )
 
 // dispatcherBinary is the event_dispatcher command built once by TestMain,
@@ -118,6 +122,39 @@ func TestRunAgainstDispatcher(t *testing.T) {
 			// The test process is the server: its figures must be there.
 			if rep.Server == nil || r.Server == nil || rep.Server.RSSBeforeKB <= 0 || r.Server.RSSPeakKB <= 0 {
 				t.Errorf("server figures missing: %+v %+v", rep.Server, r.Server)
+			}
+		})
+	}
+}
+
+// With -http2 the listeners are streams sharing HTTP/2 connections (h2c,
+// or h2 over TLS with -cacert) and the publishers post over HTTP/2 too; the
+// tool's transports cannot fall back to HTTP/1.1, so a clean run proves
+// the protocol.
+func TestRunOverHTTP2(t *testing.T) {
+	certFile, keyFile, roots := ssetest.WriteCertificate(t, t.TempDir(), "loadtest")
+	for _, mode := range []string{"h2c", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			hub := broadcast.Options{Heartbeat: 50 * time.Millisecond}
+			var ts *ssetest.Server
+			args := []string{}
+			if mode == "tls" {
+				certs, err := tlscert.New(certFile, keyFile, 0, zerolog.Nop())
+				if err != nil {
+					t.Fatal(err)
+				}
+				ts = ssetest.StartTLS(t, hub, server.Options{}, certs.TLSConfig(), roots)
+				args = append(args, "-cacert", certFile)
+			} else {
+				ts = startDispatcher(t, hub)
+			}
+			rep, err := runJSON(t, guard(t), append(args, "-url", ts.URL, "-http2", "-streams-per-conn", "2",
+				"-listeners", "5", "-publishers", "3", "-events", "200", "-duration", "1m", "-settle", "30s")...)
+			if err != nil || rep.Result == nil {
+				t.Fatalf("a clean run over HTTP/2 failed: %v %+v", err, rep.Check)
+			}
+			if d := rep.Result.Deliveries; d.Expected != 1000 || d.Delivered != 1000 || rep.Result.Posts.Accepted != 200 {
+				t.Errorf("deliveries %+v, posts %+v: want 200 accepted, 1000 delivered", d, rep.Result.Posts)
 			}
 		})
 	}
@@ -425,7 +462,7 @@ func TestStalledListener(t *testing.T) {
 	u, _ := url.Parse(ts.URL)
 	target := endpoint(u, "/event-dispatcher")
 	ctx := guard(t)
-	s, err := openStalled(ctx, target, 4096, 10*time.Second)
+	s, err := openStalled(ctx, target, &tls.Config{}, 4096, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +490,7 @@ func TestStalledListener(t *testing.T) {
 func TestRefusedStalledListenerFails(t *testing.T) {
 	ts := startDispatcher(t, broadcast.Options{MaxListeners: 1})
 	u, _ := url.Parse(ts.URL)
-	l, err := connectListener(guard(t), 0, 0, endpoint(u, "/events"), 4096, 10*time.Second)
+	l, err := connectListener(guard(t), 0, 0, endpoint(u, "/events"), &tls.Config{}, 4096, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

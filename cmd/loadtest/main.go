@@ -153,6 +153,9 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	fs.Float64Var(&cfg.MaxLoss, "max-loss", 0, "exit status 1 when lost, duplicate or out-of-order deliveries, failed POSTs (non-2xx or transport error) or failed listeners (refused, not 200, dropped) exceed this percentage of theirs")
 	fs.DurationVar(&cfg.Progress, "progress", 5*time.Second, "when the output is not a terminal, print a progress line this often (0 = never); on a terminal it is rewritten every second")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file")
+	fs.BoolVar(&cfg.HTTP2, "http2", false, "listeners and publishers speak HTTP/2 only: over TLS (ALPN h2) to https:// URLs, cleartext with prior knowledge (h2c) to http://; listeners share connections (-streams-per-conn), the publishers one per replica")
+	fs.IntVar(&cfg.StreamsPerConn, "streams-per-conn", 100, "-http2: listeners per HTTP/2 connection (the dispatcher allows 250 streams on one)")
+	fs.StringVar(&cfg.CACert, "cacert", "", "PEM `file` of certificates to trust besides the system's, for https:// URLs (e.g. the server's self-signed TLS_CERT_FILE)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the summary (settings and progress go to stderr)")
 	fs.BoolVar(&cfg.FindMax, "find-max", false, "raise the rate step by step until loss > 0.1 %, p99 > 1 s, a POST fails or a listener is lost; report the highest passing rate (the run fails its check only when no step passed)")
 	fs.Float64Var(&cfg.StartRate, "start-rate", 100, "-find-max: first rate, events/s")
@@ -217,6 +220,10 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 		return cfg, false, usageError(fs, "-max-loss is a percentage within [0, 100]")
 	case cfg.Progress < 0:
 		return cfg, false, usageError(fs, "-progress cannot be negative")
+	case cfg.HTTP2 && (cfg.StreamsPerConn < 1 || cfg.Stall > 0):
+		return cfg, false, usageError(fs, "-http2 needs -streams-per-conn of at least 1, and no -stall (stalled listeners are HTTP/1.1 connections)")
+	case cfg.HTTP2 && slices.ContainsFunc(cfg.URLs, func(u *url.URL) bool { return u.Scheme != cfg.URLs[0].Scheme }):
+		return cfg, false, usageError(fs, "-http2: every -url must have the same scheme")
 	}
 	switch cfg.Scenario {
 	case scenarioSteady:

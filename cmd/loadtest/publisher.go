@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -14,18 +15,23 @@ import (
 
 // newPostClient returns the publishers' client: keep-alive with an idle
 // pool large enough that no publisher ever opens a second connection, no
-// proxy (the target is measured directly) and no compression.
-func newPostClient(publishers int, timeout time.Duration) *http.Client {
+// proxy (the target is measured directly) and no compression. With -http2
+// the publishers share one HTTP/2 connection per replica instead.
+func newPostClient(cfg config, tc *tls.Config) *http.Client {
+	if cfg.HTTP2 {
+		return &http.Client{Timeout: cfg.PostTimeout, Transport: http2Transport(cfg.URLs[0].Scheme, tc)}
+	}
 	return &http.Client{
-		Timeout: timeout,
+		Timeout: cfg.PostTimeout,
 		Transport: &http.Transport{
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:          2 * publishers,
-			MaxIdleConnsPerHost:   2 * publishers,
+			MaxIdleConns:          2 * cfg.Publishers,
+			MaxIdleConnsPerHost:   2 * cfg.Publishers,
 			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: timeout,
+			ResponseHeaderTimeout: cfg.PostTimeout,
 			DisableCompression:    true,
 			ForceAttemptHTTP2:     false,
+			TLSClientConfig:       tc.Clone(),
 		},
 	}
 }

@@ -393,6 +393,13 @@ func writeSettings(w io.Writer, cfg config) {
 	}
 	fmt.Fprintf(w, "load      %d listeners, %d stalled, %d publishers at %s for %s%s, fixture %s\n",
 		cfg.Listeners, cfg.Stall, cfg.Publishers, rate, cfg.Duration, limit, cfg.Fixture)
+	if cfg.HTTP2 {
+		proto := "h2c (cleartext, prior knowledge)"
+		if cfg.URLs[0].Scheme == "https" {
+			proto = "h2 over TLS"
+		}
+		fmt.Fprintf(w, "protocol  HTTP/2, %s: %d listeners per connection, the publishers on one\n", proto, cfg.StreamsPerConn)
+	}
 	switch cfg.Scenario {
 	case scenarioStorm:
 		how := "all at once"

@@ -107,7 +107,7 @@ func (t *tester) storm(ctx context.Context, ph *phase, rep *stormReport) {
 			}
 			replica := i % len(t.targets)
 			start := time.Now()
-			l, err := connectListener(ctx, i, replica, t.targets[replica].stream, t.bufSize, t.cfg.ConnectTimeout)
+			l, err := t.openListener(ctx, i, replica)
 			if err != nil {
 				mu.Lock()
 				failedBy[errKind(err)]++
