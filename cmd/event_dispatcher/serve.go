@@ -55,27 +55,39 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		closeNow(hub)
 		return err
 	}
+	stream, err := startKinesis(cfg, log)
+	if err != nil {
+		closeNow(hub, closeBroker)
+		return err
+	}
+	closeKinesis := func(context.Context) error { return nil }
 	// Every way in ends in one path: validated and compacted once, then to
-	// the local hub and to every sink (the other replicas, when linked).
+	// the local hub and to every sink (the other replicas, when linked;
+	// the Kinesis stream, when set). Events from other replicas reach the
+	// hub only: each is put to Kinesis once, by the replica that took it.
 	var sinks []publish.Sink
 	if relay != nil {
 		sinks = append(sinks, publish.SinkFunc(relay.Publish))
 	}
+	var kinesisSink server.KinesisSink // stays nil, not a nil *Sink, when off
+	if stream != nil {
+		sinks, kinesisSink, closeKinesis = append(sinks, stream), stream, stream.Close
+	}
 	path := publish.New(publish.Options{Hub: hub, Sinks: sinks, Lenient: !cfg.StrictJSON, ClientIPField: cfg.ClientIPField})
 	ln, err := listen(ctx, cfg.Addr(), cfg.WriteTimeout)
 	if err != nil {
-		closeNow(hub, closeBroker)
+		closeNow(hub, closeBroker, closeKinesis)
 		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
 	}
 	conns := capConns(ln, cfg, log)
 	if ln, err = serveTLS(cfg, conns, log); err != nil {
-		closeNow(hub, closeBroker)
+		closeNow(hub, closeBroker, closeKinesis)
 		return err
 	}
 	feeds, err := newUpstreams(cfg, path, log)
 	if err != nil {
 		_ = ln.Close()
-		closeNow(hub, closeBroker)
+		closeNow(hub, closeBroker, closeKinesis)
 		return err // config.Load validated every value: this is a bug
 	}
 	defer feeds.Close() // on every way out; a no-op after the shutdown closed it
@@ -100,13 +112,14 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		Publish:      path,
 		Conns:        conns,
 		Upstreams:    feeds.Stats,
+		Kinesis:      kinesisSink,
 	})
 	hs := srv.HTTPServer()
 	hs.ConnState = server.TrackConns(conns)
 	admin, err := startAdmin(cfg, srv, log)
 	if err != nil {
 		_ = ln.Close()
-		closeNow(hub)
+		closeNow(hub, closeKinesis)
 		return err
 	}
 	defer admin.close()
@@ -124,7 +137,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	select {
 	case err := <-served:
 		feeds.Close()
-		closeNow(hub, closeBroker)
+		closeNow(hub, closeBroker, closeKinesis)
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -155,8 +168,13 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	}
 	icancel()
 	// What the finished POSTs queued for other replicas is sent before the
-	// local fan-out drains.
+	// local fan-out drains. Kinesis gets what is buffered meanwhile, within
+	// the same deadline; what it could not send is logged by the sink, not
+	// a failed shutdown.
+	kinesisClosed := make(chan struct{})
+	go func() { _ = closeKinesis(sctx); close(kinesisClosed) }()
 	err = errors.Join(closeBroker(sctx), hub.Close(sctx))
+	<-kinesisClosed
 	if err == nil {
 		// Every stream is done, and every POST but a trickling one. What
 		// Shutdown may still wait for is that POST, a connection that never

@@ -42,7 +42,7 @@ type Server struct {
 // redis-server arguments, e.g. "--client-output-buffer-limit", "pubsub 64kb 32kb 0".
 func Redis(t testing.TB, extra ...string) *Server {
 	s := &Server{t: t, kind: "redis", bin: find(t, "redis-server", "redis-server")}
-	s.Port = freePort(t)
+	s.Port = FreePort(t)
 	s.URL = fmt.Sprintf("redis://127.0.0.1:%d", s.Port)
 	s.args = append([]string{"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning", "--dir", t.TempDir()}, extra...)
@@ -54,7 +54,7 @@ func Redis(t testing.TB, extra ...string) *Server {
 // configuration file (e.g. "max_payload: 4096").
 func NATS(t testing.TB, config string) *Server {
 	s := &Server{t: t, kind: "nats", bin: find(t, "nats-server", "nats-server")}
-	s.Port = freePort(t)
+	s.Port = FreePort(t)
 	s.URL = fmt.Sprintf("nats://127.0.0.1:%d", s.Port)
 	s.args = []string{"-a", "127.0.0.1", "-p", strconv.Itoa(s.Port)}
 	if config != "" {
@@ -91,7 +91,8 @@ func isExec(p string) bool {
 	return err == nil && fi.Mode()&0o111 != 0
 }
 
-func freePort(t testing.TB) int {
+// FreePort is a loopback port free at the time of the call.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

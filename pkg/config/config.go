@@ -74,6 +74,12 @@ type Config struct {
 	UpstreamHeaders     string        `envconfig:"UPSTREAM_HEADERS" secret:"true" desc:"extra request headers for the upstreams, a JSON object: {\"Authorization\":\"Bearer …\"}; values are secrets" json:"UPSTREAM_HEADERS"`
 	UpstreamUserAgent   string        `envconfig:"UPSTREAM_USER_AGENT" desc:"User-Agent sent upstream; default event-dispatcher/<version>; public feeds (Wikimedia) want name/version (contact)" json:"UPSTREAM_USER_AGENT"`
 	UpstreamIdleTimeout time.Duration `envconfig:"UPSTREAM_IDLE_TIMEOUT" default:"60s" desc:"an upstream connection that brings no byte (not even a heartbeat) for this long is abandoned and reopened" json:"UPSTREAM_IDLE_TIMEOUT"`
+	// Forwarding to Amazon Kinesis Data Streams (pkg/kinesis). Region,
+	// credentials and endpoint come from the standard AWS variables.
+	KinesisStreamName        string        `envconfig:"KINESIS_STREAM_NAME" desc:"when set, every event accepted here is also put to this Kinesis data stream (name or ARN); region and credentials from the standard AWS chain (AWS_REGION, task role, ...)" json:"KINESIS_STREAM_NAME"`
+	KinesisPartitionKeyField string        `envconfig:"KINESIS_PARTITION_KEY_FIELD" desc:"top-level field (string or number) whose value is the record's partition key, e.g. session_id; empty or missing: a random key" json:"KINESIS_PARTITION_KEY_FIELD"`
+	KinesisBufferBytes       int64         `envconfig:"KINESIS_BUFFER_BYTES" default:"33554432" desc:"events waiting for Kinesis, in bytes; when full (Kinesis slow or unreachable) new events are not forwarded, only counted" json:"KINESIS_BUFFER_BYTES"`
+	KinesisFlushInterval     time.Duration `envconfig:"KINESIS_FLUSH_INTERVAL" default:"1s" desc:"a partial batch is put at least this often (full batches at once)" json:"KINESIS_FLUSH_INTERVAL"`
 
 	// Derived by Load from the raw values above.
 	UpstreamHeader http.Header    `ignored:"true" json:"-"`
@@ -211,7 +217,7 @@ func (c *Config) validate(fromFlag bool) error {
 	if c.PublishQueueSize < 1 || c.PublishQueueSize > maxCount {
 		bad("PUBLISH_QUEUE_SIZE", "must be between 1 and %d", maxCount)
 	}
-	if !utf8.ValidString(c.ClientIPField) || strings.ContainsFunc(c.ClientIPField, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' || r == 0x7f }) {
+	if !plainField(c.ClientIPField) {
 		bad("CLIENT_IP_FIELD", "must be a plain field name")
 	}
 	var originErrs []error
@@ -242,10 +248,17 @@ func (c *Config) validate(fromFlag bool) error {
 	}
 	errs = append(errs, c.validateTLS()...)
 	errs = append(errs, c.validateUpstreams()...)
+	errs = append(errs, c.validateKinesis()...)
 	if _, err := broker.Validate(c.BrokerURL, c.BrokerChannel); err != nil {
 		errs = append(errs, err) // names BROKER_URL or BROKER_CHANNEL, never the password
 	}
 	return errors.Join(errs...)
+}
+
+// plainField reports whether name can be a JSON member name as written,
+// without escapes: valid UTF-8, no control character, quote or backslash.
+func plainField(name string) bool {
+	return utf8.ValidString(name) && !strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' || r == 0x7f })
 }
 
 // Bounds of the access settings.

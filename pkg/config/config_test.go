@@ -94,6 +94,8 @@ func TestDefaults(t *testing.T) {
 		BrokerChannel:       "event-dispatcher",
 		UpstreamIdleTimeout: time.Minute,
 		Level:               zerolog.InfoLevel,
+
+		KinesisBufferBytes: 32 << 20, KinesisFlushInterval: time.Second,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("defaults:\ngot  %+v\nwant %+v", c, want)
@@ -143,6 +145,11 @@ func TestEveryVariableParsed(t *testing.T) {
 		"UPSTREAM_HEADERS":        `{"x-api-key":"k: v, w"}`,
 		"UPSTREAM_USER_AGENT":     "relay/1 (ops@example.org)",
 		"UPSTREAM_IDLE_TIMEOUT":   "15s",
+
+		"KINESIS_STREAM_NAME":         " events-archive ",
+		"KINESIS_PARTITION_KEY_FIELD": "session_id",
+		"KINESIS_BUFFER_BYTES":        "2097152",
+		"KINESIS_FLUSH_INTERVAL":      "250ms",
 	}
 	for _, v := range variables() {
 		if _, ok := env[v.name]; !ok {
@@ -182,6 +189,9 @@ func TestEveryVariableParsed(t *testing.T) {
 		UpstreamHeader:      http.Header{"X-Api-Key": {"k: v, w"}},
 		UpstreamUserAgent:   "relay/1 (ops@example.org)",
 		UpstreamIdleTimeout: 15 * time.Second,
+
+		KinesisStreamName: "events-archive", KinesisPartitionKeyField: "session_id",
+		KinesisBufferBytes: 2 << 20, KinesisFlushInterval: 250 * time.Millisecond,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("parsed:\ngot  %+v\nwant %+v", c, want)
@@ -297,6 +307,15 @@ func TestInvalidValues(t *testing.T) {
 		{"MAX_CONNECTIONS_PER_IP", "100000001"},
 		{"MAX_LISTENERS_PER_IP", "2.5"},
 		{"CLIENT_IP_ANONYMIZE", "maybe"},
+		{"KINESIS_STREAM_NAME", "my stream"},
+		{"KINESIS_STREAM_NAME", strings.Repeat("s", 129)},
+		{"KINESIS_STREAM_NAME", "arn:aws:kinesis:eu-west-1:123:stream/x"},
+		{"KINESIS_STREAM_NAME", "arn:aws:s3:::bucket"},
+		{"KINESIS_PARTITION_KEY_FIELD", `session"id`},
+		{"KINESIS_BUFFER_BYTES", "1048575"},
+		{"KINESIS_BUFFER_BYTES", "32MB"},
+		{"KINESIS_FLUSH_INTERVAL", "0"},
+		{"KINESIS_FLUSH_INTERVAL", "2m"},
 		{"BROKER_URL", "http://cache:6379"},
 		{"BROKER_URL", "cache:6379"},
 		{"BROKER_URL", "redis://cache:6379/db"},
@@ -667,5 +686,14 @@ func TestTLSFiles(t *testing.T) {
 				t.Errorf("error %v, want it to start with %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestKinesisStreamByNameOrARN(t *testing.T) {
+	for _, v := range []string{"a", "events.archive-2_b", "arn:aws:kinesis:eu-west-1:123456789012:stream/events", "arn:aws-cn:kinesis:cn-north-1:123456789012:stream/e"} {
+		c, _, err := load(t, map[string]string{"KINESIS_STREAM_NAME": v})
+		if err != nil || c.KinesisStreamName != v {
+			t.Errorf("KINESIS_STREAM_NAME=%q: %v, %q", v, err, c.KinesisStreamName)
+		}
 	}
 }

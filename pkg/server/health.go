@@ -7,6 +7,7 @@ import (
 
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/broker"
+	"event-dispatcher/pkg/kinesis"
 	"event-dispatcher/pkg/upstream"
 )
 
@@ -22,9 +23,15 @@ type health struct {
 	// Each followed upstream (UPSTREAM_URLS); absent without one. The
 	// status code ignores them: listeners are served either way.
 	Upstreams []upstream.Stats `json:"upstreams,omitempty"`
+
+	Kinesis       string `json:"kinesis"` // off, ok, retrying or down; the status code ignores it
+	*kinesisStats        // absent when off
 }
 
-type brokerStats = broker.Stats
+type (
+	brokerStats  = broker.Stats
+	kinesisStats = kinesis.Stats
+)
 
 // handleHealth (public /health, admin /readyz) answers 200 only while the
 // hub really fans out; 503 when it is wedged or the server is draining, so
@@ -42,10 +49,15 @@ func (s *Server) handleHealth() http.Handler {
 			Goroutines:     runtime.NumGoroutine(),
 			Broker:         "none",
 			Upstreams:      s.opts.Upstreams(),
+			Kinesis:        "off",
 		}
 		if s.opts.Broker != nil { // local delivery works without it: not part of the status
 			st := s.opts.Broker.Stats()
 			body.Broker, body.brokerStats = st.State.String(), &st
+		}
+		if s.opts.Kinesis != nil { // forwarding is best effort: not part of the status
+			st := s.opts.Kinesis.Stats()
+			body.Kinesis, body.kinesisStats = st.State.String(), &st
 		}
 		code := http.StatusOK
 		switch {

@@ -30,12 +30,12 @@ func TestHealthReportsDocumentedFieldsAndCounters(t *testing.T) {
 		t.Fatalf("%v in %s", err, r.Body)
 	}
 	documented := []string{"status", "listeners", "events_accepted", "events_refused_busy", "listeners_dropped",
-		"fanout_lag_events", "fanout_lag_seconds", "fanout_wait_max_seconds", "events_rejected", "origins_refused", "uptime_seconds", "goroutines", "broker"}
+		"fanout_lag_events", "fanout_lag_seconds", "fanout_wait_max_seconds", "events_rejected", "origins_refused", "uptime_seconds", "goroutines", "broker", "kinesis"}
 	if got := slices.Sorted(maps.Keys(fields)); !slices.Equal(got, slices.Sorted(slices.Values(documented))) {
 		t.Errorf("fields %q, want %q", got, documented)
 	}
-	if fields["status"] != "ok" || fields["broker"] != "none" {
-		t.Errorf("status %v, broker %v; want ok, none (no BROKER_URL)", fields["status"], fields["broker"])
+	if fields["status"] != "ok" || fields["broker"] != "none" || fields["kinesis"] != "off" {
+		t.Errorf("status %v, broker %v, kinesis %v; want ok, none (no BROKER_URL), off (no KINESIS_STREAM_NAME)", fields["status"], fields["broker"], fields["kinesis"])
 	}
 
 	head, err := srv.Do(within(t, 10*time.Second), http.MethodHead, "/health", nil, nil)

@@ -78,7 +78,7 @@ func newMetrics(s *Server) *metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.eventSize, m.streamDuration, newCollector(s),
+		m.eventSize, m.streamDuration, newCollector(s), newKinesisCollector(s.opts.Kinesis),
 	)
 	if s.opts.Conns != nil {
 		m.registry.MustRegister(newConnCollector(s.opts.Conns))

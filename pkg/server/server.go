@@ -17,6 +17,7 @@ import (
 	"event-dispatcher/pkg/broker"
 	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/connlimit"
+	"event-dispatcher/pkg/kinesis"
 	"event-dispatcher/pkg/publish"
 	"event-dispatcher/pkg/upstream"
 )
@@ -48,6 +49,14 @@ type Options struct {
 	// Upstreams reports the upstream SSE feeds relayed into Publish
 	// (pkg/upstream), for /health and the metrics; nil: none.
 	Upstreams func() []upstream.Stats
+	// Kinesis is the sink forwarding events to Kinesis (pkg/kinesis), for
+	// /health and the metrics only: the publish path feeds it. Nil: off.
+	Kinesis KinesisSink
+}
+
+// KinesisSink reports how forwarding to Kinesis goes: a *kinesis.Sink.
+type KinesisSink interface {
+	Stats() kinesis.Stats
 }
 
 // ConnCounter is what the metrics read of a [connlimit.Listener].
