@@ -48,6 +48,11 @@ func (c *sentCounter) add(batch []*frame) {
 	c.bytes.Add(uint64(n))
 }
 
+func (c *sentCounter) addEvents(events, bytes int) {
+	c.events.Add(uint64(events))
+	c.bytes.Add(uint64(bytes))
+}
+
 func (c *sentCounter) load() Sent { return Sent{Events: c.events.Load(), Bytes: c.bytes.Load()} }
 
 // Counters returns the current counters.

@@ -286,7 +286,7 @@ func (h *Hub) cutAll(deadline time.Time) {
 	defer h.mu.Unlock()
 	h.cutoff = deadline
 	for l := range h.listeners {
-		l.cut(deadline)
+		l.out.cut(deadline)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 )
@@ -21,8 +20,7 @@ var errLost = errors.New("dropped: fell behind the frame ring")
 // writes to. Its writes only queue a shared frame, so that loop, and with it
 // the hub's fan-out, never waits on this client's socket.
 type listener struct {
-	w       http.ResponseWriter // the real response, written only by drain and finish
-	rc      *http.ResponseController
+	out     sink // the client's connection, written only by drain and finish
 	cancel  context.CancelCauseFunc
 	frames  *frameRing
 	bufs    *writeBuffers
@@ -47,25 +45,23 @@ type listener struct {
 	drainer sync.WaitGroup
 	drainFn func() // l.drain, bound once: "go l.drain()" would allocate per event
 
-	deadlineAt time.Time // when the write deadline was last pushed; drain and finish only
-	cutAt      time.Time // set by the hub's Close: no write may outlast it; guarded by mu
-	// disarmIdle clears the write deadline whenever the queue empties.
-	// HTTP/2 resets a stream the moment its write deadline passes, writing
-	// or not: a quiet stream (no events, heartbeats rarer than
-	// WRITE_TIMEOUT) would be cut. HTTP/1 only fails a write started after
-	// it, so there the deadline stays, pushed at most once per refresh.
-	disarmIdle bool
-	sent       sentCounter
+	sent sentCounter
+	sse  sseSink // out for an SSE stream: kept here, saving an allocation
 }
 
-func (h *Hub) newListener(w http.ResponseWriter, cancel context.CancelCauseFunc) *listener {
-	first := retryFrame() // sent at r3labs' first Flush, once subscribed
+// newListener returns a listener whose queue drains into out, or, when out
+// is nil, into w as an SSE stream.
+func (h *Hub) newListener(w http.ResponseWriter, out sink, cancel context.CancelCauseFunc) *listener {
 	l := &listener{
-		w: w, rc: http.NewResponseController(w), cancel: cancel,
+		out: out, cancel: cancel,
 		frames: h.frames, bufs: &h.bufs, limit: h.opts.BufferBytes, timeout: h.opts.WriteTimeout,
-		header:  http.Header{},
-		pending: []*frame{first},
-		bytes:   len(first.b),
+		header: http.Header{},
+	}
+	if out == nil {
+		l.sse = sseSink{w: w, rc: http.NewResponseController(w), l: l}
+		l.out = &l.sse
+		first := retryFrame() // sent at r3labs' first Flush, once subscribed
+		l.pending, l.bytes = []*frame{first}, len(first.b)
 	}
 	l.drainFn = l.drain
 	return l
@@ -181,12 +177,11 @@ func (l *listener) drain() {
 	defer l.drainer.Done()
 	for {
 		l.mu.Lock()
-		if !l.dead && len(l.pending) == 0 && l.disarmIdle && !l.deadlineAt.IsZero() {
+		if !l.dead && len(l.pending) == 0 && l.out.armed() {
 			// Still the only writer (writing is set): clear the deadline,
 			// then look again for frames queued meanwhile.
 			l.mu.Unlock()
-			_ = l.rc.SetWriteDeadline(time.Time{})
-			l.deadlineAt = time.Time{}
+			l.out.disarm()
 			continue
 		}
 		if l.dead || len(l.pending) == 0 {
@@ -198,7 +193,7 @@ func (l *listener) drain() {
 		l.pending, l.bytes, l.spare = l.spare[:0], 0, nil
 		l.mu.Unlock()
 
-		err := l.writeFrames(batch)
+		err := l.out.write(batch)
 		clear(batch) // let the frames go
 		if err != nil {
 			// Dead and not writing in one step, so no Flush can start
@@ -220,99 +215,12 @@ func (l *listener) drain() {
 	}
 }
 
-// writeFrames writes and flushes batch, coalescing frames into writes of up
-// to maxBatch bytes, and counts what the socket took. Each write runs under
-// a write deadline, so a socket that takes nothing fails the write within
-// WRITE_TIMEOUT, while a slow reader that keeps taking maxBatch bytes per
-// WRITE_TIMEOUT stays.
-func (l *listener) writeFrames(batch []*frame) error {
-	last, err := l.writeAll(batch)
-	if err == nil {
-		l.arm()
-		err = l.rc.Flush()
-	}
-	if err == nil {
-		l.sent.add(last)
-	}
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, os.ErrDeadlineExceeded): // over HTTP/2 too: net/http reports the stream's reset so
-		return ErrStalled
-	default:
-		return errClientGone
-	}
-}
-
-// arm pushes the write deadline to timeout from now, at most once per
-// refresh (it costs a timer update), so a blocked write fails between
-// timeout-refresh and timeout after it started.
-//
-// Once the hub's Close has set a cut-off, the deadline is that and stays.
-func (l *listener) arm() {
-	refresh := min(time.Second, l.timeout/4)
-	if now := time.Now(); now.Sub(l.deadlineAt) > refresh {
-		l.mu.Lock()
-		if l.cutAt.IsZero() {
-			_ = l.rc.SetWriteDeadline(now.Add(l.timeout))
-		}
-		l.mu.Unlock()
-		l.deadlineAt = now
-	}
-}
-
-// cut makes every write, the one under way included, fail at deadline (an
-// earlier one stays).
-func (l *listener) cut(deadline time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.cutAt.IsZero() && !deadline.Before(l.cutAt) {
-		return
-	}
-	l.cutAt = deadline
-	_ = l.rc.SetWriteDeadline(deadline)
-}
-
-// writeAll writes batch and returns the frames of its last write, which
-// net/http may still hold until the flush. The frames of every earlier
-// write are counted as sent as soon as it returns: a write of maxBatch bytes
-// or more goes past net/http's buffers to the socket, so a client cut off
-// later in a long batch has them, and the count says so.
-func (l *listener) writeAll(batch []*frame) ([]*frame, error) {
-	if len(batch) == 1 { // the common case: no copy
-		l.arm()
-		_, err := l.w.Write(batch[0].b)
-		return batch, err
-	}
-	buf := l.bufs.get()
-	defer l.bufs.put(buf)
-	from := 0
-	for i, f := range batch {
-		*buf = append(*buf, f.b...)
-		if i == len(batch)-1 {
-			break
-		}
-		if len(*buf) >= maxBatch {
-			l.arm()
-			if _, err := l.w.Write(*buf); err != nil {
-				return nil, err
-			}
-			l.sent.add(batch[from : i+1])
-			from = i + 1
-			*buf = (*buf)[:0]
-		}
-	}
-	l.arm()
-	_, err := l.w.Write(*buf)
-	return batch[from:], err
-}
-
 // finish runs after r3labs has let go of the listener and returns why the
 // stream ended. When the server ended it (shutdown, maximum duration) it
-// writes what is still queued and a comment saying why; clients reconnect
-// after the jittered delay of the stream's first block.
+// writes what is still queued and, on an SSE stream, a comment saying why;
+// clients reconnect after the jittered delay of the stream's first block.
 func (l *listener) finish(cause error) error {
-	l.drainer.Wait()
+	l.out.settle(&l.drainer)
 	l.mu.Lock()
 	batch, dead := l.pending, l.dead
 	if l.reason != nil {
@@ -325,7 +233,11 @@ func (l *listener) finish(cause error) error {
 	if dead || (!errors.Is(cause, ErrShutdown) && !errors.Is(cause, ErrMaxDuration)) {
 		return cause
 	}
-	batch = append(batch, endFrame(cause))
-	_ = l.writeFrames(batch) // counts what it wrote
+	if end := l.out.end(cause); end != nil {
+		batch = append(batch, end)
+	}
+	if len(batch) > 0 {
+		_ = l.out.write(batch) // counts what it wrote
+	}
 	return cause
 }

@@ -52,7 +52,7 @@ func BenchmarkListenerEvent(b *testing.B) {
 	h.frames.put(f, 1)
 	batch := appendRange(nil, 1, 1)
 	var id []byte // r3labs events carry no id here: it writes "id: \n"
-	l := h.newListener(&benchDiscard{header: http.Header{}}, func(error) {})
+	l := h.newListener(&benchDiscard{header: http.Header{}}, nil, func(error) {})
 	l.sh = h.pump.shards[0]
 	l.Flush() // the retry hint
 	l.drainer.Wait()

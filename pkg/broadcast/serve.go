@@ -39,9 +39,20 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request) (Sent, error) {
 func (h *Hub) ServeFiltered(w http.ResponseWriter, r *http.Request, filter *Filter) (Sent, error) {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	l := h.newListener(w, cancel)
+	l := h.newListener(w, nil, cancel)
+	l.sse.disarmIdle = r.ProtoMajor >= 2
+	log := zerolog.Ctx(r.Context())
+	if log.GetLevel() == zerolog.Disabled { // no logger of the caller's: the TCP peer is all the hub knows
+		l := h.log.With().Str("remote", r.RemoteAddr).Str("user_agent", r.UserAgent()).Logger()
+		log = &l
+	}
+	return h.stream(ctx, cancel, l, filter, log)
+}
+
+// stream runs listener l, made with cancel, until ctx ends, the listener is
+// dropped, its maximum duration passes or the hub closes.
+func (h *Hub) stream(ctx context.Context, cancel context.CancelCauseFunc, l *listener, filter *Filter, log *zerolog.Logger) (Sent, error) {
 	l.filter = filter
-	l.disarmIdle = r.ProtoMajor >= 2
 	if err := h.add(l); err != nil {
 		return Sent{}, err
 	}
@@ -50,18 +61,13 @@ func (h *Hub) ServeFiltered(w http.ResponseWriter, r *http.Request, filter *Filt
 		t := time.AfterFunc(jitter(d), func() { cancel(ErrMaxDuration) })
 		defer t.Stop()
 	}
-	log := zerolog.Ctx(r.Context())
-	if log.GetLevel() == zerolog.Disabled { // no logger of the caller's: the TCP peer is all the hub knows
-		l := h.log.With().Str("remote", r.RemoteAddr).Str("user_agent", r.UserAgent()).Logger()
-		log = &l
-	}
 	log.Info().Int64("listeners", h.active.Load()).Msg("listener connected")
 
 	h.subscribe(ctx, l.sh, l) // returns once r3labs has unsubscribed l
 	l.sh.leave(l)
 	cause := l.finish(context.Cause(ctx))
 
-	// The server logs the stream's end, with the client's resolved address.
+	// The caller logs the stream's end, with the client's resolved address.
 	switch {
 	case errors.Is(cause, ErrStalled):
 		h.dropped.Add(1)
