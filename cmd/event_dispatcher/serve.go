@@ -126,6 +126,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	bg, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
 	go srv.LogCounters(bg, time.Minute)
+	go reclaimMemory(bg, hub, log)
 	log.Info().Str("version", version).Str("addr", ln.Addr().String()).Str("admin_addr", admin.addr()).
 		Object("config", cfg).Msg("event dispatcher listening")
 	if ready != nil {

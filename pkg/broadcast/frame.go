@@ -87,6 +87,14 @@ func (r *frameRing) put(f *frame, seq uint64) {
 	r.slots[seq&r.mask].Store(f)
 }
 
+// release forgets the frame numbered seq, if it is still there.
+func (r *frameRing) release(seq uint64) {
+	slot := &r.slots[seq&r.mask]
+	if f := slot.Load(); f != nil && f.seq == seq {
+		slot.CompareAndSwap(f, nil)
+	}
+}
+
 // get returns the frame numbered seq, or nil if it is no longer there.
 func (r *frameRing) get(seq uint64) *frame {
 	if f := r.slots[seq&r.mask].Load(); f != nil && f.seq == seq {

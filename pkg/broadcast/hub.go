@@ -174,7 +174,7 @@ func New(opts Options) (*Hub, error) {
 	h.pump = newPump(h, opts)
 	h.bg.Add(2)
 	go func() { defer h.bg.Done(); h.pump.run(ctx) }()
-	go func() { defer h.bg.Done(); h.reclaim(ctx) }()
+	go func() { defer h.bg.Done(); h.releaseFrames(ctx) }()
 	return h, nil
 }
 
@@ -298,9 +298,42 @@ func (h *Hub) endAll(cause error) {
 	}
 }
 
-// subscribe feeds w from the r3labs stream of shard sh until ctx ends.
-func (h *Hub) subscribe(ctx context.Context, sh *shard, w http.ResponseWriter) {
+// subscribe feeds w, the r3labs side of l, from the r3labs stream of
+// shard sh until ctx ends. The caller then calls sh.leave(l).
+func (h *Hub) subscribe(ctx context.Context, sh *shard, w http.ResponseWriter, l *listener) {
+	sh.join(l)
 	h.sse.ServeHTTP(w, sh.req.WithContext(ctx))
+}
+
+// releaseEvery is how often frames every listener has taken are released.
+const releaseEvery = 50 * time.Millisecond
+
+// releaseFrames lets go of the frames every listener's r3labs loop has
+// taken (each listener's queue holds its own reference until written), so
+// that memory follows the work: once delivered, or dropped, an event is
+// garbage. It scans the listeners only while frames handed out are held.
+func (h *Hub) releaseFrames(ctx context.Context) {
+	t := time.NewTicker(releaseEvery)
+	defer t.Stop()
+	var released uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		target := h.pump.handed.Load()
+		if target == released {
+			continue
+		}
+		for _, sh := range h.pump.shards {
+			target = sh.lowest(target)
+		}
+		for seq := released + 1; seq <= target; seq++ {
+			h.frames.release(seq)
+		}
+		released = max(released, target)
+	}
 }
 
 // subscribeRequest is the request handed to r3labs for every subscription

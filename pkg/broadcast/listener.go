@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,7 +34,10 @@ type listener struct {
 	// Owned by the r3labs loop (the Serve goroutine): see shard.
 	confirmed bool   // registered with r3labs: its first Flush has come
 	joined    uint64 // the shard's batch in flight when it registered
-	taken     uint64 // last batch it took
+	// taken is the last number of the last batch it took, or, before its
+	// first, what its shard had received when it joined: it will look up
+	// no frame up to it. Read by the hub's frame release.
+	taken atomic.Uint64
 
 	mu      sync.Mutex
 	pending []*frame // not yet handed to the socket

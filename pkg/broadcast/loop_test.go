@@ -53,7 +53,7 @@ func (lp *testLoop) start(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		lp.h.subscribe(ctx, lp.l.sh, lp)
+		lp.h.subscribe(ctx, lp.l.sh, lp, &lp.l)
 		lp.l.sh.leave(&lp.l)
 	}()
 	for !registered(lp.l.sh, &lp.l) {

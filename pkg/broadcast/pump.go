@@ -60,8 +60,11 @@ type shard struct {
 
 	assigned int // listeners placed here, for choosing the least loaded; guarded by Hub.mu
 
-	mu   sync.Mutex
-	live int // listeners registered with r3labs and not yet gone
+	mu      sync.Mutex
+	live    int                    // listeners registered with r3labs and not yet gone
+	members map[*listener]struct{} // listeners subscribing or subscribed, for the frame release
+
+	received atomic.Uint64 // last sequence number the shard's goroutine has taken
 
 	cur     atomic.Uint64 // last sequence number of the newest batch handed over
 	batches [gateDepth]inflight
@@ -90,6 +93,27 @@ func (sh *shard) open(last uint64) {
 	sh.next = (sh.next + 1) % sh.depth
 }
 
+// join makes l a member before it subscribes to r3labs: from now on the
+// frames it may look up are kept. It can be handed no batch that the
+// shard's goroutine had taken before.
+func (sh *shard) join(l *listener) {
+	sh.mu.Lock()
+	l.taken.Store(sh.received.Load())
+	sh.members[l] = struct{}{}
+	sh.mu.Unlock()
+}
+
+// lowest returns the smallest number below which every member has taken
+// everything, or upTo if that is smaller.
+func (sh *shard) lowest(upTo uint64) uint64 {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	for l := range sh.members {
+		upTo = min(upTo, l.taken.Load())
+	}
+	return upTo
+}
+
 // confirm counts l as registered with r3labs: it receives every batch
 // handed over from now on. Called from l's r3labs loop.
 func (sh *shard) confirm(l *listener) {
@@ -105,7 +129,7 @@ func (sh *shard) confirm(l *listener) {
 // slot can open the gate one loop early: that costs only an earlier
 // hand-over, never an event.
 func (sh *shard) took(l *listener, last uint64) {
-	l.taken = last
+	l.taken.Store(last)
 	if last <= l.joined {
 		return
 	}
@@ -121,17 +145,18 @@ func (sh *shard) took(l *listener, last uint64) {
 // waiting for batches it will never take: those it was counted for (handed
 // over after it joined) and has not taken (loops take batches in order).
 func (sh *shard) leave(l *listener) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	delete(sh.members, l)
 	if !l.confirmed {
 		return
 	}
-	sh.mu.Lock()
 	sh.live--
 	for i := range sh.batches {
-		if b := &sh.batches[i]; b.last.Load() > max(l.joined, l.taken) {
+		if b := &sh.batches[i]; b.last.Load() > max(l.joined, l.taken.Load()) {
 			sh.taken(b)
 		}
 	}
-	sh.mu.Unlock()
 }
 
 func (sh *shard) taken(b *inflight) {
@@ -174,7 +199,7 @@ func newPump(h *Hub, opts Options) *pump {
 	for i := range opts.Shards {
 		id := "events-" + strconv.Itoa(i)
 		h.sse.CreateStream(id)
-		p.shards = append(p.shards, &shard{id: id, req: subscribeRequest(id), depth: gateDepth, gate: make(chan struct{}, 1)})
+		p.shards = append(p.shards, &shard{id: id, req: subscribeRequest(id), depth: gateDepth, gate: make(chan struct{}, 1), members: map[*listener]struct{}{}})
 	}
 	return p
 }
@@ -325,6 +350,7 @@ func (p *pump) run(ctx context.Context) {
 				if !p.hand(ctx, sh, ev) {
 					return
 				}
+				sh.received.Store(last)
 			}
 			p.handed.Store(last)
 			now := time.Now()

@@ -63,7 +63,7 @@ func (h *Hub) stream(ctx context.Context, cancel context.CancelCauseFunc, l *lis
 	}
 	log.Info().Int64("listeners", h.active.Load()).Msg("listener connected")
 
-	h.subscribe(ctx, l.sh, l) // returns once r3labs has unsubscribed l
+	h.subscribe(ctx, l.sh, l, l) // returns once r3labs has unsubscribed l
 	l.sh.leave(l)
 	cause := l.finish(context.Cause(ctx))
 
