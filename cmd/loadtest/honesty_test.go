@@ -55,12 +55,13 @@ func (d *dispatcher) kill(t *testing.T) {
 	<-d.exited
 }
 
-// startBinary runs the built dispatcher on port and waits until /health
-// answers. The process is killed at cleanup if still running.
-func startBinary(t *testing.T, port string) *dispatcher {
+// startBinary runs the built dispatcher on port, with env ("NAME=value")
+// added, and waits until /health answers. The process is killed at cleanup
+// if still running.
+func startBinary(t *testing.T, port string, env ...string) *dispatcher {
 	t.Helper()
 	d := &dispatcher{cmd: exec.Command(dispatcherBinary), exited: make(chan struct{}), stderr: &bytes.Buffer{}}
-	d.cmd.Env = append(os.Environ(), "PORT="+port, "ADMIN_PORT=0", "LOG_LEVEL=warn")
+	d.cmd.Env = append(append(os.Environ(), "PORT="+port, "ADMIN_PORT=0", "LOG_LEVEL=warn"), env...)
 	d.cmd.Stdout, d.cmd.Stderr = io.Discard, d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

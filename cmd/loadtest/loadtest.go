@@ -19,6 +19,7 @@ import (
 // config is one load test, as given on the command line.
 type config struct {
 	URLs           []*url.URL // base URL of each replica
+	PublishURL     *url.URL   // when set, every publisher POSTs here instead (a relay chain: listeners on URLs follow it)
 	IngestPath     string
 	StreamPath     string
 	HealthPath     string // "" = do not poll
@@ -154,6 +155,9 @@ func run(ctx context.Context, cfg config, prog *progress) (*report, error) {
 		tg := target{base: u.String(), ingest: endpoint(u, cfg.IngestPath).String(), stream: endpoint(u, cfg.StreamPath)}
 		if cfg.HealthPath != "" {
 			tg.health = endpoint(u, cfg.HealthPath).String()
+		}
+		if cfg.PublishURL != nil {
+			tg.ingest = endpoint(cfg.PublishURL, cfg.IngestPath).String()
 		}
 		t.targets = append(t.targets, tg)
 	}

@@ -199,13 +199,37 @@ func TestRefusesWithoutURL(t *testing.T) {
 	}
 }
 
+// -publish-url: the events go in at one dispatcher and the listeners read
+// them from another that relays it (UPSTREAM_URLS); every listener is owed
+// every event accepted upstream.
+func TestPublishURLRunsThroughARelay(t *testing.T) {
+	up := startDispatcher(t, broadcast.Options{})
+	port := freePort(t)
+	startBinary(t, port, "UPSTREAM_URLS="+up.URL+"/events")
+	ssetest.Eventually(t, 30*time.Second, "the relay follows the upstream", func() (bool, string) {
+		h, _ := up.Health(t)
+		return h.Listeners == 1, fmt.Sprintf("%+v", h)
+	})
+	rep, err := runJSON(t, guard(t), "-url", "http://127.0.0.1:"+port, "-publish-url", up.URL,
+		"-listeners", "3", "-publishers", "2", "-events", "200", "-duration", "1m", "-settle", "30s")
+	if err != nil || !rep.Check.Pass {
+		t.Fatalf("a clean relay run failed its check: %v %+v", err, rep.Check)
+	}
+	if rep.PublishURL != up.URL || rep.Result.Posts.Accepted != 200 || rep.Result.Deliveries.Delivered != 600 {
+		t.Errorf("publish_url %q, posts %+v, deliveries %+v", rep.PublishURL, rep.Result.Posts, rep.Result.Deliveries)
+	}
+	if h, _ := up.Health(t); h.EventsAccepted != 200 {
+		t.Errorf("the upstream accepted %d events, want all 200", h.EventsAccepted)
+	}
+}
+
 func TestRejectsOutOfBoundFlags(t *testing.T) {
 	for _, extra := range [][]string{
 		{"-duration", "11m"}, {"-duration", "0s"}, {"-publishers", "0"}, {"-rate", "-1"},
 		{"-fixture", "nope"}, {"-find-max", "-factor", "1"}, {"-listeners", "-1"},
 		{"-max-loss", "-1"}, {"-max-loss", "101"}, {"-max-loss", "NaN"}, {"-rate", "nan"}, {"-rate", "+Inf"},
 		{"-find-max", "-factor", "NaN"}, {"-find-max", "-start-rate", "Inf"}, {"-scenario", "nope"}, {"-server-pid", "x"},
-		{"-url", "http://127.0.0.1:2,ftp://x"}, {"-scenario", "storm", "-find-max"},
+		{"-url", "http://127.0.0.1:2,ftp://x"}, {"-scenario", "storm", "-find-max"}, {"-publish-url", "127.0.0.1:3569"},
 		{"-scenario", "storm", "-warmup", "10s", "-duration", "10s"}, {"-scenario", "storm", "-listeners", "0"},
 		{"-scenario", "disconnect", "-listeners", "10", "-survivors", "10"},
 		{"-scenario", "disconnect", "-listeners", "10", "-window", "1ms"},

@@ -125,6 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	fs.SetOutput(stderr)
 	var cfg config
 	var urls []string
+	publishURL := fs.String("publish-url", "", "publishers POST to this dispatcher instead of -url, whose listeners get the events through it (an upstream relay chain: the -url dispatchers follow it with UPSTREAM_URLS)")
 	fs.Var(listFlag[string]{&urls, parseString}, "url", "the dispatcher's base `URLs`, e.g. http://127.0.0.1:3569 (required); several replicas: a comma-separated list or the flag repeated, listeners and publishers are spread round-robin and every listener must receive every event accepted by any of them")
 	fs.StringVar(&cfg.IngestPath, "ingest-path", "/api/events", "path events are POSTed to (/api/events, or its alias /metrics)")
 	fs.StringVar(&cfg.StreamPath, "stream-path", "/events", "SSE stream path (/events, or its alias /event-dispatcher)")
@@ -195,6 +196,13 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 			return cfg, false, usageError(fs, "-url %q: want http://HOST:PORT or https://HOST:PORT", raw)
 		}
 		cfg.URLs = append(cfg.URLs, u)
+	}
+	if *publishURL != "" {
+		u, err := url.Parse(*publishURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return cfg, false, usageError(fs, "-publish-url %q: want http://HOST:PORT or https://HOST:PORT", *publishURL)
+		}
+		cfg.PublishURL = u
 	}
 	switch {
 	case slices.ContainsFunc([]float64{cfg.Rate, cfg.MaxLoss, cfg.StartRate, cfg.Factor}, notFinite):

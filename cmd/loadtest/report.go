@@ -15,6 +15,7 @@ import (
 // summary shows the same figures under the same names.
 type report struct {
 	URLs        []string          `json:"urls"`
+	PublishURL  string            `json:"publish_url,omitempty"` // -publish-url: events went in there
 	IngestPath  string            `json:"ingest_path"`
 	StreamPath  string            `json:"stream_path"`
 	Scenario    string            `json:"scenario"`
@@ -43,6 +44,9 @@ func newReport(cfg config, eventBytes int) *report {
 	}
 	for _, u := range cfg.URLs {
 		r.URLs = append(r.URLs, u.String())
+	}
+	if cfg.PublishURL != nil {
+		r.PublishURL = cfg.PublishURL.String()
 	}
 	return r
 }
@@ -379,6 +383,9 @@ func writeSettings(w io.Writer, cfg config) {
 			label = fmt.Sprintf("replica %d", i+1)
 		}
 		fmt.Fprintf(w, "%-9s %s  (POST %s, GET %s)\n", label, u, cfg.IngestPath, cfg.StreamPath)
+	}
+	if cfg.PublishURL != nil {
+		fmt.Fprintf(w, "publish   %s%s  (the targets relay it)\n", cfg.PublishURL, cfg.IngestPath)
 	}
 	rate := "as fast as possible"
 	if cfg.Rate > 0 {
