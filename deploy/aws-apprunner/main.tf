@@ -49,8 +49,15 @@ locals {
       MAX_STREAM_DURATION = "100s"
       LOG_FORMAT          = "json"
     },
+    # Every accepted event also to an existing Kinesis stream.
+    var.kinesis_stream_name == "" ? {} : {
+      KINESIS_STREAM_NAME = var.kinesis_stream_name
+    },
     var.environment,
   )
+
+  # The instance role: reading var.secrets, putting to the Kinesis stream.
+  instance_role = length(var.secrets) > 0 || var.kinesis_stream_name != ""
 }
 
 data "aws_iam_policy_document" "apprunner_build_assume" {
@@ -86,7 +93,7 @@ data "aws_iam_policy_document" "apprunner_instance_assume" {
 }
 
 resource "aws_iam_role" "instance" {
-  count = length(var.secrets) == 0 ? 0 : 1
+  count = local.instance_role ? 1 : 0
 
   name               = "${var.name}-instance"
   assume_role_policy = data.aws_iam_policy_document.apprunner_instance_assume.json
@@ -158,7 +165,7 @@ resource "aws_apprunner_service" "this" {
   instance_configuration {
     cpu               = var.cpu
     memory            = var.memory
-    instance_role_arn = length(var.secrets) == 0 ? null : aws_iam_role.instance[0].arn
+    instance_role_arn = local.instance_role ? aws_iam_role.instance[0].arn : null
   }
 
   # Outbound traffic through the VPC, to reach a broker (ElastiCache) there.
@@ -181,4 +188,29 @@ resource "aws_apprunner_vpc_connector" "this" {
   vpc_connector_name = "${var.name}-vpc"
   subnets            = var.vpc_connector_subnet_ids
   security_groups    = var.vpc_connector_security_group_ids
+}
+
+# Lets the service put every event to var.kinesis_stream_name, and nothing
+# else: the SDK makes no other call.
+data "aws_kinesis_stream" "events" {
+  count = var.kinesis_stream_name == "" ? 0 : 1
+
+  name = var.kinesis_stream_name
+}
+
+data "aws_iam_policy_document" "put_records" {
+  count = var.kinesis_stream_name == "" ? 0 : 1
+
+  statement {
+    actions   = ["kinesis:PutRecords"]
+    resources = [data.aws_kinesis_stream.events[0].arn]
+  }
+}
+
+resource "aws_iam_role_policy" "put_records" {
+  count = var.kinesis_stream_name == "" ? 0 : 1
+
+  name   = "${var.name}-kinesis-put"
+  role   = aws_iam_role.instance[0].id
+  policy = data.aws_iam_policy_document.put_records[0].json
 }

@@ -86,3 +86,19 @@ variable "vpc_connector_security_group_ids" {
   type        = list(string)
   default     = []
 }
+
+variable "kinesis_stream_name" {
+  description = "An existing Kinesis data stream every instance also puts each accepted event to (KINESIS_STREAM_NAME); the instance role gets kinesis:PutRecords on it only. Empty: off. To create the stream and a Firehose archive to S3, see deploy/aws-ecs (kinesis.tf)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.kinesis_stream_name == "" || can(regex("^[a-zA-Z0-9_.-]{1,128}$", var.kinesis_stream_name))
+    error_message = "kinesis_stream_name must be 1-128 of A-Z a-z 0-9 _ . -"
+  }
+
+  validation {
+    condition     = var.kinesis_stream_name == "" || !contains(keys(var.environment), "KINESIS_STREAM_NAME")
+    error_message = "KINESIS_STREAM_NAME is set in both kinesis_stream_name and environment: keep kinesis_stream_name, which also grants the instance role."
+  }
+}

@@ -80,6 +80,10 @@ locals {
     !local.has_broker || local.broker_secret ? {} : {
       BROKER_URL = local.broker_url
     },
+    # Every accepted event also to Kinesis (kinesis.tf).
+    !local.kinesis_on ? {} : {
+      KINESIS_STREAM_NAME = var.kinesis_stream_name
+    },
     var.environment,
   )
 
@@ -313,6 +317,8 @@ resource "aws_ecs_task_definition" "this" {
   cpu                      = var.cpu
   memory                   = var.memory
   execution_role_arn       = aws_iam_role.execution.arn
+  # What the service itself may call: PutRecords on the Kinesis stream, if any.
+  task_role_arn = local.kinesis_on ? aws_iam_role.task[0].arn : null
 
   runtime_platform {
     operating_system_family = "LINUX"

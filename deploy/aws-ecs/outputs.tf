@@ -17,3 +17,13 @@ output "log_group" {
   description = "CloudWatch Logs group of the task."
   value       = aws_cloudwatch_log_group.this.name
 }
+
+output "kinesis_stream_arn" {
+  description = "The stream every event is put to; empty when kinesis_stream_name is."
+  value       = local.kinesis_stream_arn
+}
+
+output "archive_delivery_stream" {
+  description = "The Firehose delivery stream writing the events to S3; empty without archive_bucket_arn."
+  value       = local.archive_on ? aws_kinesis_firehose_delivery_stream.archive[0].name : ""
+}

@@ -158,3 +158,67 @@ variable "valkey_node_type" {
   type        = string
   default     = "cache.t4g.small"
 }
+
+# --- Kinesis (kinesis.tf) --------------------------------------------------------
+
+variable "kinesis_stream_name" {
+  description = "A Kinesis data stream every task also puts each accepted event to (KINESIS_STREAM_NAME); the task role gets kinesis:PutRecords on it only. Empty: off. Set KINESIS_PARTITION_KEY_FIELD (e.g. session_id) in environment to keep a session on one shard."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.kinesis_stream_name == "" || can(regex("^[a-zA-Z0-9_.-]{1,128}$", var.kinesis_stream_name))
+    error_message = "kinesis_stream_name must be 1-128 of A-Z a-z 0-9 _ . -"
+  }
+
+  validation {
+    condition     = var.kinesis_stream_name == "" || !contains(keys(var.environment), "KINESIS_STREAM_NAME")
+    error_message = "KINESIS_STREAM_NAME is set in both kinesis_stream_name and environment: keep kinesis_stream_name, which also grants the task role."
+  }
+}
+
+variable "create_kinesis_stream" {
+  description = "Create kinesis_stream_name as an on-demand stream (billed per GB, scales by itself), encrypted with the AWS-managed key. false: the stream exists already."
+  type        = bool
+  default     = false
+}
+
+variable "kinesis_retention_hours" {
+  description = "Retention of the created stream, in hours (24 to 8760): how long a consumer (Firehose) that stopped can catch up."
+  type        = number
+  default     = 24
+
+  validation {
+    condition     = var.kinesis_retention_hours >= 24 && var.kinesis_retention_hours <= 8760
+    error_message = "kinesis_retention_hours must be between 24 and 8760."
+  }
+}
+
+variable "archive_bucket_arn" {
+  description = "An S3 bucket (arn:aws:s3:::name) to which a Firehose delivery stream writes every event of kinesis_stream_name, JSON Lines, GZIP, under archive_prefix and the date. Empty: no archive."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.archive_bucket_arn == "" || (var.kinesis_stream_name != "" && can(regex("^arn:aws[a-z-]*:s3:::[a-z0-9.-]{3,63}$", var.archive_bucket_arn)))
+    error_message = "archive_bucket_arn must be a bucket ARN (arn:aws:s3:::name), and needs kinesis_stream_name."
+  }
+}
+
+variable "archive_prefix" {
+  description = "Key prefix of the archived objects; the date (year=/month=/day=/hour=) follows."
+  type        = string
+  default     = "events/"
+}
+
+variable "archive_buffer_seconds" {
+  description = "Firehose writes an object at least this often (60 to 900 s)."
+  type        = number
+  default     = 300
+}
+
+variable "archive_buffer_mb" {
+  description = "Firehose writes an object when this much is buffered (1 to 128 MiB), before compression."
+  type        = number
+  default     = 64
+}
