@@ -142,8 +142,8 @@ func (fr *frame) json() []byte {
 // kept decoded, and a lookup is a short scan. A wider one, up to the tens
 // of thousands of tiny members a 64 KiB body can carry, is indexed
 // instead: a hash table of where each member begins, 4 bytes per slot and
-// 3 slots per 2 members, 6 bytes per member however many filters look, so
-// at most as large as the event (a member takes at least 6 bytes: "a":1,).
+// 3 slots per 2 members (6 bytes per member) however many filters look,
+// fewer when that would make it larger than the event itself.
 // Building it reads the event once; a lookup then reads a few slots (with
 // the table 2/3 full, 2 on average for a name present, 5 for one absent)
 // whatever the name. The hash is seeded at
@@ -190,7 +190,9 @@ func (ff *frameFields) get(obj []byte) *frameFields {
 // buildIndex indexes the n members of obj, the last of a duplicated name
 // winning as in JSON decoders.
 func (ff *frameFields) buildIndex(obj []byte, n int) {
-	ff.index = make([]uint32, n+n/2+1)
+	// 3 slots per 2 members, but never more bytes than the event: a member
+	// can be as short as 5 bytes ("":1,), and then the table is 4/5 full.
+	ff.index = make([]uint32, max(min(n+n/2, len(obj)/4), n+1))
 	event.Members(obj, func(key, _ []byte) bool {
 		begin := cap(obj) - cap(key) // key is obj[begin:...]
 		name, ok := event.Unquote(key)

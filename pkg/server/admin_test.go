@@ -181,4 +181,20 @@ func TestProfileSecondsBounded(t *testing.T) {
 	if code, _ := get(t, http.MethodGet, srv.Admin+"/debug/pprof/heap"); code != http.StatusOK {
 		t.Errorf("a heap profile without seconds: %d", code)
 	}
+	big, err := http.Post(srv.Admin+"/debug/pprof/symbol", "text/plain", strings.NewReader(strings.Repeat("0x1+", 1<<19)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big.Body.Close()
+	if big.StatusCode != http.StatusBadRequest {
+		t.Errorf("a 2 MiB body on the admin port: %d, want 400", big.StatusCode)
+	}
+	sym, err := http.Post(srv.Admin+"/debug/pprof/symbol", "text/plain", strings.NewReader("0x1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sym.Body.Close()
+	if sym.StatusCode != http.StatusOK {
+		t.Errorf("a symbol lookup: %d", sym.StatusCode)
+	}
 }

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -25,6 +27,38 @@ func (s *Server) AdminHTTPServer() *http.Server {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          newStdLogger(s.opts.Logger),
 	}
+}
+
+// adminBodyTimeout and maxAdminBody bound a request body on the admin port
+// (pprof reads seconds= from a form, and symbol lookups are POSTed).
+const (
+	adminBodyTimeout = 10 * time.Second
+	maxAdminBody     = 1 << 20
+)
+
+// readAdminBody reads a request's body, if any, up front within
+// adminBodyTimeout: one trickled in would otherwise hold its connection for
+// ever, and a server-wide ReadTimeout would also cancel every profile
+// longer than itself (net/http ends the request's context when the
+// connection's read deadline passes).
+func readAdminBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(adminBodyTimeout))
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+		if err != nil {
+			w.Header().Set("Connection", "close")
+			writeError(w, http.StatusBadRequest, "request body unreadable, too slow or over 1 MiB")
+			return
+		}
+		_ = rc.SetReadDeadline(time.Time{})
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		next.ServeHTTP(w, r)
+	})
 }
 
 // oneProfile returns a wrapper that lets one timed profile run at a time (/debug/pprof/profile,

@@ -109,7 +109,7 @@ func New(opts Options) *Server {
 	s.metrics = newMetrics(s)
 	admin := http.NewServeMux()
 	s.addAdminRoutes(admin)
-	s.admin = admin
+	s.admin = readAdminBody(admin)
 	mux := http.NewServeMux()
 	s.addRoutes(mux)
 	var h http.Handler = mux
