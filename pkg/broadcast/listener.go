@@ -27,7 +27,6 @@ type listener struct {
 	bufs    *writeBuffers
 	limit   int
 	timeout time.Duration
-	header  http.Header // what r3labs sets here is discarded; the caller set the real headers
 	sh      *shard
 	filter  *Filter // nil: every event; set before subscribing, then only read
 
@@ -59,7 +58,6 @@ func (h *Hub) newListener(w http.ResponseWriter, out sink, cancel context.Cancel
 	l := &listener{
 		out: out, cancel: cancel,
 		frames: h.frames, bufs: &h.bufs, limit: h.opts.BufferBytes, timeout: h.opts.WriteTimeout,
-		header: http.Header{},
 	}
 	if out == nil {
 		l.sse = sseSink{w: w, rc: http.NewResponseController(w), l: l}
@@ -71,7 +69,10 @@ func (h *Hub) newListener(w http.ResponseWriter, out sink, cancel context.Cancel
 	return l
 }
 
-func (l *listener) Header() http.Header { return l.header }
+// Header returns a new map each time: what r3labs sets there is discarded
+// (the caller set the real headers), and a map kept per listener would
+// cost every idle listener a few hundred bytes.
+func (l *listener) Header() http.Header { return http.Header{} }
 func (l *listener) WriteHeader(int)     {}
 
 // Write receives what r3labs prints for one batch, "id: \n",
