@@ -388,3 +388,28 @@ func TestCloseEndsEveryConnection(t *testing.T) {
 	}
 	f.CloseClientConnections()
 }
+
+func TestHeadersStayWithTheirHostAcrossRedirects(t *testing.T) {
+	other := newFeed(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		stream(w)
+		wikimedia(w, 1)
+		<-r.Context().Done()
+	})
+	first := newFeed(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/moved", http.StatusTemporaryRedirect)
+	})
+	opts := fast(first.URL)
+	opts.Header = http.Header{"X-Api-Key": {"k1"}}
+	_, out, _ := relay(t, opts)
+	wantEvents(t, waitEvents(t, out, 1), 1)
+	if got := first.requests()[0].header.Get("X-Api-Key"); got != "k1" {
+		t.Errorf("the configured host got X-Api-Key %q", got)
+	}
+	h := other.requests()[0].header
+	if got := h.Get("X-Api-Key"); got != "" {
+		t.Errorf("another host got the API key %q", got)
+	}
+	if h.Get("User-Agent") != "event-dispatcher" || h.Get("Accept") != "text/event-stream" {
+		t.Errorf("the redirected request lost the relay's own headers: %v", h)
+	}
+}
