@@ -197,3 +197,35 @@ func TestShutdownClosesUpstreamConnections(t *testing.T) {
 		t.Error("the upstream connection outlived the process")
 	}
 }
+
+// The central dispatcher is killed (SIGKILL: no clean end of stream) and
+// started again on its port: the edge notices, reconnects by itself and
+// relays what the new process accepts.
+func TestRelayReconnectsAfterTheUpstreamIsKilled(t *testing.T) {
+	first := startProcess(t, nil, "PORT=0", "CLIENT_IP_FIELD=user_ip")
+	_, base := first.listening(t)
+	port := base[strings.LastIndex(base, ":")+1:]
+	edge := startReplicas(t, 1, "UPSTREAM_URLS="+base+"/events", "UPSTREAM_IDLE_TIMEOUT=2s")[0]
+	waitUpstream(t, edge, func(h upstreamHealth) bool { return h.Upstreams[0].State == "connected" })
+	client := &http.Client{}
+	listener := collect(t, client, edge.base)
+
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first.exit(t, 30*time.Second)
+	second := startProcess(t, nil, "PORT="+port, "CLIENT_IP_FIELD=user_ip")
+	second.listening(t)
+	h := waitUpstream(t, edge, func(h upstreamHealth) bool {
+		return h.Upstreams[0].State == "connected" && h.Upstreams[0].Reconnects >= 1
+	})
+	if code, err := postEvent(client, base, 1, 0, 7); err != nil || code != http.StatusNoContent {
+		t.Fatalf("POST to the restarted upstream: %d %v", code, err)
+	}
+	ssetest.Eventually(t, 30*time.Second, "the event at the edge", func() (bool, string) {
+		return len(listener.lines()) >= 1, fmt.Sprint(listener.lines(), h)
+	})
+	if got := listener.lines(); len(got) != 1 || got[0] != want(1, 0, 7) {
+		t.Errorf("edge listener got %q", got)
+	}
+}
