@@ -91,6 +91,13 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		return err // config.Load validated every value: this is a bug
 	}
 	defer feeds.Close() // on every way out; a no-op after the shutdown closed it
+	policy := access.Policy{
+		Listeners:   access.NewAuth(cfg.ListenTokens, []byte(cfg.ListenJWTSecret)),
+		Publishers:  access.NewAuth(cfg.PublishTokens, nil),
+		Publish:     access.NewRateLimiter(cfg.PublishRatePerIP, access.MaxTrackedClients), // one budget per client, HTTP and gRPC
+		Streams:     access.NewStreamLimiter(cfg.MaxListenersPerIP),
+		AnonymizeIP: cfg.ClientIPAnonymize,
+	}
 	srv := server.New(server.Options{
 		Hub:             hub,
 		Logger:          log,
@@ -99,20 +106,14 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		AllowOrigins:    cfg.AllowOrigins,
 		ClientIPField:   cfg.ClientIPField,
 		ClientIP:        clientip.New(cfg.TrustedNets),
-		Access: access.Policy{
-			Listeners:   access.NewAuth(cfg.ListenTokens, []byte(cfg.ListenJWTSecret)),
-			Publishers:  access.NewAuth(cfg.PublishTokens, nil),
-			Publish:     access.NewRateLimiter(cfg.PublishRatePerIP, access.MaxTrackedClients),
-			Streams:     access.NewStreamLimiter(cfg.MaxListenersPerIP),
-			AnonymizeIP: cfg.ClientIPAnonymize,
-		},
-		WriteTimeout: cfg.WriteTimeout,
-		LenientJSON:  !cfg.StrictJSON,
-		Broker:       relay,
-		Publish:      path,
-		Conns:        conns,
-		Upstreams:    feeds.Stats,
-		Kinesis:      kinesisSink,
+		Access:          policy,
+		WriteTimeout:    cfg.WriteTimeout,
+		LenientJSON:     !cfg.StrictJSON,
+		Broker:          relay,
+		Publish:         path,
+		Conns:           conns,
+		Upstreams:       feeds.Stats,
+		Kinesis:         kinesisSink,
 	})
 	hs := srv.HTTPServer()
 	hs.ConnState = server.TrackConns(conns)
@@ -123,11 +124,22 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		return err
 	}
 	defer admin.close()
+	rpc, err := startGRPC(cfg, path, policy, log)
+	if err != nil {
+		_ = ln.Close()
+		closeNow(hub, closeKinesis)
+		return err
+	}
+	defer func() { // cut at once if serve returns early; nothing left after the graceful stop
+		now, cut := context.WithCancel(context.Background())
+		cut()
+		_ = rpc.stop(now)
+	}()
 	bg, stopBg := context.WithCancel(context.Background())
 	defer stopBg()
 	go srv.LogCounters(bg, time.Minute)
 	go reclaimMemory(bg, hub, log)
-	log.Info().Str("version", version).Str("addr", ln.Addr().String()).Str("admin_addr", admin.addr()).
+	log.Info().Str("version", version).Str("addr", ln.Addr().String()).Str("admin_addr", admin.addr()).Str("grpc_addr", rpc.addr()).
 		Object("config", cfg).Msg("event dispatcher listening")
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -149,6 +161,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	// already handed over drains with the rest.
 	feeds.Close()
 	srv.Drain()
+	rpc.drain()
 	if cfg.DrainDelay > 0 {
 		// Load balancers see the 503 before connections are refused.
 		log.Info().Float64("drain_delay_s", cfg.DrainDelay.Seconds()).Msg("draining")
@@ -158,6 +171,8 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	defer cancel()
 	shut := make(chan error, 1)
 	go func() { shut <- hs.Shutdown(sctx) }() // closes the listener at once, then waits for handlers
+	rpcStopped := make(chan error, 1)
+	go func() { rpcStopped <- rpc.stop(sctx) }() // no new calls; in flight ones finish, streams end with the hub
 	// POSTs in flight get ingestGrace to finish: one whose body is still
 	// trickling in after that must not hold every stream's clean end, and
 	// the shutdown, for up to BODY_READ_TIMEOUT. It is cut with the other
@@ -188,6 +203,9 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 			_ = hs.Close()
 			<-shut
 		}
+	}
+	if rerr := <-rpcStopped; rerr != nil {
+		err = errors.Join(err, rerr)
 	}
 	if err != nil {
 		log.Warn().Err(err).Msg("graceful shutdown incomplete; closing remaining connections")

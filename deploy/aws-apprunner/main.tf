@@ -34,6 +34,7 @@ locals {
     "UPSTREAM_URLS", "UPSTREAM_EVENT_TYPES", "UPSTREAM_HEADERS", "UPSTREAM_USER_AGENT",
     "UPSTREAM_IDLE_TIMEOUT",
     "KINESIS_STREAM_NAME", "KINESIS_PARTITION_KEY_FIELD", "KINESIS_BUFFER_BYTES", "KINESIS_FLUSH_INTERVAL",
+    "GRPC_PORT",
   ]
 
   # The service's secrets: only ever from var.secrets (the platform's secret

@@ -106,3 +106,18 @@ func (a *Auth) validJWT(token string) bool {
 	}
 	return claims.IssuedAt == nil || !claims.IssuedAt.After(time.Now().Add(MaxClockSkew))
 }
+
+// BearerToken returns the token of an Authorization header value "Bearer
+// <token>" (the scheme in any case). An empty value gives "", true: no
+// token; any other scheme, or Bearer without a token, gives false.
+func BearerToken(authz string) (string, bool) {
+	if authz == "" {
+		return "", true
+	}
+	scheme, t, _ := strings.Cut(authz, " ")
+	t = strings.TrimSpace(t)
+	if !strings.EqualFold(scheme, "Bearer") || t == "" {
+		return "", false
+	}
+	return t, true
+}

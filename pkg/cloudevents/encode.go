@@ -74,6 +74,47 @@ func rank(name string) int {
 // otherwise. Attribute values must be valid UTF-8 (checked by the caller,
 // see [DecodeHeader]).
 func Encode(dst []byte, attrs []Attr, contentType string, data []byte) ([]byte, error) {
+	k := asBase64
+	switch {
+	case IsJSON(contentType):
+		k = asJSON
+	case isText(contentType):
+		k = asText
+	}
+	return encode(dst, attrs, contentType, data, k)
+}
+
+// Push appends the structured-mode JSON of an event pushed over gRPC
+// (eventservice.PushEventRequest): the four required attributes, checked,
+// then the data, when not empty: valid JSON as "data" with datacontenttype
+// application/json, anything else as "data_base64" (the message says
+// nothing of its type, so no datacontenttype).
+func Push(dst []byte, specversion, id, source, typ string, data []byte) ([]byte, error) {
+	attrs := []Attr{{"specversion", specversion}, {"id", id}, {"source", source}, {"type", typ}}
+	for _, a := range attrs {
+		if err := CheckAttr(a.Name, a.Value); err != nil {
+			return dst, err
+		}
+		if !utf8.ValidString(a.Value) {
+			return dst, bad(a.Name, "is not valid UTF-8")
+		}
+	}
+	if len(data) > 0 && json.Valid(data) {
+		return encode(dst, attrs, "application/json", data, asJSON)
+	}
+	return encode(dst, attrs, "", data, asBase64)
+}
+
+// dataKind is how the data is written.
+type dataKind int
+
+const (
+	asJSON dataKind = iota
+	asText
+	asBase64
+)
+
+func encode(dst []byte, attrs []Attr, contentType string, data []byte, k dataKind) ([]byte, error) {
 	start := len(dst)
 	dst = append(dst, '{')
 	for _, a := range attrs {
@@ -86,15 +127,15 @@ func Encode(dst []byte, attrs []Attr, contentType string, data []byte) ([]byte, 
 		dst = appendMember(dst, "datacontenttype", contentType)
 	}
 	if len(data) > 0 {
-		switch {
-		case IsJSON(contentType):
+		switch k {
+		case asJSON:
 			if !json.Valid(data) {
 				return dst[:start], bad("data", "is not valid JSON, which its content type says it is")
 			}
 			dst = append(dst, `"data":`...)
 			dst = append(dst, data...)
 			dst = append(dst, ',')
-		case isText(contentType):
+		case asText:
 			if !utf8.Valid(data) {
 				return dst[:start], bad("data", "is not valid UTF-8 text, which its content type says it is")
 			}

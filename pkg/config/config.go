@@ -81,6 +81,9 @@ type Config struct {
 	KinesisBufferBytes       int64         `envconfig:"KINESIS_BUFFER_BYTES" default:"33554432" desc:"events waiting for Kinesis, in bytes; when full (Kinesis slow or unreachable) new events are not forwarded, only counted" json:"KINESIS_BUFFER_BYTES"`
 	KinesisFlushInterval     time.Duration `envconfig:"KINESIS_FLUSH_INTERVAL" default:"1s" desc:"a partial batch is put at least this often (full batches at once)" json:"KINESIS_FLUSH_INTERVAL"`
 
+	// gRPC ingest and subscriptions (pkg/grpcapi).
+	GRPCPort string `envconfig:"GRPC_PORT" default:"off" desc:"gRPC port (eventservice.EventService PushEvent and Subscribe, health, reflection), all interfaces; off disables it; 50051 is the usual one; 0 picks a free port" json:"GRPC_PORT"`
+
 	// Derived by Load from the raw values above.
 	UpstreamHeader http.Header    `ignored:"true" json:"-"`
 	Level          zerolog.Level  `ignored:"true" json:"-"`
@@ -113,8 +116,18 @@ func (c Config) AdminAddr() string {
 	return net.JoinHostPort(c.AdminHost, c.AdminPort)
 }
 
-// AdminOff is the ADMIN_PORT value that disables the admin listener.
+// AdminOff is the ADMIN_PORT value that disables the admin listener, and
+// the GRPC_PORT value (the default) that disables gRPC.
 const AdminOff = "off"
+
+// GRPCAddr is the gRPC listener's address, all interfaces; "" when
+// GRPC_PORT is off.
+func (c Config) GRPCAddr() string {
+	if c.GRPCPort == AdminOff {
+		return ""
+	}
+	return ":" + c.GRPCPort
+}
 
 // Load reads the environment, applies the -port flag from args and validates
 // the result. It returns flag.ErrHelp after printing usage to out for -h,
@@ -396,18 +409,31 @@ func joinStrings[T fmt.Stringer](list []T) string {
 	return strings.Join(s, ",")
 }
 
+// portOrOff normalises the port variable *v (":8080" → "8080", "OFF" →
+// "off") and reports whether it is a fixed port, one that must not clash
+// with another listener's; a value that is neither a port nor off is
+// reported through bad.
+func portOrOff(v *string, name string, bad func(name, format string, a ...any)) bool {
+	*v = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(*v), ":"))
+	if *v == AdminOff {
+		return false
+	}
+	p, err := strconv.ParseUint(*v, 10, 16)
+	if err != nil || *v != strconv.FormatUint(p, 10) {
+		bad(name, "%q is not a port number (0-65535) or off", *v)
+		return false
+	}
+	return p != 0
+}
+
 // validateOps checks the operability settings: the admin port and the drain
 // delay.
 func (c *Config) validateOps(bad func(name, format string, a ...any)) {
-	c.AdminPort = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(c.AdminPort), ":"))
-	if c.AdminPort != AdminOff {
-		p, err := strconv.ParseUint(c.AdminPort, 10, 16)
-		switch {
-		case err != nil || c.AdminPort != strconv.FormatUint(p, 10):
-			bad("ADMIN_PORT", "%q is not a port number (0-65535) or off", c.AdminPort)
-		case p != 0 && c.AdminPort == c.Port:
-			bad("ADMIN_PORT", "%s is also PORT: the admin listener needs its own port, or off", c.AdminPort)
-		}
+	if portOrOff(&c.AdminPort, "ADMIN_PORT", bad) && c.AdminPort == c.Port {
+		bad("ADMIN_PORT", "%s is also PORT: the admin listener needs its own port, or off", c.AdminPort)
+	}
+	if portOrOff(&c.GRPCPort, "GRPC_PORT", bad) && (c.GRPCPort == c.Port || c.GRPCPort == c.AdminPort) {
+		bad("GRPC_PORT", "%s is taken by the HTTP or the admin listener: gRPC needs its own port, or off", c.GRPCPort)
 	}
 	c.AdminHost = strings.Trim(strings.TrimSpace(c.AdminHost), "[]")
 	if a, err := netip.ParseAddr(c.AdminHost); c.AdminHost != "" && c.AdminHost != "localhost" && (err != nil || !a.IsValid()) {

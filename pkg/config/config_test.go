@@ -90,7 +90,7 @@ func TestDefaults(t *testing.T) {
 		BodyReadTimeout: 10 * time.Second, CORSAllowedOrigins: []string{"*"}, HeartbeatInterval: 5 * time.Second,
 		WriteTimeout: 10 * time.Second, SubscriberBufferBytes: 1 << 20, MaxSubscribers: 10000,
 		PublishQueueSize: 1024, MaxFanoutLag: time.Second, MaxStreamDuration: 0, ShutdownTimeout: 15 * time.Second,
-		StrictJSON: true, AdminPort: "9569", DrainDelay: 0,
+		StrictJSON: true, AdminPort: "9569", DrainDelay: 0, GRPCPort: "off",
 		BrokerChannel:       "event-dispatcher",
 		UpstreamIdleTimeout: time.Minute,
 		Level:               zerolog.InfoLevel,
@@ -130,6 +130,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		"LISTEN_JWT_SECRET":       "0123456789abcdef0123456789abcdef",
 		"PUBLISH_RATE_PER_IP":     "2.5",
 		"PUBLISH_TOKENS":          "pub-token-0123456789, ",
+		"GRPC_PORT":               ":50051",
 		"MAX_LISTENERS_PER_IP":    "3",
 		"CLIENT_IP_ANONYMIZE":     "true",
 		"STRICT_JSON":             "false",
@@ -178,6 +179,7 @@ func TestEveryVariableParsed(t *testing.T) {
 		ListenJWTSecret:   "0123456789abcdef0123456789abcdef",
 		PublishRatePerIP:  2.5,
 		PublishTokens:     []string{"pub-token-0123456789"},
+		GRPCPort:          "50051",
 		MaxListenersPerIP: 3,
 		ClientIPAnonymize: true,
 		AdminPort:         "off", DrainDelay: 5 * time.Second,
@@ -292,6 +294,9 @@ func TestInvalidValues(t *testing.T) {
 		{"LISTEN_TOKENS", "good-token-0123456789,abababababababab"}, //
 		{"LISTEN_JWT_SECRET", strings.Repeat(" ", 40)},              // blank: anyone could sign tokens
 		{"LISTEN_JWT_SECRET", strings.Repeat("ab", 20)},             //
+		{"GRPC_PORT", "grpc"},
+		{"GRPC_PORT", "65536"},
+		{"GRPC_PORT", "3569"}, // PORT's default
 		{"PUBLISH_TOKENS", "short"},
 		{"PUBLISH_TOKENS", "token&with-query-chars=1"},
 		{"PUBLISH_TOKENS", " , "},                      // set, but no token: would leave POST /events open

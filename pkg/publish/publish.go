@@ -76,6 +76,10 @@ func New(opts Options) *Path {
 // door resolves it only when it is used.
 func (p *Path) WantsClientIP() bool { return p.ipField != "" }
 
+// WantsClientIP reports whether events through d carry the sender's
+// address (see [Path.WantsClientIP]).
+func (d *Door) WantsClientIP() bool { return d.path.WantsClientIP() }
+
 // Door returns the entry for one way in, counted under name (a metrics
 // label: "post", "cloudevents", "grpc", "upstream"). Asking twice for the
 // same name returns the same door.

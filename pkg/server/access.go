@@ -55,7 +55,7 @@ func (s *Server) authorizePublisher(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := BearerToken(r.Header.Get("Authorization"))
+		token, ok := access.BearerToken(r.Header.Get("Authorization"))
 		err := auth.Check(token)
 		if !ok {
 			err = access.ErrInvalid // another scheme, or no token after Bearer
@@ -76,21 +76,6 @@ func (s *Server) authorizePublisher(next http.Handler) http.Handler {
 	})
 }
 
-// BearerToken returns the token of an Authorization header value "Bearer
-// <token>" (the scheme in any case). An empty value gives "", true: no
-// token; any other scheme, or Bearer without a token, gives false.
-func BearerToken(authz string) (string, bool) {
-	if authz == "" {
-		return "", true
-	}
-	scheme, t, _ := strings.Cut(authz, " ")
-	t = strings.TrimSpace(t)
-	if !strings.EqualFold(scheme, "Bearer") || t == "" {
-		return "", false
-	}
-	return t, true
-}
-
 // takeToken returns the listener token of r and a request without it: the
 // Authorization header wins over the query parameter. bearer is false when
 // the header is not "Bearer <token>" (another scheme, or a bare token with
@@ -103,7 +88,7 @@ func takeToken(r *http.Request) (token string, bearer bool, out *http.Request) {
 	}
 	token, bearer = fromQuery, true
 	if authz != "" {
-		token, bearer = BearerToken(authz)
+		token, bearer = access.BearerToken(authz)
 	}
 	r2 := r.WithContext(r.Context()) // shallow copy; URL and Header are replaced below
 	u := *r.URL
