@@ -167,7 +167,7 @@ type Health struct {
 	EventsAccepted   uint64  `json:"events_accepted"`
 	EventsBusy       uint64  `json:"events_refused_busy"`
 	ListenersDropped uint64  `json:"listeners_dropped"`
-	FanoutLag        int64   `json:"fanout_lag_events"`
+	FanoutLagEvents  int64   `json:"fanout_lag_events"`
 	EventsRejected   uint64  `json:"events_rejected"`
 	OriginsRefused   uint64  `json:"origins_refused"`
 	UptimeSeconds    float64 `json:"uptime_seconds"`

@@ -115,7 +115,7 @@ type Stats struct {
 	EventsAccepted   uint64  `json:"events_accepted"`
 	EventsBusy       uint64  `json:"events_refused_busy"`
 	ListenersDropped uint64  `json:"listeners_dropped"`
-	FanoutLag        int64   `json:"fanout_lag_events"`  // accepted, not yet handed to every shard
+	FanoutLagEvents  int64   `json:"fanout_lag_events"`  // how many accepted events are not yet handed to every shard
 	FanoutLagSeconds float64 `json:"fanout_lag_seconds"` // age of the oldest of those
 	// The longest any event waited to be handed to every shard, since
 	// start: a 503 for lag is justified only if this came near MaxLag.
@@ -218,7 +218,7 @@ func (h *Hub) Stats() Stats {
 		EventsAccepted:   h.accepted.Load(),
 		EventsBusy:       h.busy.Load(),
 		ListenersDropped: h.dropped.Load(),
-		FanoutLag:        lag,
+		FanoutLagEvents:  lag,
 		FanoutLagSeconds: age.Seconds(),
 
 		FanoutWaitMaxSeconds: time.Duration(h.pump.worst.Load()).Seconds(),

@@ -12,10 +12,15 @@ import (
 
 var errClientGone = errors.New("client went away")
 
-// errLost reports a listener whose r3labs loop looked up a frame that was
-// already gone; the ring is sized so that this cannot happen, and should it
-// ever, the listener is dropped rather than silently missing an event.
-var errLost = errors.New("dropped: fell behind the frame ring")
+// errLost and errUnreadable report what cannot happen, should it ever: the
+// listener's r3labs loop looked up a frame the hub had already released
+// (frames stay until every member of the shard has taken them), or it was
+// handed a line that is not a batch the pump formatted. The listener is
+// dropped rather than silently missing an event.
+var (
+	errLost       = errors.New("dropped: an event it was handed was already released")
+	errUnreadable = errors.New("dropped: the fan-out handed it an unreadable batch")
+)
 
 // listener is the http.ResponseWriter the r3labs loop of one subscriber
 // writes to. Its writes only queue a shared frame, so that loop, and with it
@@ -85,7 +90,7 @@ func (l *listener) Write(p []byte) (int, error) {
 	case bytes.HasPrefix(p, []byte("data: ")):
 		first, last, ok := parseRange(p[len("data: "):])
 		if !ok {
-			l.drop(errLost)
+			l.drop(errUnreadable)
 			break
 		}
 		l.enqueueRange(first, last)

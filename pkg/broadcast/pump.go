@@ -42,8 +42,9 @@ const (
 // gateDepth is how many batches a shard may have in flight: handed over
 // but not yet taken by every loop. One would make every hand-over wait for
 // the slowest loop of the batch before, which on a busy machine stalls the
-// whole pipeline; a few keep it flowing, and 4 × batchSize is still far
-// from the 64 slots of a loop's channel.
+// whole pipeline; a few keep it flowing. Each slot of a loop's 64-slot
+// channel holds one batch (or one heartbeat), so gateDepth batches in
+// flight use at most gateDepth of them.
 const gateDepth = 4
 
 // inflight is one batch a shard's loops have yet to take.

@@ -66,8 +66,8 @@ func TestAdmissionIsBoundedInTime(t *testing.T) {
 	}
 	st := h.Stats()
 	lp.release() // whatever the checks say, so that the hub can close
-	if st.FanoutLag <= 0 || st.FanoutLag >= 1<<20 {
-		t.Fatalf("refused with %d events waiting; want the time bound, not the count, to refuse", st.FanoutLag)
+	if st.FanoutLagEvents <= 0 || st.FanoutLagEvents >= 1<<20 {
+		t.Fatalf("refused with %d events waiting; want the time bound, not the count, to refuse", st.FanoutLagEvents)
 	}
 	if st.EventsBusy != 1 || st.EventsAccepted != uint64(accepted) {
 		t.Fatalf("stats %+v after %d accepted and 1 refused", st, accepted)
@@ -186,7 +186,7 @@ func TestCloseDeliversTheBacklogBeforeEndingStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if lag := h.Stats().FanoutLag; lag == 0 {
+	if lag := h.Stats().FanoutLagEvents; lag == 0 {
 		t.Fatal("no backlog before Close")
 	}
 	closed := make(chan error, 1)
@@ -237,7 +237,7 @@ func TestAdmissionLooksAheadWhenRoundsAreSlow(t *testing.T) {
 			accepted++
 			if known {
 				judged++
-				most = max(most, h.Stats().FanoutLag)
+				most = max(most, h.Stats().FanoutLagEvents)
 			}
 		case errors.Is(err, ErrBusy):
 			refused++

@@ -72,9 +72,11 @@ func (h *Hub) stream(ctx context.Context, cancel context.CancelCauseFunc, l *lis
 	case errors.Is(cause, ErrStalled):
 		h.dropped.Add(1)
 		h.tally.droppedStalled.Add(1)
-	case errors.Is(cause, ErrSlow), errors.Is(cause, errLost): // both: fell too far behind
+	case errors.Is(cause, ErrSlow):
 		h.dropped.Add(1)
 		h.tally.droppedSlow.Add(1)
+	case errors.Is(cause, errLost), errors.Is(cause, errUnreadable): // a bug: counted, neither slow nor stalled
+		h.dropped.Add(1)
 	}
 	return l.sent.load(), cause
 }

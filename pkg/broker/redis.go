@@ -8,6 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+
+	"event-dispatcher/pkg/brokerurl"
 )
 
 // redisSession is one connection for publishing and one subscribed to the
@@ -27,7 +29,7 @@ type redisSession struct {
 func dialRedis(rawURL, channel string, timeout time.Duration) (dialFunc, error) {
 	base, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("BROKER_URL: %s", scrub(err.Error(), rawURL)) // Validate passed: unreachable
+		return nil, fmt.Errorf("BROKER_URL: %s", brokerurl.Scrub(err.Error(), rawURL)) // Validate passed: unreachable
 	}
 	base.MaxRetries = -1
 	base.DialTimeout, base.ReadTimeout, base.WriteTimeout = timeout, timeout, timeout

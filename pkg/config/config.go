@@ -20,7 +20,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 	"github.com/rs/zerolog"
 
-	"event-dispatcher/pkg/broker"
+	"event-dispatcher/pkg/brokerurl"
 	"event-dispatcher/pkg/tlscert"
 )
 
@@ -262,7 +262,7 @@ func (c *Config) validate(fromFlag bool) error {
 	errs = append(errs, c.validateTLS()...)
 	errs = append(errs, c.validateUpstreams()...)
 	errs = append(errs, c.validateKinesis()...)
-	if _, err := broker.Validate(c.BrokerURL, c.BrokerChannel); err != nil {
+	if _, err := brokerurl.Validate(c.BrokerURL, c.BrokerChannel); err != nil {
 		errs = append(errs, err) // names BROKER_URL or BROKER_CHANNEL, never the password
 	}
 	return errors.Join(errs...)
@@ -380,7 +380,7 @@ func (c Config) MarshalZerologObject(e *zerolog.Event) {
 		case name == "UPSTREAM_HEADERS":
 			e.Str(name, headerNames(c.UpstreamHeader))
 		case name == "BROKER_URL":
-			e.Str(name, broker.Redact(c.BrokerURL)) // a secret, but its host helps: only the credentials are hidden
+			e.Str(name, brokerurl.Redact(c.BrokerURL)) // a secret, but its host helps: only the credentials are hidden
 		case v.Type().Field(i).Tag.Get("secret") == "true":
 			e.Str(name, map[bool]string{true: "[redacted]", false: ""}[v.Field(i).Len() > 0])
 		case name == "CORS_ALLOWED_ORIGINS" && c.AllowOrigins == nil:

@@ -168,7 +168,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.bytes, hc.BytesSent)
 	counter(c.dropped, hc.DroppedSlow, "slow")
 	counter(c.dropped, hc.DroppedStalled, "stalled")
-	gauge(c.queueDepth, float64(hc.FanoutLag))
+	gauge(c.queueDepth, float64(hc.FanoutLagEvents))
 	gauge(c.queueCapacity, float64(hc.QueueCapacity))
 	gauge(c.lag, hc.FanoutLagSeconds)
 	gauge(c.stalled, flag(!s.opts.Hub.Healthy()))

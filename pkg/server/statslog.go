@@ -28,7 +28,7 @@ func (s *Server) LogCounters(ctx context.Context, every time.Duration) {
 		now := counterLine{
 			listeners: c.Listeners, accepted: c.EventsAccepted, rejected: s.rejected4xx(),
 			busy: s.rejected[reasonBusy].Load(), deliveries: c.Deliveries,
-			slow: c.DroppedSlow, stalled: c.DroppedStalled, lagged: uint64(c.FanoutLag),
+			slow: c.DroppedSlow, stalled: c.DroppedStalled, lagged: uint64(c.FanoutLagEvents),
 		}
 		if now == last {
 			continue
