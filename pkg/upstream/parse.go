@@ -143,11 +143,13 @@ func (p *parser) readLine() ([]byte, error) {
 	p.line, p.cut = p.line[:0], false
 	limit := p.max + lineSlack
 	for {
-		buf, err := p.r.Peek(max(p.r.Buffered(), 1))
-		if len(buf) == 0 {
-			return nil, err
+		if p.r.Buffered() == 0 {
+			if _, err := p.r.Peek(1); err != nil { // waits for the next read
+				return nil, err
+			}
 		}
-		if !p.bom { // one leading byte order mark is not part of the stream
+		buf, _ := p.r.Peek(p.r.Buffered()) // all that read brought, never an error
+		if !p.bom {                        // one leading byte order mark is not part of the stream
 			p.bom = true
 			if b, _ := p.r.Peek(len(bom)); string(b) == bom {
 				_, _ = p.r.Discard(len(bom))
