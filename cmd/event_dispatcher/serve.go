@@ -80,7 +80,8 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
 	}
 	conns := capConns(ln, cfg, log)
-	if ln, err = serveTLS(cfg, conns, log); err != nil {
+	ln, certs, err := serveTLS(cfg, conns, log)
+	if err != nil {
 		closeNow(hub, closeBroker, closeKinesis)
 		return err
 	}
@@ -112,6 +113,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		Broker:          relay,
 		Publish:         path,
 		Conns:           conns,
+		Certificate:     certs,
 		Upstreams:       feeds.Stats,
 		Kinesis:         kinesisSink,
 	})
@@ -313,18 +315,18 @@ func (a adminServer) close() {
 // layer of its own over whatever listener it is given, so that other
 // listener wrappers compose with it. The certificate is read again when
 // its files change (package tlscert).
-func serveTLS(cfg config.Config, ln net.Listener, log zerolog.Logger) (net.Listener, error) {
+func serveTLS(cfg config.Config, ln net.Listener, log zerolog.Logger) (net.Listener, server.Certificate, error) {
 	if !cfg.TLS() {
-		return ln, nil
+		return ln, nil, nil // a nil interface, not a nil *tlscert.Reloader
 	}
 	certs, err := tlscert.New(cfg.TLSCertFile, cfg.TLSKeyFile, 0, log)
 	if err != nil {
 		_ = ln.Close()
-		return nil, fmt.Errorf("TLS_CERT_FILE, TLS_KEY_FILE: %w", err) // config.Load read them a moment ago
+		return nil, nil, fmt.Errorf("TLS_CERT_FILE, TLS_KEY_FILE: %w", err) // config.Load read them a moment ago
 	}
 	if time.Now().After(certs.NotAfter()) {
 		log.Warn().Time("not_after", certs.NotAfter()).Msg("the TLS certificate has expired; clients will refuse it until the files are renewed")
 	}
 	log.Info().Time("not_after", certs.NotAfter()).Msg("serving HTTPS with HTTP/2 and HTTP/1.1")
-	return tls.NewListener(ln, certs.TLSConfig()), nil
+	return tls.NewListener(ln, certs.TLSConfig()), certs, nil
 }

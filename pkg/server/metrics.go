@@ -83,6 +83,9 @@ func newMetrics(s *Server) *metrics {
 	if s.opts.Conns != nil {
 		m.registry.MustRegister(newConnCollector(s.opts.Conns))
 	}
+	if s.opts.Certificate != nil {
+		m.registry.MustRegister(certificateMetrics(s.opts.Certificate)...)
+	}
 	return m
 }
 

@@ -43,6 +43,9 @@ type Options struct {
 	// made from Hub, LenientJSON, ClientIPField, with Broker as its sink.
 	Publish *publish.Path
 
+	// Certificate is the public port's TLS certificate (TLS_CERT_FILE),
+	// for its metrics; nil: plain HTTP.
+	Certificate Certificate
 	// Conns counts the public port's connections (MAX_CONNECTIONS); nil:
 	// not capped, no connection metrics.
 	Conns ConnCounter

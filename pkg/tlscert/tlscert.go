@@ -41,6 +41,8 @@ type Reloader struct {
 	mu      sync.Mutex // held by the one handshake that checks the files
 	checked time.Time
 	refused []byte // cert and key contents last refused, so they are logged once
+
+	failures atomic.Uint64 // renewals refused: distinct file contents that did not load
 }
 
 // pair is a loaded certificate and the file contents it came from.
@@ -100,6 +102,10 @@ func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error
 // NotAfter is the expiry of the certificate being served.
 func (r *Reloader) NotAfter() time.Time { return r.cur.Load().notAfter }
 
+// ReloadFailures counts the renewals refused so far: each distinct content
+// of the files that did not load once.
+func (r *Reloader) ReloadFailures() uint64 { return r.failures.Load() }
+
 // maybeReload reads the files again when they are due for a check and no
 // other handshake is checking them; handshakes meanwhile use the current
 // certificate.
@@ -139,6 +145,7 @@ func (r *Reloader) refuse(content []byte, err error) {
 		return
 	}
 	r.refused = content
+	r.failures.Add(1)
 	cur := r.cur.Load()
 	r.log.Error().Err(err).Str("serving_subject", cur.subject).Time("serving_not_after", cur.notAfter).
 		Msg("TLS certificate files changed but do not load; still serving the previous certificate")

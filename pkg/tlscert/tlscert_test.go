@@ -68,7 +68,14 @@ func TestRenewedCertificateServedWithoutRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := ssetest.StartTLS(t, broadcast.Options{}, server.Options{}, certs.TLSConfig(), oldRoots)
+	srv := ssetest.StartTLS(t, broadcast.Options{}, server.Options{Certificate: certs}, certs.TLSConfig(), oldRoots)
+	metrics := func() (expiry, failures float64) {
+		m := ssetest.Scrape(t, srv.Admin+"/metrics")
+		return m.Samples["event_dispatcher_tls_certificate_expiry_timestamp_seconds"], m.Samples["event_dispatcher_tls_certificate_reload_failures_total"]
+	}
+	if expiry, failures := metrics(); int64(expiry) != certs.NotAfter().Unix() || certs.NotAfter().IsZero() || failures != 0 {
+		t.Errorf("metrics: expiry %v, failures %v; want %d and 0", expiry, failures, certs.NotAfter().Unix())
+	}
 	// A listener on the first certificate's connection lives through the
 	// renewal: connections are not cut.
 	listener := ssetest.Subscribe(t, srv.Client, srv.URL+"/events", nil)
@@ -88,6 +95,9 @@ func TestRenewedCertificateServedWithoutRestart(t *testing.T) {
 	servedBy(t, srv.URL, oldRoots)
 	if n := bytes.Count([]byte(logs.String()), []byte("do not load")); n != 1 {
 		t.Errorf("the same bad pair logged %d times, want once:\n%s", n, logs)
+	}
+	if _, failures := metrics(); failures != 1 {
+		t.Errorf("reload failures metric %v, want 1", failures)
 	}
 
 	// The renewal completes.
@@ -110,11 +120,16 @@ func TestRenewedCertificateServedWithoutRestart(t *testing.T) {
 		t.Errorf("no reload logged:\n%s", logs)
 	}
 
+	renewed := certs.NotAfter()
+
 	// A key that matches nothing: the renewed certificate stays.
 	copyFile(t, otherKey, keyFile)
 	time.Sleep(5 * every)
 	if got := servedBy(t, srv.URL, newRoots); got != "second" {
 		t.Errorf("served %q after a bad key, want second kept", got)
+	}
+	if expiry, failures := metrics(); int64(expiry) != renewed.Unix() || failures != 2 {
+		t.Errorf("metrics: expiry %v, failures %v; want %d and 2", expiry, failures, renewed.Unix())
 	}
 
 	ev := []byte(`{"after":"renewal"}`)
