@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 
 	"event-dispatcher/pkg/access"
+	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/config"
 	"event-dispatcher/pkg/grpcapi"
 	"event-dispatcher/pkg/publish"
@@ -24,7 +25,7 @@ type grpcServer struct {
 
 // startGRPC listens on the gRPC port and serves the event service there,
 // its events through the publish path's "grpc" door.
-func startGRPC(cfg config.Config, path *publish.Path, policy access.Policy, log zerolog.Logger) (grpcServer, error) {
+func startGRPC(cfg config.Config, hub *broadcast.Hub, path *publish.Path, policy access.Policy, log zerolog.Logger) (grpcServer, error) {
 	addr := cfg.GRPCAddr()
 	if addr == "" {
 		return grpcServer{}, nil
@@ -35,6 +36,7 @@ func startGRPC(cfg config.Config, path *publish.Path, policy access.Policy, log 
 	}
 	srv := grpcapi.New(grpcapi.Options{
 		Door:          path.Door("grpc"),
+		Hub:           hub,
 		ClientIPField: cfg.ClientIPField,
 		MaxEventBytes: cfg.MaxBodyBytes,
 		Access:        policy,

@@ -37,6 +37,10 @@ func TestGRPCPushEventWithPublisherTokens(t *testing.T) {
 	defer conn.Close()
 	client := eventservicepb.NewEventServiceClient(conn)
 	stream := ssetest.Subscribe(t, http.DefaultClient, base+"/events?source=/shop", nil)
+	sub, err := client.Subscribe(context.Background(), &eventservicepb.SubscribeRequest{Filter: map[string]string{"source": "/shop"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	req := &eventservicepb.PushEventRequest{Id: "1", Source: "/shop", Type: "t", Specversion: "1.0", Data: []byte(`{"a":1}`)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -51,6 +55,9 @@ func TestGRPCPushEventWithPublisherTokens(t *testing.T) {
 	want := `{"specversion":"1.0","id":"1","source":"/shop","type":"t","datacontenttype":"application/json","data":{"a":1}}`
 	if got := stream.NextData(t, ctx); got != want {
 		t.Fatalf("listener got %s, want %s", got, want)
+	}
+	if ev, err := sub.Recv(); err != nil || ev.GetJson() != want {
+		t.Fatalf("gRPC subscriber got %v, %v; want %s", ev, err, want)
 	}
 	r, err := http.Post(base+"/events", "application/cloudevents+json", strings.NewReader(`{"specversion":"1.0","id":"2","source":"/shop","type":"t"}`))
 	if err != nil {
@@ -74,5 +81,11 @@ func TestGRPCPushEventWithPublisherTokens(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	p.exitedCleanly(t, 30*time.Second, "the gRPC server")
+	p.exitedCleanly(t, 30*time.Second, "the gRPC server or its subscriber")
+	if ev, err := sub.Recv(); err != nil || ev.GetJson() != `{"source":"/shop","player":1}` {
+		t.Fatalf("gRPC subscriber got %v, %v; want the player's event", ev, err)
+	}
+	if _, err := sub.Recv(); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("gRPC subscriber at shutdown: %v, want Unavailable: server shutting down", err)
+	}
 }

@@ -28,12 +28,12 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"event-dispatcher/pkg/access"
+	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/cloudevents"
 	"event-dispatcher/pkg/grpcapi/eventservicepb"
 	"event-dispatcher/pkg/publish"
@@ -45,12 +45,13 @@ const Pushed = "Event pushed successfully"
 
 // Options are the Server's dependencies and settings.
 type Options struct {
-	Door          *publish.Door // where pushed events go: the publish path's "grpc" door
-	ClientIPField string        // CLIENT_IP_FIELD: the CloudEvents check leaves it alone
+	Door          *publish.Door  // where pushed events go: the publish path's "grpc" door
+	Hub           *broadcast.Hub // where Subscribe listens; nil: Unimplemented
+	ClientIPField string         // CLIENT_IP_FIELD: the CloudEvents check leaves it alone
 	// MaxEventBytes bounds a request message and the event it becomes
 	// (MAX_BODY_BYTES). Zero means 64 KiB.
 	MaxEventBytes int64
-	Access        access.Policy // Publishers (PUBLISH_TOKENS), Publish (per-IP rate), AnonymizeIP
+	Access        access.Policy // Publishers, Publish (per-IP rate), AnonymizeIP for PushEvent; Listeners, Streams for Subscribe
 	Logger        zerolog.Logger
 }
 
@@ -161,25 +162,7 @@ func (s *Server) admit(ctx context.Context, ip netip.Addr) error {
 			return status.Error(codes.ResourceExhausted, "too many events from this address; retry in "+strconv.Itoa(secs)+" s")
 		}
 	}
-	auth := s.opts.Access.Publishers
-	if !auth.Required() {
-		return nil
-	}
-	var authz string
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get("authorization"); len(v) > 0 {
-			authz = v[0]
-		}
-	}
-	token, bearer := access.BearerToken(authz)
-	err := auth.Check(token)
-	if !bearer {
-		err = access.ErrInvalid
-	}
-	if err != nil {
-		return status.Error(codes.Unauthenticated, err.Error())
-	}
-	return nil
+	return checkToken(ctx, s.opts.Access.Publishers)
 }
 
 // eventIP is the address CLIENT_IP_FIELD writes: the TCP peer (a gRPC

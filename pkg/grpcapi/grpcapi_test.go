@@ -45,14 +45,26 @@ type service struct {
 
 func start(t *testing.T, opts grpcapi.Options) *service {
 	t.Helper()
+	return startWith(t, broadcast.Options{}, opts)
+}
+
+// startWith is start with a hub made from hubOpts (a minute of MaxLag
+// unless set).
+func startWith(t *testing.T, hubOpts broadcast.Options, opts grpcapi.Options) *service {
+	t.Helper()
 	quiet := zerolog.New(io.Discard)
-	hub, err := broadcast.New(broadcast.Options{Logger: quiet, MaxLag: time.Minute})
+	hubOpts.Logger = quiet
+	if hubOpts.MaxLag == 0 {
+		hubOpts.MaxLag = time.Minute
+	}
+	hub, err := broadcast.New(hubOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := publish.New(publish.Options{Hub: hub})
 	hs := httptest.NewServer(server.New(server.Options{Hub: hub, Logger: quiet, MaxBodyBytes: 64 << 10, BodyReadTimeout: 10 * time.Second, Publish: path}))
 	opts.Door = path.Door("grpc")
+	opts.Hub = hub
 	opts.Logger = quiet
 	rpc := grpcapi.New(opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"fmt"
 	"net/url"
 	"strings"
 
@@ -20,12 +19,6 @@ func reserved(name string) bool {
 	return false
 }
 
-// Bounds on one listener's filter, so that matching stays cheap per event.
-const (
-	maxFilterFields = 16
-	maxFilterValues = 256
-)
-
 // parseFilter reads the filters of GET /events?event_name=START,ERROR&session_id=abc:
 // each parameter other than the reserved ones names a top-level field, its
 // comma-separated values are alternatives, and fields AND together. A field
@@ -33,9 +26,7 @@ const (
 // they are unescaped, so %2C is a comma inside a value. nil means no
 // filter. The error's text is safe to show to the client.
 func parseFilter(rawQuery string) (*broadcast.Filter, error) {
-	var terms []broadcast.Term
-	index := map[string]int{}
-	values := 0
+	var spec broadcast.FilterSpec
 	for pair := range strings.SplitSeq(rawQuery, "&") {
 		if pair == "" {
 			continue
@@ -47,31 +38,18 @@ func parseFilter(rawQuery string) (*broadcast.Filter, error) {
 			return nil, errors.New("filter: malformed query string")
 		case reserved(name):
 			continue
-		case name == "":
-			return nil, errors.New("filter: a parameter has no field name")
 		}
-		i, seen := index[name]
-		if !seen {
-			if len(terms) == maxFilterFields {
-				return nil, fmt.Errorf("filter: more than %d fields", maxFilterFields)
-			}
-			i = len(terms)
-			index[name] = i
-			terms = append(terms, broadcast.Term{Field: name})
-		}
+		var values []string
 		for raw := range strings.SplitSeq(rawValues, ",") {
 			v, err := url.QueryUnescape(raw)
-			switch {
-			case err != nil:
+			if err != nil {
 				return nil, errors.New("filter: malformed query string")
-			case v == "":
-				return nil, fmt.Errorf("filter %q: empty value (use comma-separated values)", name)
-			case values == maxFilterValues:
-				return nil, fmt.Errorf("filter: more than %d values", maxFilterValues)
 			}
-			values++
-			terms[i].Values = append(terms[i].Values, v)
+			values = append(values, v)
+		}
+		if err := spec.Add(name, values...); err != nil {
+			return nil, err
 		}
 	}
-	return broadcast.NewFilter(terms...), nil
+	return spec.Filter(), nil
 }
