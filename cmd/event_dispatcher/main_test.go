@@ -327,12 +327,8 @@ func TestMistakesExplained(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{"origin without scheme", nil, []string{"CORS_ALLOWED_ORIGINS=a.example"},
-			`CORS_ALLOWED_ORIGINS: "a.example" is not an origin; use scheme://host[:port], such as https://player.example`},
-		{"wildcard in a list", nil, []string{"CORS_ALLOWED_ORIGINS=*,https://a.example"},
-			"CORS_ALLOWED_ORIGINS: * allows any origin and cannot be combined with a list; use * alone, or list the origins"},
-		{"wildcard subdomain", nil, []string{"CORS_ALLOWED_ORIGINS=https://*.a.example"},
-			`CORS_ALLOWED_ORIGINS: "https://*.a.example" is not an origin; use scheme://host[:port], such as https://player.example: wildcards are not supported; list each origin, or use * alone`},
+		{"origins set but empty", nil, []string{"CORS_ALLOWED_ORIGINS= , "},
+			"CORS_ALLOWED_ORIGINS: is empty; list origins, or use * to allow any"},
 		{"duration without unit", nil, []string{"HEARTBEAT_INTERVAL=5"},
 			`HEARTBEAT_INTERVAL: "5" is not a duration; use a number with a unit, such as 5s or 500ms`},
 		{"size with a unit", nil, []string{"MAX_BODY_BYTES=64k"},
@@ -350,6 +346,33 @@ func TestMistakesExplained(t *testing.T) {
 				t.Errorf("stderr:\n%s\nwant:\nevent_dispatcher: %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// Configurations a release before accepted keep starting: a risky one
+// with a warning naming the variable.
+func TestReleasedConfigurationsStart(t *testing.T) {
+	for _, env := range [][]string{
+		{"CORS_ALLOWED_ORIGINS=*,https://a.example"},
+		{"CORS_ALLOWED_ORIGINS=a.example"},
+		{"SHUTDOWN_TIMEOUT=5s"},
+	} {
+		p := startProcess(t, nil, append([]string{"PORT=0"}, env...)...)
+		p.listening(t)
+		name, _, _ := strings.Cut(env[0], "=")
+		recs := p.stdout.records("risky setting")
+		if len(recs) == 0 {
+			t.Errorf("%v: no risky setting line", env)
+		}
+		for _, r := range recs {
+			if r["variable"] != name {
+				t.Errorf("%v: risky setting %v, want it to name %s", env, r, name)
+			}
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		p.exitedCleanly(t, 30*time.Second, "nothing")
 	}
 }
 

@@ -116,6 +116,9 @@ func (c Config) AdminAddr() string {
 	return net.JoinHostPort(c.AdminHost, c.AdminPort)
 }
 
+// defaultAdminPort is ADMIN_PORT's default.
+const defaultAdminPort = "9569"
+
 // AdminOff is the ADMIN_PORT value that disables the admin listener, and
 // the GRPC_PORT value (the default) that disables gRPC.
 const AdminOff = "off"
@@ -233,10 +236,10 @@ func (c *Config) validate(fromFlag bool) error {
 	if !plainField(c.ClientIPField) {
 		bad("CLIENT_IP_FIELD", "must be a plain field name")
 	}
-	var originErrs []error
-	c.AllowOrigins, originErrs = parseOrigins(c.CORSAllowedOrigins)
-	for _, err := range originErrs {
-		bad("CORS_ALLOWED_ORIGINS", "%w", err)
+	var originErr error
+	c.AllowOrigins, _, originErr = parseOrigins(c.CORSAllowedOrigins)
+	if originErr != nil {
+		bad("CORS_ALLOWED_ORIGINS", "%w", originErr)
 	}
 	c.TrustedNets = nil
 	for _, s := range c.TrustedProxyCIDRs {
@@ -430,7 +433,14 @@ func portOrOff(v *string, name string, bad func(name, format string, a ...any)) 
 // delay.
 func (c *Config) validateOps(bad func(name, format string, a ...any)) {
 	if portOrOff(&c.AdminPort, "ADMIN_PORT", bad) && c.AdminPort == c.Port {
-		bad("ADMIN_PORT", "%s is also PORT: the admin listener needs its own port, or off", c.AdminPort)
+		if c.AdminPort == defaultAdminPort {
+			// Releases before the admin port ran on PORT=9569: such a
+			// deployment keeps starting, without the admin listener (a
+			// warning, see Risks).
+			c.AdminPort = AdminOff
+		} else {
+			bad("ADMIN_PORT", "%s is also PORT: the admin listener needs its own port, or off", c.AdminPort)
+		}
 	}
 	if portOrOff(&c.GRPCPort, "GRPC_PORT", bad) && (c.GRPCPort == c.Port || c.GRPCPort == c.AdminPort) {
 		bad("GRPC_PORT", "%s is taken by the HTTP or the admin listener: gRPC needs its own port, or off", c.GRPCPort)
@@ -461,6 +471,13 @@ func (c Config) Risks() []Risk {
 	// within WRITE_TIMEOUT may then lose the end of its stream.
 	if c.ShutdownTimeout <= c.WriteTimeout {
 		risks = append(risks, Risk{"SHUTDOWN_TIMEOUT", fmt.Sprintf("%s does not exceed WRITE_TIMEOUT %s: at shutdown a listener still taking its last events is cut at SHUTDOWN_TIMEOUT, possibly before it has them all", c.ShutdownTimeout, c.WriteTimeout)})
+	}
+	if c.Port == defaultAdminPort && c.AdminPort == AdminOff {
+		risks = append(risks, Risk{"ADMIN_PORT", "PORT is " + defaultAdminPort + ", the admin port's default: the admin listener is off; set ADMIN_PORT to a port of its own to have it"})
+	}
+	_, warnings, _ := parseOrigins(c.CORSAllowedOrigins)
+	for _, w := range warnings {
+		risks = append(risks, Risk{"CORS_ALLOWED_ORIGINS", w})
 	}
 	return risks
 }

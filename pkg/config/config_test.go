@@ -621,6 +621,15 @@ func TestAdminPort(t *testing.T) {
 	if _, _, err := load(t, map[string]string{"ADMIN_PORT": "0", "PORT": "0"}); err != nil {
 		t.Errorf("ADMIN_PORT=0 and PORT=0 pick two free ports: %v", err)
 	}
+	// Releases before the admin port ran with PORT=9569: that keeps
+	// starting, the admin listener off, with a warning.
+	cfg, _, err := load(t, map[string]string{"PORT": "9569"})
+	if err != nil || cfg.AdminAddr() != "" {
+		t.Errorf("PORT=9569: AdminAddr %q, %v; want it started without the admin listener", cfg.AdminAddr(), err)
+	}
+	if r := cfg.Risks(); len(r) != 1 || r[0].Name != "ADMIN_PORT" {
+		t.Errorf("PORT=9569: risks %v, want one naming ADMIN_PORT", r)
+	}
 }
 
 func TestDrainDelayNotNegative(t *testing.T) {

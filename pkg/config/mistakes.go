@@ -83,9 +83,12 @@ func parseOrigin(s string) (string, error) {
 }
 
 // parseOrigins reads CORS_ALLOWED_ORIGINS: nil for "*" (any origin), else
-// the listed origins, normalised.
-func parseOrigins(list []string) ([]string, []error) {
-	var origins []string
+// the listed origins, normalised. Releases before refused nothing here, so
+// what could be a mistake is a warning, leaving the deployment as open or
+// closed as it was then: an entry no browser could send (it matched no
+// request) is left out, and "*" in a list still means any origin. Only a
+// list naming nothing at all is refused: it must not mean any origin.
+func parseOrigins(list []string) (origins []string, warnings []string, err error) {
 	var errs []error
 	star := false
 	for _, o := range list {
@@ -102,16 +105,22 @@ func parseOrigins(list []string) ([]string, []error) {
 			}
 		}
 	}
+	for _, e := range errs {
+		warnings = append(warnings, e.Error()+"; left out")
+	}
 	switch {
 	case star && (len(origins) > 0 || len(errs) > 0):
-		return nil, []error{fmt.Errorf("* allows any origin and cannot be combined with a list; use * alone, or list the origins")}
+		return nil, []string{"* in a list allows any origin, as * alone does; list the origins without it to allow only them"}, nil
 	case star:
-		return nil, nil
+		return nil, nil, nil
 	case len(origins) == 0 && len(errs) == 0:
 		// Fail closed: an empty list must not silently mean "any origin".
-		return []string{}, []error{fmt.Errorf("is empty; list origins, or use * to allow any")}
+		return []string{}, nil, fmt.Errorf("is empty; list origins, or use * to allow any")
+	case len(origins) == 0:
+		warnings = append(warnings, "no origin listed is one a browser sends: cross-origin requests are all refused")
+		return []string{}, warnings, nil
 	}
-	return origins, errs
+	return origins, warnings, nil
 }
 
 // NearMiss is an environment variable the service does not read but whose
