@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
-	"event-dispatcher/pkg/upstream"
+	"event-dispatcher/pkg/upstreamurl"
 )
 
 // maxUpstreams bounds UPSTREAM_URLS: each is a goroutine and a connection
@@ -26,13 +26,13 @@ func (c *Config) validateUpstreams() []error {
 		if u = strings.TrimSpace(u); u == "" {
 			continue
 		}
-		if err := upstream.CheckURL(u); err != nil {
+		if err := upstreamurl.Check(u); err != nil {
 			errs = append(errs, fmt.Errorf("UPSTREAM_URLS: URL %d: %w", i+1, err))
-		} else if slices.Contains(shown, upstream.Redact(u)) {
+		} else if slices.Contains(shown, upstreamurl.Redact(u)) {
 			// Shown alike in /health and the metrics; most likely the same feed.
-			errs = append(errs, fmt.Errorf("UPSTREAM_URLS: %q is listed twice: each event would be relayed twice", upstream.Redact(u)))
+			errs = append(errs, fmt.Errorf("UPSTREAM_URLS: %q is listed twice: each event would be relayed twice", upstreamurl.Redact(u)))
 		}
-		urls, shown = append(urls, u), append(shown, upstream.Redact(u))
+		urls, shown = append(urls, u), append(shown, upstreamurl.Redact(u))
 	}
 	if len(urls) > maxUpstreams {
 		errs = append(errs, fmt.Errorf("UPSTREAM_URLS: at most %d URLs, got %d", maxUpstreams, len(urls)))
@@ -49,7 +49,7 @@ func (c *Config) validateUpstreams() []error {
 		types = append(types, t)
 	}
 	c.UpstreamEventTypes = types
-	h, err := upstream.ParseHeaders(c.UpstreamHeaders)
+	h, err := upstreamurl.ParseHeaders(c.UpstreamHeaders)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("UPSTREAM_HEADERS: %w", err))
 	}
@@ -67,7 +67,7 @@ func (c *Config) validateUpstreams() []error {
 func redactURLs(urls []string) string {
 	out := make([]string, len(urls))
 	for i, u := range urls {
-		out[i] = upstream.Redact(u)
+		out[i] = upstreamurl.Redact(u)
 	}
 	return strings.Join(out, ",")
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"event-dispatcher/pkg/publish"
+	"event-dispatcher/pkg/upstreamurl"
 )
 
 type state int32
@@ -36,7 +37,7 @@ func (s state) String() string {
 // event id and the backoff; the counters are atomics that Stats reads.
 type feed struct {
 	url    string // as configured: may hold credentials, never logged
-	name   string // Redact(url)
+	name   string // upstreamurl.Redact(url)
 	opts   *Options
 	types  map[string]bool
 	door   *publish.Door
@@ -58,7 +59,7 @@ type feed struct {
 }
 
 func newFeed(i int, rawURL string, o *Options, types map[string]bool, door *publish.Door) *feed {
-	f := &feed{url: rawURL, name: Redact(rawURL), opts: o, types: types, door: door}
+	f := &feed{url: rawURL, name: upstreamurl.Redact(rawURL), opts: o, types: types, door: door}
 	f.log = o.Logger.With().Str("upstream", f.name).Int("upstream_index", i).Logger()
 	f.client = &http.Client{Transport: o.Transport, CheckRedirect: f.checkRedirect}
 	return f

@@ -25,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"event-dispatcher/pkg/publish"
+	"event-dispatcher/pkg/upstreamurl"
 )
 
 // Options configure a [Relay]. The zero value of every duration and limit
@@ -107,7 +108,7 @@ func New(opts Options, door *publish.Door) (*Relay, error) {
 	opts.fill()
 	var errs []error
 	for _, u := range opts.URLs {
-		if err := CheckURL(u); err != nil {
+		if err := upstreamurl.Check(u); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -157,7 +158,7 @@ func (r *Relay) Stats() []Stats {
 
 // Stats are one upstream's figures since start.
 type Stats struct {
-	URL             string `json:"url"`   // without credentials (see Redact)
+	URL             string `json:"url"`   // without credentials (see upstreamurl.Redact)
 	State           string `json:"state"` // connecting, connected, waiting (before a reconnect) or stopped
 	Events          uint64 `json:"events"`
 	Dropped         uint64 `json:"dropped"`           // the three below

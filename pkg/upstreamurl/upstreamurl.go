@@ -1,4 +1,8 @@
-package upstream
+// Package upstreamurl checks and shows the settings of the upstream SSE
+// feeds (UPSTREAM_URLS, UPSTREAM_HEADERS) without leaking their secrets. It
+// is apart from pkg/upstream so that the configuration can use it without
+// importing the relay.
+package upstreamurl
 
 import (
 	"encoding/json"
@@ -12,10 +16,10 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// CheckURL reports why s cannot be followed: it must be an absolute
+// Check reports why s cannot be followed: it must be an absolute
 // http(s) URL with a host and no fragment. The error never quotes the
 // URL's credentials.
-func CheckURL(s string) error {
+func Check(s string) error {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil:
