@@ -256,3 +256,57 @@ func TestPublishTokensGuardCloudEventsButNotThePlayersPath(t *testing.T) {
 		t.Fatalf("hub accepted %d events, want 2", got)
 	}
 }
+
+// An adversarial pass: inputs built to cost much or break the translation
+// get a precise answer, and the service keeps serving.
+func TestCloudEventsAdversarialInputs(t *testing.T) {
+	srv := ssetest.Start(t, broadcast.Options{QueueSize: 1 << 16}, server.Options{MaxBodyBytes: 16 << 20})
+	valid := `"specversion":"1.0","id":"1","source":"/s","type":"t"`
+	var attrs strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&attrs, `,"x%d":%d`, i, i)
+	}
+	var batch strings.Builder
+	const tiny = 100_000
+	batch.WriteByte('[')
+	for i := range tiny {
+		if i > 0 {
+			batch.WriteByte(',')
+		}
+		fmt.Fprintf(&batch, `{"specversion":"1.0","id":"%d","source":"/s","type":"t"}`, i)
+	}
+	batch.WriteByte(']')
+	cases := []struct {
+		name   string
+		header http.Header
+		body   string
+		status int
+	}{
+		{"a ce- header beyond the header limit", binary("", "Ce-Subject", strings.Repeat("%41", 8<<10)), ``, http.StatusRequestHeaderFieldsTooLarge},
+		{"thousands of attributes", ct(ceStructured), `{` + valid + attrs.String() + `}`, http.StatusOK},
+		{"thousands of attributes, the last a duplicate", ct(ceStructured), `{` + valid + attrs.String() + `,"x0":1}`, http.StatusBadRequest},
+		{"data nested 100k deep", ct(ceStructured), `{` + valid + `,"data":` + strings.Repeat("[", 100_000) + strings.Repeat("]", 100_000) + `}`, http.StatusBadRequest},
+		{"a batch nested 100k deep", ct(ceBatch), strings.Repeat("[", 100_000) + strings.Repeat("]", 100_000), http.StatusBadRequest},
+		{"a batch of 100k tiny events", ct(ceBatch), batch.String(), http.StatusOK},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := srv.Hub.Stats().EventsAccepted
+			r := pushCE(t, srv, c.header, c.body)
+			if r.Status != c.status {
+				t.Fatalf("answer %d %.200s, want %d", r.Status, r.Body, c.status)
+			}
+			if c.status == http.StatusOK && strings.Contains(c.name, "batch") {
+				if want := fmt.Sprintf(`"count":%d`, tiny); !strings.Contains(string(r.Body), want) {
+					t.Fatalf("answer %s, want %s", r.Body, want)
+				}
+				if got := srv.Hub.Stats().EventsAccepted - before; got != tiny {
+					t.Fatalf("hub accepted %d of the batch, want %d", got, tiny)
+				}
+			}
+		})
+	}
+	if r := pushCE(t, srv, ct(ceStructured), `{`+valid+`}`); r.Status != http.StatusOK {
+		t.Fatalf("after the adversarial pass: %d %s", r.Status, r.Body)
+	}
+}
