@@ -5,32 +5,32 @@
 // The path of one event:
 //
 //  1. [Hub.Publish] formats it once into a shared [frame], numbers it and
-//     stores it in the frame ring. It is refused (ErrBusy) when the oldest
-//     event still waiting for fan-out is older than MaxLag: the backlog is
-//     bounded in time, whatever the number of listeners.
+//     stores it in the frame ring. It is refused (ErrBusy) when the event
+//     would wait longer than MaxLag for fan-out: the backlog is bounded in
+//     time, whatever the number of listeners.
 //  2. The pump (pump.go) hands runs of up to [batchSize] sequence numbers to
 //     each shard in turn. A shard is one r3labs stream with its own fan-out
-//     goroutine, holding a part of the listeners.
-//  3. r3labs' loop for each subscriber writes what it prints into a
-//     [listener] (listener.go): an in-memory byte-capped queue that resolves
-//     the numbers to the shared frames and never blocks.
-//  4. A short-lived goroutine per listener drains that queue to the socket
-//     under a write deadline. A listener whose queue overflows or whose
-//     socket stalls is dropped instead of slowing the hub.
+//     goroutine, holding a part of the listeners. Everything that knows
+//     r3labs is in its adapter (r3labs.go).
+//  3. r3labs' loop for each subscriber prints each run into the listener's
+//     stand-in response (r3labs.go), which queues the matching shared frames
+//     in the [listener]'s byte-capped queue (listener.go); it never blocks.
+//     A frame leaves the ring once every listener has taken it.
+//  4. A short-lived goroutine per listener drains that queue to the client
+//     (sink.go for SSE, listen.go for [Hub.Listen]) under a write deadline.
+//     A listener whose queue overflows or whose client stalls is dropped
+//     instead of slowing the hub.
 package broadcast
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/r3labs/sse/v2"
 	"github.com/rs/zerolog"
 )
 
@@ -127,7 +127,7 @@ type Stats struct {
 type Hub struct {
 	opts Options
 	log  zerolog.Logger
-	sse  *sse.Server
+	fan  *fanout // r3labs, behind its adapter (r3labs.go)
 
 	// pubMu orders publishes: a frame's sequence number and its place in the
 	// ring are taken together. Close sets closed under it.
@@ -159,16 +159,9 @@ func New(opts Options) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := sse.New()
-	s.AutoReplay = false // its event log keeps every event forever
-	s.AutoStream = false
-	// Unbuffered: a hand-over succeeds only while the shard's goroutine is
-	// idle, so pending sign-ups and departures go first (see pump).
-	s.BufferSize = 0
-
 	ctx, stop := context.WithCancel(context.Background())
 	h := &Hub{
-		opts: opts, log: opts.Logger, sse: s, listeners: map[*listener]struct{}{}, stop: stop,
+		opts: opts, log: opts.Logger, fan: newFanout(), listeners: map[*listener]struct{}{}, stop: stop,
 		frames: newFrameRing(opts.QueueSize),
 	}
 	h.pump = newPump(h, opts)
@@ -276,7 +269,7 @@ func (h *Hub) Close(ctx context.Context) error {
 func (h *Hub) release() {
 	h.stop()
 	h.bg.Wait()
-	h.sse.Close()
+	h.fan.close()
 }
 
 // cutAll makes every listener's writes, pending and future, fail at
@@ -296,13 +289,6 @@ func (h *Hub) endAll(cause error) {
 	for l := range h.listeners {
 		l.cancel(cause)
 	}
-}
-
-// subscribe feeds w, the r3labs side of l, from the r3labs stream of
-// shard sh until ctx ends. The caller then calls sh.leave(l).
-func (h *Hub) subscribe(ctx context.Context, sh *shard, w http.ResponseWriter, l *listener) {
-	sh.join(l)
-	h.sse.ServeHTTP(w, sh.req.WithContext(ctx))
 }
 
 // releaseEvery is how often frames every listener has taken are released.
@@ -333,17 +319,5 @@ func (h *Hub) releaseFrames(ctx context.Context) {
 			h.frames.release(seq)
 		}
 		released = max(released, target)
-	}
-}
-
-// subscribeRequest is the request handed to r3labs for every subscription
-// to one stream. r3labs only reads the stream name, Last-Event-ID (absent:
-// nothing is replayed) and the context, so one read-only template per
-// shard serves everyone.
-func subscribeRequest(stream string) *http.Request {
-	return &http.Request{
-		Method: http.MethodGet,
-		URL:    &url.URL{RawQuery: "stream=" + stream},
-		Header: http.Header{},
 	}
 }

@@ -1,7 +1,6 @@
 package broadcast
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -74,33 +73,6 @@ func (h *Hub) newListener(w http.ResponseWriter, out sink, cancel context.Cancel
 	return l
 }
 
-// Header returns a new map each time: what r3labs sets there is discarded
-// (the caller set the real headers), and a map kept per listener would
-// cost every idle listener a few hundred bytes.
-func (l *listener) Header() http.Header { return http.Header{} }
-func (l *listener) WriteHeader(int)     {}
-
-// Write receives what r3labs prints for one batch, "id: \n",
-// "data: <first>-<last>\n", "\n", or for a heartbeat ": hb\n", "\n", and
-// queues the matching shared frames. The id line and the blank lines carry
-// nothing: there are no ids (nothing is replayed) and frames end with their
-// own blank line.
-func (l *listener) Write(p []byte) (int, error) {
-	switch {
-	case bytes.HasPrefix(p, []byte("data: ")):
-		first, last, ok := parseRange(p[len("data: "):])
-		if !ok {
-			l.drop(errUnreadable)
-			break
-		}
-		l.enqueueRange(first, last)
-		l.sh.took(l, last)
-	case bytes.HasPrefix(p, []byte(": ")):
-		l.enqueue(heartbeatFrame)
-	}
-	return len(p), nil
-}
-
 // enqueueRange queues the frames numbered first to last.
 func (l *listener) enqueueRange(first, last uint64) {
 	l.mu.Lock()
@@ -160,25 +132,6 @@ func (l *listener) kill(reason error) bool {
 	clear(l.pending)
 	l.dead, l.pending, l.bytes, l.reason = true, nil, 0, reason
 	return true
-}
-
-// Flush marks the end of one batch: start a drain unless one is running.
-// The first Flush comes from r3labs once the subscription is registered.
-func (l *listener) Flush() {
-	if !l.confirmed {
-		l.confirmed = true
-		l.sh.confirm(l)
-	}
-	l.mu.Lock()
-	start := !l.writing && !l.dead && len(l.pending) > 0
-	l.writing = l.writing || start
-	l.mu.Unlock()
-	if start {
-		// Add happens on the r3labs loop's goroutine, which is also the one
-		// that later calls drainer.Wait, so the two never race.
-		l.drainer.Add(1)
-		go l.drainFn()
-	}
 }
 
 // drain writes everything queued, in as few writes as possible, and exits

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/r3labs/sse/v2"
 )
 
 // The pump keeps r3labs responsive at saturation. r3labs gives each stream
@@ -179,7 +177,7 @@ type pump struct {
 	stall     time.Duration
 	heartbeat time.Duration
 	gateWait  time.Duration // gateTimeout; tests shorten it
-	hb        *sse.Event    // shared: r3labs does not modify events without replay
+	hb        handout       // shared by every heartbeat
 
 	handed       atomic.Uint64 // last sequence number handed to every shard
 	perBatch     atomic.Int64  // nanoseconds per batch handed to every shard over the last window, see pace
@@ -194,12 +192,12 @@ type pump struct {
 func newPump(h *Hub, opts Options) *pump {
 	p := &pump{
 		h: h, wakeC: make(chan struct{}, 1), limit: uint64(opts.QueueSize), maxLag: opts.MaxLag, window: paceWindow(opts.MaxLag),
-		stall: opts.StallAfter, heartbeat: opts.Heartbeat, gateWait: gateTimeout, hb: &sse.Event{Comment: []byte("hb")},
+		stall: opts.StallAfter, heartbeat: opts.Heartbeat, gateWait: gateTimeout, hb: heartbeatHandout(),
 	}
 	p.lastProgress.Store(time.Now().UnixNano())
 	for i := range opts.Shards {
 		id := "events-" + strconv.Itoa(i)
-		h.sse.CreateStream(id)
+		h.fan.createStream(id)
 		p.shards = append(p.shards, &shard{id: id, req: subscribeRequest(id), depth: gateDepth, gate: make(chan struct{}, 1), members: map[*listener]struct{}{}})
 	}
 	return p
@@ -344,7 +342,7 @@ func (p *pump) run(ctx context.Context) {
 			// the batch.
 			p.await(ctx, p.shards[0], gate)
 			last := min(p.h.seq.Load(), done+batchSize)
-			ev := &sse.Event{Data: appendRange(make([]byte, 0, 41), done+1, last)}
+			ev := batchHandout(done+1, last)
 			for _, sh := range p.shards {
 				p.await(ctx, sh, gate)
 				sh.open(last)
@@ -372,7 +370,7 @@ func (p *pump) run(ctx context.Context) {
 }
 
 // handAll hands an ungated event (a heartbeat) to every shard.
-func (p *pump) handAll(ctx context.Context, ev *sse.Event) {
+func (p *pump) handAll(ctx context.Context, ev handout) {
 	for _, sh := range p.shards {
 		if !p.hand(ctx, sh, ev) {
 			return
@@ -404,34 +402,6 @@ func (p *pump) await(ctx context.Context, sh *shard, t *time.Timer) {
 	}
 }
 
-// hand gives ev to the shard's goroutine: first only while it is idle, so
-// that waiting sign-ups and departures go first, then, after handPatience,
-// waiting its turn. False when ctx ended.
-func (p *pump) hand(ctx context.Context, sh *shard, ev *sse.Event) bool {
-	start := time.Now()
-	p.handStart.Store(start.UnixNano())
-	defer p.handStart.Store(0)
-	for try := 0; !p.h.sse.TryPublish(sh.id, ev); try++ {
-		if ctx.Err() != nil {
-			return false
-		}
-		switch {
-		case try < 8:
-			runtime.Gosched()
-		case time.Since(start) < handPatience:
-			time.Sleep(50 * time.Microsecond)
-		default:
-			// Returns once taken, or when the stream is closed (Hub.Close,
-			// after every listener is gone).
-			p.h.sse.Publish(sh.id, ev)
-			p.lastProgress.Store(time.Now().UnixNano())
-			return ctx.Err() == nil
-		}
-	}
-	p.lastProgress.Store(time.Now().UnixNano())
-	return true
-}
-
 // waitHanded waits until everything up to target has been handed to every
 // shard, or ctx ends.
 func (p *pump) waitHanded(ctx context.Context, target uint64) error {
@@ -447,36 +417,30 @@ func (p *pump) waitHanded(ctx context.Context, target uint64) error {
 	return nil
 }
 
-// appendRange appends "first-last", the batch r3labs carries.
-func appendRange(b []byte, first, last uint64) []byte {
-	b = strconv.AppendUint(b, first, 10)
-	b = append(b, '-')
-	return strconv.AppendUint(b, last, 10)
-}
-
-// parseRange reads the batch r3labs printed, "first-last", up to the
-// newline. Hand-rolled: it runs once per batch per listener and must not
-// allocate.
-func parseRange(b []byte) (first, last uint64, ok bool) {
-	first, rest, ok := parseUint(b)
-	if !ok || len(rest) == 0 || rest[0] != '-' {
-		return 0, 0, false
-	}
-	last, rest, ok = parseUint(rest[1:])
-	if !ok || (len(rest) > 0 && rest[0] != '\n') || last < first || last-first >= batchSize {
-		return 0, 0, false
-	}
-	return first, last, true
-}
-
-func parseUint(b []byte) (uint64, []byte, bool) {
-	var n uint64
-	i := 0
-	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-		if i == 19 {
-			return 0, nil, false
+// hand gives ev to the shard's goroutine: first only while it is idle, so
+// that waiting sign-ups and departures go first, then, after handPatience,
+// waiting its turn. False when ctx ended.
+func (p *pump) hand(ctx context.Context, sh *shard, ev handout) bool {
+	start := time.Now()
+	p.handStart.Store(start.UnixNano())
+	defer p.handStart.Store(0)
+	for try := 0; !p.h.fan.offer(sh.id, ev); try++ {
+		if ctx.Err() != nil {
+			return false
 		}
-		n = n*10 + uint64(b[i]-'0')
+		switch {
+		case try < 8:
+			runtime.Gosched()
+		case time.Since(start) < handPatience:
+			time.Sleep(50 * time.Microsecond)
+		default:
+			// Returns once taken, or when the stream is closed (Hub.Close,
+			// after every listener is gone).
+			p.h.fan.give(sh.id, ev)
+			p.lastProgress.Store(time.Now().UnixNano())
+			return ctx.Err() == nil
+		}
 	}
-	return n, b[i:], i > 0
+	p.lastProgress.Store(time.Now().UnixNano())
+	return true
 }
