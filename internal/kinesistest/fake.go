@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"sync"
 	"testing"
@@ -14,10 +15,11 @@ import (
 
 // Call is one PutRecords request the fake received.
 type Call struct {
-	At      time.Time
-	Records []Entry
-	Bytes   int // data and keys
-	Status  int // what the fake answered
+	At        time.Time
+	AccessKey string // of the request's signature
+	Records   []Entry
+	Bytes     int // data and keys
+	Status    int // what the fake answered
 }
 
 // Entry is one record of a call.
@@ -98,6 +100,9 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := Call{At: time.Now(), Records: in.Records}
+	if m := credential.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
+		c.AccessKey = m[1]
+	}
 	for _, e := range in.Records {
 		c.Bytes += len(e.Data) + len(e.Key)
 	}
@@ -136,6 +141,8 @@ func (f *Fake) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 	_ = json.NewEncoder(w).Encode(out)
 }
+
+var credential = regexp.MustCompile(`Credential=([^/]+)/`)
 
 func writeErr(w http.ResponseWriter, status int, code string) {
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -331,5 +332,81 @@ func TestCloseCountsWhatWasNotSent(t *testing.T) {
 	}
 	if logs.Count(`"not_sent":5`) != 1 {
 		t.Error("the count of events not sent is not logged")
+	}
+}
+
+// Credentials that expire every second, from the ECS task-role endpoint the
+// SDK reads (AWS_CONTAINER_CREDENTIALS_FULL_URI), and a stream that refuses
+// a signature made with expired ones (ExpiredTokenException), or with one
+// set in three before its time (clock skew, revocation): the SDK fetches
+// new credentials, what was refused is resent, and every event is accepted
+// once.
+func TestExpiringCredentialsAreRenewed(t *testing.T) {
+	f := kinesistest.NewFake(t)
+	var mu sync.Mutex
+	expiry := map[string]time.Time{} // access key → when the endpoint said it expires
+	early := map[string]bool{}       // access keys the stream takes as expired at once
+	issued := 0
+	creds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		issued++
+		key := fmt.Sprintf("AKIDROTATING%d", issued)
+		exp := time.Now().Add(time.Second)
+		expiry[key] = exp
+		early[key] = issued%3 == 0
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"AccessKeyId":%q,"SecretAccessKey":"s","Token":"t","Expiration":%q}`, key, exp.UTC().Format(time.RFC3339Nano))
+	}))
+	t.Cleanup(creds.Close)
+	f.Decide(func(n int, c kinesistest.Call) kinesistest.Answer {
+		mu.Lock()
+		defer mu.Unlock()
+		if exp, ok := expiry[c.AccessKey]; !ok || early[c.AccessKey] || time.Now().After(exp) {
+			return kinesistest.Answer{Status: http.StatusBadRequest, Code: "ExpiredTokenException"}
+		}
+		return kinesistest.Answer{}
+	})
+	kinesistest.Env(t, f.URL)
+	t.Setenv("AWS_ACCESS_KEY_ID", "") // no static credentials: the container endpoint's
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", creds.URL+"/creds")
+	client, err := kinesis.NewClient(context.Background(), "events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := kinesis.New(kinesis.Options{Stream: "events", Client: client, FlushInterval: 20 * time.Millisecond,
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	for i := range n { // over about 4 s: several credential lifetimes
+		s.Put(fmt.Appendf(nil, `{"i":%d}`, i))
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := closeWithin(t, s, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, e := range f.Accepted() {
+		got[string(e.Data)]++
+	}
+	for i := range n {
+		if ev := fmt.Sprintf(`{"i":%d}`, i); got[ev] != 1 {
+			t.Errorf("%s accepted %d times, want once", ev, got[ev])
+		}
+	}
+	keys := map[string]bool{}
+	for _, c := range f.Calls() {
+		if c.Status == http.StatusOK {
+			keys[c.AccessKey] = true
+		}
+	}
+	if len(keys) < 2 {
+		t.Errorf("calls accepted with %d credentials over 4 s of 1 s credentials", len(keys))
+	}
+	if s.Stats().FailedByCode["ExpiredTokenException"] == 0 {
+		t.Error("no call was refused for expired credentials: the test did not test")
 	}
 }
