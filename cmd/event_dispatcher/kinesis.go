@@ -21,7 +21,7 @@ func startKinesis(cfg config.Config, log zerolog.Logger) (*kinesis.Sink, error) 
 	// credentials endpoint; it never waits for Kinesis.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	client, err := kinesis.NewClient(ctx, cfg.KinesisStreamName)
+	client, err := kinesis.NewClient(ctx, cfg.KinesisStreamName, log)
 	if err != nil {
 		return nil, err
 	}

@@ -83,6 +83,15 @@ func TestKinesisForwardingThroughOutages(t *testing.T) {
 		}
 		return n, dropped
 	}
+	down := func() { // every replica has seen the outage: it is logged once each
+		t.Helper()
+		for i, r := range reps {
+			ssetest.Eventually(t, 30*time.Second, fmt.Sprintf("replica %d: kinesis down", i), func() (bool, string) {
+				h := r.kinesis(t)
+				return h.Kinesis == "down" && h.Status == "ok", fmt.Sprintf("%+v", h)
+			})
+		}
+	}
 	readBack := func(want int) {
 		t.Helper()
 		var got []kinesistest.Record
@@ -110,10 +119,7 @@ func TestKinesisForwardingThroughOutages(t *testing.T) {
 	// Down at start: accepted and delivered all the same.
 	post(0, 100, 10)
 	everyListenerHas(100)
-	ssetest.Eventually(t, 30*time.Second, "kinesis down", func() (bool, string) {
-		h := reps[0].kinesis(t)
-		return h.Kinesis == "down" && h.Status == "ok", fmt.Sprintf("%+v", h)
-	})
+	down()
 	// Up: the buffered events go, and new ones follow.
 	k.Restart()
 	k.CreateStream("events", 2)
@@ -131,6 +137,7 @@ func TestKinesisForwardingThroughOutages(t *testing.T) {
 	post(200, 500, 10000) // 1.5 MB for each 1 MiB buffer
 	everyListenerHas(500)
 	_, _ = put() // checks the bound
+	down()
 	k.Restart()
 	k.CreateStream("events", 1) // a new, empty stream
 	var sent, dropped uint64

@@ -12,6 +12,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/config"
 	kds "github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/smithy-go/logging"
+	"github.com/rs/zerolog"
 )
 
 // NewClient returns a Kinesis client configured the standard AWS way:
@@ -24,8 +26,15 @@ import (
 // The SDK's own retries are limited to one more attempt, without its
 // client-side retry quota: the sink resends with its own backoff and knows
 // which records failed, and a call's deadline bounds both attempts.
-func NewClient(ctx context.Context, stream string) (*kds.Client, error) {
+//
+// The SDK's own log lines (a response body not drained after a cut call,
+// a clock skew) go to log at debug level, as JSON like the rest.
+func NewClient(ctx context.Context, stream string, log zerolog.Logger) (*kds.Client, error) {
+	sdkLog := log.With().Str("component", "aws-sdk").Logger()
 	cfg, err := config.LoadDefaultConfig(ctx,
+		config.WithLogger(logging.LoggerFunc(func(_ logging.Classification, format string, v ...any) {
+			sdkLog.Debug().Msgf(format, v...)
+		})),
 		config.WithRetryer(func() aws.Retryer {
 			return retry.NewStandard(func(o *retry.StandardOptions) {
 				o.MaxAttempts = 2

@@ -167,7 +167,10 @@ func (s *Sink) Put(data []byte) {
 	r.data = append([]byte(nil), data...)
 	s.queue = append(s.queue, r)
 	s.buffered += n
-	ready := len(s.queue) >= MaxBatchRecords || s.buffered >= MaxBatchBytes
+	// Wake the loop once per batch that fills, not on every event past the
+	// first full one: a wake-up costs more than the rest of Put, and the
+	// loop takes every full batch it can when it runs.
+	ready := len(s.queue)%MaxBatchRecords == 0 || s.buffered/MaxBatchBytes != (s.buffered-n)/MaxBatchBytes
 	s.mu.Unlock()
 	if ready {
 		select {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	awskinesis "github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/rs/zerolog"
 
 	"event-dispatcher/internal/brokertest"
@@ -23,11 +25,11 @@ import (
 func newSink(t *testing.T, endpoint, stream string, tune func(*kinesis.Options)) (*kinesis.Sink, *brokertest.Log) {
 	t.Helper()
 	kinesistest.Env(t, endpoint)
-	client, err := kinesis.NewClient(context.Background(), stream)
+	logs := &brokertest.Log{}
+	client, err := kinesis.NewClient(context.Background(), stream, zerolog.New(logs))
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &brokertest.Log{}
 	opts := kinesis.Options{
 		Stream: stream, Client: client, FlushInterval: 20 * time.Millisecond,
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, CallTimeout: 5 * time.Second,
@@ -371,7 +373,7 @@ func TestExpiringCredentialsAreRenewed(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "") // no static credentials: the container endpoint's
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
 	t.Setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", creds.URL+"/creds")
-	client, err := kinesis.NewClient(context.Background(), "events")
+	client, err := kinesis.NewClient(context.Background(), "events", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,4 +411,36 @@ func TestExpiringCredentialsAreRenewed(t *testing.T) {
 	if s.Stats().FailedByCode["ExpiredTokenException"] == 0 {
 		t.Error("no call was refused for expired credentials: the test did not test")
 	}
+}
+
+// BenchmarkPut is what the publish path pays per event for forwarding: the
+// partition key and the copy into the buffer, with the batching loop
+// running beside it against a client that accepts every record at once
+// (no SDK, no network: bench-kinesis.sh measures the whole).
+func BenchmarkPut(b *testing.B) {
+	for _, field := range []string{"", "session_id"} {
+		b.Run("key="+map[string]string{"": "random", "session_id": "field"}[field], func(b *testing.B) {
+			s, err := kinesis.New(kinesis.Options{Stream: "events", Client: instantClient{}, KeyField: field, BufferBytes: 1 << 30})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ev := []byte(`{"event_name":"START","session_id":"6f1c2d3e-4b5a-6978-8a9b-0c1d2e3f4a5b","data":{"position":12.5,"url":"https://example.org/video/1234"},"user_ip":"203.0.113.7"}`)
+			b.SetBytes(int64(len(ev)))
+			b.ReportAllocs()
+			for b.Loop() {
+				s.Put(ev)
+			}
+			b.StopTimer()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_ = s.Close(ctx)
+		})
+	}
+}
+
+// instantClient accepts every record at once.
+type instantClient struct{}
+
+func (instantClient) PutRecords(_ context.Context, in *awskinesis.PutRecordsInput, _ ...func(*awskinesis.Options)) (*awskinesis.PutRecordsOutput, error) {
+	return &awskinesis.PutRecordsOutput{Records: make([]types.PutRecordsResultEntry, len(in.Records))}, nil
 }
