@@ -205,8 +205,10 @@ func resembles(name string, known []string) (string, bool) {
 	}
 	for _, k := range known {
 		// The same leading words (HEARTBEAT_PERIOD, CORS_ORIGINS), at least
-		// four letters of them: MAX_ and LOG_ are everybody's.
-		if p, ok := leadingWords(k); ok && strings.HasPrefix(upper, p) {
+		// four letters of them: MAX_ and LOG_ are everybody's. GRPC_ is
+		// gRPC's own (GRPC_GO_LOG_SEVERITY_LEVEL, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH):
+		// only a near spelling of GRPC_PORT is ours.
+		if p, ok := leadingWords(k); ok && p != "GRPC_" && strings.HasPrefix(upper, p) {
 			return k, true
 		}
 	}

@@ -96,11 +96,13 @@ func TestNearMisses(t *testing.T) {
 		"CLIENT_IP_HEADER=x",       // our leading words
 		"TLS_CERT_FIEL=x",          // two letters swapped
 		"TLS_KEYFILE=x",            // an underscore missing
+		"GRPC_PROT=50051",          // two letters swapped
 		// Not ours:
 		"PORT=1", "HEARTBEAT_INTERVAL=5s", "HOST=x", "PATH=/bin", "HOME=/root", "MAX_HEAP=1", "LOG_DIR=/tmp",
 		"GOMAXPROCS=2", "TERM=xterm", "LANG=C", "=weird", "NOEQUALS",
 		"CLIENT_ID=x", "CLIENT_SECRET=x", "KUBERNETES_SERVICE_PORT=443", "AWS_REGION=eu-west-1",
 		"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", "SSL_CERT_DIR=/etc/ssl/certs", // the trusted roots
+		"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=/etc/ssl/certs/ca-certificates.crt", "GRPC_GO_LOG_SEVERITY_LEVEL=info", // gRPC's own
 	}
 	got := map[string]string{}
 	for _, m := range NearMisses(env) {
@@ -110,7 +112,7 @@ func TestNearMisses(t *testing.T) {
 		"HEARTBEAT_INTERVL": "HEARTBEAT_INTERVAL", "HEARTBEAT_PERIOD": "HEARTBEAT_INTERVAL",
 		"MAX_SUBSCRIBER": "MAX_SUBSCRIBERS", "SHUTDOWN_TIMOEUT": "SHUTDOWN_TIMEOUT", "log_level": "LOG_LEVEL",
 		"CORS_ORIGINS": "CORS_ALLOWED_ORIGINS", "PORTS": "PORT", "CLIENT_IP_HEADER": "CLIENT_IP_FIELD",
-		"TLS_CERT_FIEL": "TLS_CERT_FILE", "TLS_KEYFILE": "TLS_KEY_FILE",
+		"TLS_CERT_FIEL": "TLS_CERT_FILE", "TLS_KEYFILE": "TLS_KEY_FILE", "GRPC_PROT": "GRPC_PORT",
 	}
 	for name, like := range want {
 		if got[name] != like {
