@@ -61,7 +61,8 @@ func (d *dispatcher) kill(t *testing.T) {
 func startBinary(t *testing.T, port string, env ...string) *dispatcher {
 	t.Helper()
 	d := &dispatcher{cmd: exec.Command(dispatcherBinary), exited: make(chan struct{}), stderr: &bytes.Buffer{}}
-	d.cmd.Env = append(append(os.Environ(), "PORT="+port, "ADMIN_PORT=0", "LOG_LEVEL=warn"), env...)
+	// MAX_FANOUT_LAG=1m: a loaded machine's lag must not refuse POSTs.
+	d.cmd.Env = append(append(os.Environ(), "PORT="+port, "ADMIN_PORT=0", "LOG_LEVEL=warn", "MAX_FANOUT_LAG=1m"), env...)
 	d.cmd.Stdout, d.cmd.Stderr = io.Discard, d.stderr
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -177,7 +178,7 @@ func TestServerKilledFails(t *testing.T) {
 func TestCleanRunPasses(t *testing.T) {
 	port := freePort(t)
 	startBinary(t, port)
-	rep, err := runJSON(t, guard(t), "-url", "http://127.0.0.1:"+port, "-listeners", "10", "-publishers", "2", "-events", "200")
+	rep, err := runJSON(t, guard(t), "-url", "http://127.0.0.1:"+port, "-listeners", "10", "-publishers", "2", "-events", "200", "-settle", "30s")
 	if err != nil || rep.Result.Deliveries.Delivered != 2000 || rep.Result.Deliveries.Lost != 0 {
 		t.Fatalf("err %v, deliveries %+v", err, rep.Result.Deliveries)
 	}
@@ -204,7 +205,7 @@ func TestRejectedListenerFails(t *testing.T) {
 			h, _ := ts.Health(t)
 			return h.Listeners == 0, fmt.Sprint(h.Listeners)
 		})
-		rep, _ := runJSON(t, guard(t), "-url", ts.URL, "-listeners", "3", "-publishers", "1", "-events", "50", "-max-loss", maxLoss)
+		rep, _ := runJSON(t, guard(t), "-url", ts.URL, "-listeners", "3", "-publishers", "1", "-events", "50", "-max-loss", maxLoss, "-settle", "30s")
 		if rep.Result == nil {
 			t.Fatalf("-max-loss %s: nothing published: %+v", maxLoss, rep)
 		}
@@ -272,7 +273,8 @@ func has(s seqSet, i uint64) bool {
 // terminal, and with -json they go to stderr so stdout is one object.
 func TestSettingsAndProgress(t *testing.T) {
 	ts := startDispatcher(t, broadcast.Options{})
-	args := []string{"-url", ts.URL, "-listeners", "2", "-publishers", "4", "-rate", "50", "-duration", "1500ms", "-progress", "100ms"}
+	args := []string{"-url", ts.URL, "-listeners", "2", "-publishers", "4", "-rate", "50", "-duration", "1500ms", "-progress", "100ms",
+		"-settle", "30s", "-min-rate", "0"} // a pass whatever the machine's speed
 	var out, errOut strings.Builder
 	if err := runMain(guard(t), args, &out, &errOut, terminals{}); err != nil {
 		t.Fatalf("%v\n%s", err, errOut.String())

@@ -38,6 +38,7 @@ type config struct {
 	ConnectTimeout time.Duration
 	ServerPIDs     []int
 	MaxLoss        float64       // percent
+	MinRate        float64       // percent of Rate that must be achieved
 	Progress       time.Duration // progress line period off a terminal; 0 = none
 	CPUProfile     string        // the tool's own profile
 
@@ -229,7 +230,7 @@ func run(ctx context.Context, cfg config, prog *progress) (*report, error) {
 			rep.Server.RSSAfterKB = s.RSSKB
 		}
 	}
-	rep.check(cfg.MaxLoss)
+	rep.check(cfg.MaxLoss, cfg.MinRate)
 	return rep, nil
 }
 

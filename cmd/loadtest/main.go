@@ -152,6 +152,7 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 30*time.Second, "time for one listener to connect and receive its first line")
 	fs.Var(listFlag[int]{&cfg.ServerPIDs, parsePID}, "server-pid", "`pids` of the server on this host (comma-separated for several processes, summed): report its CPU per event and RSS per listener from /proc")
 	fs.Float64Var(&cfg.MaxLoss, "max-loss", 0, "exit status 1 when lost, duplicate or out-of-order deliveries, failed POSTs (non-2xx or transport error) or failed listeners (refused, not 200, dropped) exceed this percentage of theirs")
+	fs.Float64Var(&cfg.MinRate, "min-rate", 90, "with -rate, exit status 1 when fewer than this percentage of it were accepted per second (publishers waiting on a slow server never applied the load asked for); 0 = no rate check")
 	fs.DurationVar(&cfg.Progress, "progress", 5*time.Second, "when the output is not a terminal, print a progress line this often (0 = never); on a terminal it is rewritten every second")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the load tool's own CPU profile to this file")
 	fs.BoolVar(&cfg.HTTP2, "http2", false, "listeners and publishers speak HTTP/2 only: over TLS (ALPN h2) to https:// URLs, cleartext with prior knowledge (h2c) to http://; listeners share connections (-streams-per-conn), the publishers one per replica")
@@ -205,9 +206,9 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 		cfg.PublishURL = u
 	}
 	switch {
-	case slices.ContainsFunc([]float64{cfg.Rate, cfg.MaxLoss, cfg.StartRate, cfg.Factor}, notFinite):
+	case slices.ContainsFunc([]float64{cfg.Rate, cfg.MaxLoss, cfg.MinRate, cfg.StartRate, cfg.Factor}, notFinite):
 		// NaN compares false with every bound: -max-loss NaN would pass any run.
-		return cfg, false, usageError(fs, "-rate, -max-loss, -start-rate and -factor must be finite numbers")
+		return cfg, false, usageError(fs, "-rate, -max-loss, -min-rate, -start-rate and -factor must be finite numbers")
 	case cfg.Listeners < 0 || cfg.Stall < 0 || cfg.StallRcvBuf < 0:
 		return cfg, false, usageError(fs, "-listeners, -stall and -stall-rcvbuf cannot be negative")
 	case cfg.Publishers < 1:
@@ -226,6 +227,8 @@ func parseFlags(args []string, stderr io.Writer) (config, bool, error) {
 		return cfg, false, usageError(fs, "-server-pid must be positive")
 	case cfg.MaxLoss < 0 || cfg.MaxLoss > 100:
 		return cfg, false, usageError(fs, "-max-loss is a percentage within [0, 100]")
+	case cfg.MinRate < 0 || cfg.MinRate > 100:
+		return cfg, false, usageError(fs, "-min-rate is a percentage within [0, 100]")
 	case cfg.Progress < 0:
 		return cfg, false, usageError(fs, "-progress cannot be negative")
 	case cfg.HTTP2 && (cfg.StreamsPerConn < 1 || cfg.Stall > 0):

@@ -168,6 +168,7 @@ type findMaxReport struct {
 // -max-loss.
 type checkReport struct {
 	MaxLossPct       float64  `json:"max_loss_pct"`
+	MinRatePct       float64  `json:"min_rate_pct"`       // of -rate; 0 = not checked
 	LossPct          float64  `json:"loss_pct"`           // lost / expected deliveries
 	FailedPostsPct   float64  `json:"failed_posts_pct"`   // rejected + transport errors / sent
 	MisdeliveredPct  float64  `json:"misdelivered_pct"`   // duplicates + out of order / delivered
@@ -180,11 +181,11 @@ type checkReport struct {
 
 // check fills in r.Check: the run passes when loss, duplicate or
 // out-of-order deliveries, failed POSTs and failed listeners are each at
-// most maxLoss percent, at least 90 % of -rate was achieved, it was not
-// interrupted and something was measured. A -find-max run passes when a
-// step passed (failing steps are its purpose).
-func (r *report) check(maxLoss float64) {
-	c := checkReport{MaxLossPct: maxLoss}
+// most maxLoss percent, at least minRate percent of -rate was achieved,
+// it was not interrupted and something was measured. A -find-max run
+// passes when a step passed (failing steps are its purpose).
+func (r *report) check(maxLoss, minRate float64) {
+	c := checkReport{MaxLossPct: maxLoss, MinRatePct: minRate}
 	fail := func(format string, args ...any) { c.Failures = append(c.Failures, fmt.Sprintf(format, args...)) }
 	c.AttemptListeners = r.Listeners + r.Stall
 	c.FailedListeners = r.Connect.Failed
@@ -217,10 +218,10 @@ func (r *report) check(maxLoss float64) {
 	if c.LossPct > maxLoss {
 		fail("loss %.3f%% > %g%%", c.LossPct, maxLoss)
 	}
-	if p != nil && r.FindMax == nil && p.TargetRate > 0 && p.AchievedRate < 0.9*p.TargetRate && !r.Interrupted {
+	if p != nil && r.FindMax == nil && p.TargetRate > 0 && p.AchievedRate < minRate/100*p.TargetRate && !r.Interrupted {
 		// Publishers waiting on a slow server: the load asked for was
 		// never applied, whatever else the figures say.
-		fail("achieved %.0f/s, under 90%% of the -rate %g/s", p.AchievedRate, p.TargetRate)
+		fail("achieved %.0f/s, under %g%% of the -rate %g/s (-min-rate)", p.AchievedRate, minRate, p.TargetRate)
 	}
 	if c.MisdeliveredPct > maxLoss {
 		fail("%d duplicate and %d out-of-order deliveries (%.3f%%) > %g%%",
@@ -418,7 +419,11 @@ func writeSettings(w io.Writer, cfg config) {
 		fmt.Fprintf(w, "scenario  disconnect: %d of the %d listeners close at once %s into publishing; survivors' latency per %s\n",
 			cfg.Listeners-cfg.Survivors, cfg.Listeners, cfg.Warmup, cfg.Window)
 	}
-	fmt.Fprintf(w, "check     fails when loss, duplicates or disorder, failed POSTs or failed listeners exceed %g%% (-max-loss)\n", cfg.MaxLoss)
+	fmt.Fprintf(w, "check     fails when loss, duplicates or disorder, failed POSTs or failed listeners exceed %g%% (-max-loss)", cfg.MaxLoss)
+	if cfg.Rate > 0 && cfg.MinRate > 0 && !cfg.FindMax {
+		fmt.Fprintf(w, ", or under %g%% of -rate is achieved (-min-rate)", cfg.MinRate)
+	}
+	fmt.Fprintln(w)
 }
 
 // writeText prints the human-readable summary; the settings were printed
