@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"event-dispatcher/internal/testenv"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/config"
@@ -654,7 +655,7 @@ func TestAppRunnerBuildScriptBuilds(t *testing.T) {
 func TestTerraformFormatted(t *testing.T) {
 	tf, err := exec.LookPath("terraform")
 	if err != nil {
-		t.Skip("terraform not on PATH")
+		testenv.Skip(t, "no terraform on PATH: deploy/ formatting unchecked")
 	}
 	cmd := exec.Command(tf, "fmt", "-check", "-recursive", "-diff", filepath.Join(repoRoot(t), "deploy"))
 	cmd.Env = append(os.Environ(), "CHECKPOINT_DISABLE=1")

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"event-dispatcher/internal/testenv"
 )
 
 // npmPackages installs the locked npm packages of testdata/npm (the
@@ -23,16 +26,9 @@ import (
 // elsewhere.
 func npmPackages(t *testing.T) string {
 	t.Helper()
-	unavailable := func(format string, a ...any) {
-		t.Helper()
-		if os.Getenv("CI") != "" {
-			t.Fatalf(format, a...)
-		}
-		t.Skipf(format+" (skipped outside CI)", a...)
-	}
 	for _, tool := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			unavailable("the EventSource test needs Node.js 20 or later and npm: %v", err)
+			testenv.Missing(t, fmt.Sprintf("the EventSource test needs Node.js 20 or later and npm: %v", err))
 		}
 	}
 	dir := t.TempDir()
@@ -53,7 +49,8 @@ func npmPackages(t *testing.T) string {
 	install := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts")
 	install.Dir = dir
 	if out, err := install.CombinedOutput(); err != nil {
-		unavailable("npm ci (the eventsource package from the npm registry): %v\n%s", err, out)
+		t.Logf("npm ci:\n%s", out)
+		testenv.Missing(t, fmt.Sprintf("npm ci failed, the npm registry out of reach? (the eventsource package): %v", err))
 	}
 	return dir
 }

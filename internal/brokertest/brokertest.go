@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"event-dispatcher/internal/testenv"
 )
 
 // Server is one broker process. Its methods are for the test's goroutine.
@@ -79,10 +81,7 @@ func find(t testing.TB, name, pkg string) string {
 			return p
 		}
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI needs %s (Debian package %s, which .ci/run installs): %v", name, pkg, err)
-	}
-	t.Skipf("skipped: no %s on this machine (apt-get install %s, or run .ci/run)", name, pkg)
+	testenv.Missing(t, fmt.Sprintf("no %s on this machine (apt-get install %s, or run .ci/run)", name, pkg))
 	return ""
 }
 

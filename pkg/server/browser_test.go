@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"event-dispatcher/internal/ssetest"
+	"event-dispatcher/internal/testenv"
 	"event-dispatcher/pkg/access"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/server"
@@ -175,10 +176,7 @@ func TestBrowserCrossOrigin(t *testing.T) {
 func startChromium(t *testing.T, flags ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI needs Chromium at %s (.ci/run installs it): %v", chromiumPath, err)
-		}
-		t.Skipf("no Chromium at %s (.ci/run installs it): %v", chromiumPath, err)
+		testenv.Missing(t, fmt.Sprintf("no Chromium at %s (apt-get install chromium, or run .ci/run)", chromiumPath))
 	}
 	output := &lockedBuffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
