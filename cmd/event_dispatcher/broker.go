@@ -40,3 +40,13 @@ func startBroker(cfg config.Config, hub *broadcast.Hub, log zerolog.Logger) (ser
 	}
 	return b, b.Close, nil
 }
+
+// withOrigin adds to a log line the replica's origin id, which every line
+// of its broker link carries, so that the start-up line tells which
+// replica's broker lines are whose.
+func withOrigin(ev *zerolog.Event, relay server.Broker) *zerolog.Event {
+	if b, ok := relay.(*broker.Broker); ok {
+		return ev.Str("origin", b.Origin())
+	}
+	return ev
+}

@@ -141,7 +141,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	defer stopBg()
 	go srv.LogCounters(bg, time.Minute)
 	go reclaimMemory(bg, hub, log)
-	log.Info().Str("version", version).Str("addr", ln.Addr().String()).Str("admin_addr", admin.addr()).Str("grpc_addr", rpc.addr()).
+	withOrigin(log.Info().Str("version", version).Str("addr", ln.Addr().String()).Str("admin_addr", admin.addr()).Str("grpc_addr", rpc.addr()), relay).
 		Object("config", cfg).Msg("event dispatcher listening")
 	if ready != nil {
 		ready <- ln.Addr().String()

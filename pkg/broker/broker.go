@@ -238,11 +238,7 @@ func (b *Broker) run() {
 		cancel()
 		if err != nil {
 			b.state.Store(int32(Down))
-			ev := b.log.Debug()
-			if failures == 0 {
-				ev = b.log.Warn()
-			}
-			ev.Err(err).Msg("cannot reach the broker; retrying")
+			b.outageEvent().Err(err).Msg("cannot reach the broker; retrying: " + localOnly)
 			failures++
 			if !b.sleep(backoff(failures, b.opts.MaxBackoff)) {
 				return
@@ -256,20 +252,39 @@ func (b *Broker) run() {
 		everConnected = true
 		b.connected(s)
 		err = b.serve(s)
+		if err != nil { // before events are dropped, so that this is the outage's warning
+			b.outageEvent().Err(err).Msg("lost the broker; reconnecting: " + localOnly)
+		}
 		b.state.Store(int32(Connecting))
 		s.close()
 		b.dropDown(b.out.clear()) // what the lost connection did not send is not sent later
 		if err == nil {
 			return
 		}
-		b.log.Warn().Err(err).Msg("lost the broker: events reach local listeners only until it is back")
 	}
+}
+
+// localOnly says what an outage means, in the one warning it logs.
+const localOnly = "events are delivered to this replica's listeners only and not sent to the others (counted in broker_dropped_down) until it is back"
+
+// outageEvent is a warning for the first thing that notices an outage (the
+// connection lost, an attempt to connect failed, an event not sent) and a
+// debug line for the others: one outage, one warning. Connecting again
+// ends the outage.
+func (b *Broker) outageEvent() *zerolog.Event {
+	if b.outageLogged.Swap(true) {
+		return b.log.Debug()
+	}
+	return b.log.Warn()
 }
 
 func (b *Broker) connected(s session) {
 	mp := s.maxPayload()
 	b.maxPayload.Store(mp)
-	ev := b.log.Info().Int64("max_payload", mp)
+	ev := b.log.Info()
+	if mp > 0 { // known: NATS tells it; Redis has no such limit within MAX_BODY_BYTES
+		ev = ev.Int64("max_payload", mp)
+	}
 	if b.outageLogged.Swap(false) {
 		ev = ev.Uint64("dropped_down_total", b.droppedDown.Load())
 	}
@@ -391,8 +406,8 @@ func (b *Broker) dropDown(n int) {
 		return
 	}
 	b.droppedDown.Add(uint64(n))
-	if !b.outageLogged.Swap(true) {
-		b.log.Warn().Msg("broker unreachable: events are delivered to this replica's listeners only and not sent to the others (counted in broker_dropped_down) until it is back")
+	if !b.outageLogged.Swap(true) { // not per event: nothing at all once the outage is logged
+		b.log.Warn().Msg("broker unreachable: " + localOnly)
 	}
 }
 
@@ -440,3 +455,7 @@ func (e *ending) end(err error) {
 
 func (e *ending) lost() <-chan struct{} { return e.ch }
 func (e *ending) cause() error          { return e.err }
+
+// Origin is this replica's id on the channel, as its log lines carry it
+// (field "origin").
+func (b *Broker) Origin() string { return string(b.origin[:]) }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,12 +49,21 @@ func dialNATS(servers, subject string, timeout time.Duration, name string, dropp
 			nats.FlusherTimeout(timeout),
 			nats.NoCallbacksAfterClientClose(),
 			nats.ClosedHandler(func(*nats.Conn) { s.end(errors.New("connection closed")) }),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { s.end(fmt.Errorf("disconnected: %w", err)) }),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				if err == nil { // the server closed the connection without saying why
+					err = errors.New("connection closed by the server")
+				}
+				s.end(fmt.Errorf("disconnected: %w", err))
+			}),
 			nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 				if sub != nil {
 					s.countDrops(sub) // a slow consumer: the first drop, at least
 				}
-				log.Warn().Err(err).Msg("NATS reports an error: events from other replicas may have been missed")
+				ev := log.Warn()
+				if connectionError(err) {
+					ev = log.Debug() // the connection is going: its loss is the outage's one warning
+				}
+				ev.Err(err).Msg("NATS reports an error: events from other replicas may have been missed")
 			}),
 		)
 		if err != nil {
@@ -106,6 +117,14 @@ func (s *natsSession) countDrops(sub *nats.Subscription) {
 		s.dropped.Add(uint64(n - s.dropsTaken))
 		s.dropsTaken = n
 	}
+}
+
+// connectionError reports whether err is the connection itself failing
+// (reset, closed), which the disconnect that follows reports, rather than
+// something the server or client refused (permissions, a slow consumer).
+func connectionError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
 }
 
 // maxPayload is the server's max_payload (1 MB by default).
