@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -48,11 +50,11 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		scheme = "https"
 		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // see above
 	}
-	url := scheme + "://" + net.JoinHostPort("127.0.0.1", cfg.Port) + "/health"
+	target := scheme + "://" + net.JoinHostPort("127.0.0.1", cfg.Port) + "/health"
 
 	ctx, cancel := context.WithTimeout(ctx, healthcheckTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
@@ -62,7 +64,15 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	client := &http.Client{Transport: tr}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("healthcheck: GET %s: %w", url, err)
+		// The client's error repeats the method and URL this one names.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer within %s", healthcheckTimeout)
+		}
+		return fmt.Errorf("healthcheck: GET %s: %w", target, err)
 	}
 	defer resp.Body.Close()
 	// The health body is a small JSON object; the cap keeps a wrong
@@ -70,7 +80,7 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	body := strings.TrimSpace(string(raw))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: GET %s: %s: %s", url, resp.Status, body)
+		return fmt.Errorf("healthcheck: GET %s: %s: %s", target, resp.Status, body)
 	}
 	fmt.Fprintf(stdout, "healthy: %s\n", body)
 	return nil

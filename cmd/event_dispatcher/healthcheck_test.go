@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http/httptest"
 	"net/url"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,14 @@ func TestHealthcheckFailsWhenNothingListens(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "127.0.0.1:"+port+"/health") {
 		t.Errorf("error %q does not name the probed URL", err)
+	}
+	// The binary, as the image's HEALTHCHECK runs it: the URL once, and why.
+	cmd := exec.Command(binary, "-healthcheck", "-port", port)
+	cmd.Env = childEnv()
+	out, err := cmd.CombinedOutput()
+	want := "event_dispatcher: healthcheck: GET http://127.0.0.1:" + port + "/health: dial tcp 127.0.0.1:" + port + ": connect: connection refused\n"
+	if err == nil || string(out) != want {
+		t.Errorf("binary: %v, output %q; want exit 1 and %q", err, out, want)
 	}
 }
 

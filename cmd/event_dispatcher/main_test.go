@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -458,6 +460,40 @@ func TestBusyPort(t *testing.T) {
 	}
 }
 
+// A second copy on one machine, given another -port only, finds the admin
+// port taken: the error says how to fix it, and -admin-port does.
+func TestSecondCopyNeedsItsOwnAdminPort(t *testing.T) {
+	first := startProcess(t, nil, "PORT=0")
+	rec, _ := first.listening(t)
+	_, admin, _ := net.SplitHostPort(rec["admin_addr"].(string))
+
+	second := startProcess(t, []string{"-port", "0"}, "ADMIN_PORT="+admin)
+	if code := second.exit(t, 30*time.Second); code == 0 {
+		t.Fatalf("second instance on admin port %s exited 0", admin)
+	}
+	stderr := second.stderr.String()
+	for _, want := range []string{"listen on admin port " + admin, "address already in use",
+		"each copy of the service on one machine needs its own admin port: set ADMIN_PORT (or -admin-port) to another port, 0 for a free one, or off"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+
+	third := startProcess(t, []string{"-port", "0", "-admin-port", "0"}, "ADMIN_PORT="+admin)
+	rec3, _ := third.listening(t)
+	if _, got, _ := net.SplitHostPort(rec3["admin_addr"].(string)); got == admin || got == "0" {
+		t.Errorf("-admin-port 0: admin address %v, want a free port of its own", rec3["admin_addr"])
+	}
+	for _, p := range []*process{first, third} {
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.exit(t, 30*time.Second); code != 0 {
+			t.Errorf("exit code %d; stderr:\n%s", code, p.stderr)
+		}
+	}
+}
+
 // The start-up line states the version, the real address and the effective
 // value of every variable.
 func TestStartupLineShowsEffectiveConfig(t *testing.T) {
@@ -660,4 +696,72 @@ func TestDrainDelayServesWhileHealthSaysDraining(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.exit(t, 20*time.Second)
+}
+
+// Seconds print rounded, as people read them: /health's uptime_seconds and
+// the logs' duration_s to the millisecond, took_s to the microsecond, never
+// a float64 sum such as 12.725999999999999. Many samples, each above a
+// second (below, the sum is exact): an unrounded figure prints short only
+// now and then.
+func TestSecondsPrintRounded(t *testing.T) {
+	p := startProcess(t, nil, "PORT=0")
+	_, base := p.listening(t)
+	var streams []io.Closer
+	for range 10 { // a duration_s each, once closed
+		resp, err := http.Get(base + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = resp.Body.Read(make([]byte, 64))
+		streams = append(streams, resp.Body)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	for _, s := range streams {
+		s.Close()
+		time.Sleep(3 * time.Millisecond)
+	}
+	ms := regexp.MustCompile(`^\d+(\.\d{1,3})?$`)
+	for range 20 {
+		resp, err := http.Get(base + "/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var h map[string]json.RawMessage
+		err = json.NewDecoder(resp.Body).Decode(&h)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"uptime_seconds", "fanout_lag_seconds"} {
+			if v := string(h[f]); !ms.MatchString(v) {
+				t.Errorf("/health %s %s, want whole milliseconds", f, v)
+			}
+		}
+		time.Sleep(7 * time.Millisecond)
+	}
+	ssetest.Eventually(t, 30*time.Second, "10 streams logged as ended", func() (bool, string) {
+		return len(p.stdout.records("listener disconnected")) == 10, ""
+	})
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.exitedCleanly(t, 30*time.Second, "nothing")
+	us := regexp.MustCompile(`^\d+(\.\d{1,6})?$`)
+	for _, c := range []struct {
+		msg, field string
+		re         *regexp.Regexp
+	}{{"listener disconnected", "duration_s", ms}, {"stopped", "took_s", us}} {
+		for _, line := range strings.Split(p.stdout.String(), "\n") {
+			if !strings.Contains(line, `"message":"`+c.msg+`"`) {
+				continue
+			}
+			var rec map[string]json.RawMessage
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatal(err)
+			}
+			if v := string(rec[c.field]); !c.re.MatchString(v) {
+				t.Errorf("%q: %s %s, not rounded", c.msg, c.field, v)
+			}
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -216,7 +217,9 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		log.Warn().Err(serr).Msg("serve")
 	}
-	log.Info().Float64("took_s", time.Since(start).Round(time.Microsecond).Seconds()).Msg("stopped") // a quiet shutdown takes under 1 ms
+	// Whole microseconds over 1e6: 0.001234, not a float64 sum's
+	// 0.0012340000000000001. A quiet shutdown takes under 1 ms.
+	log.Info().Float64("took_s", float64(time.Since(start).Microseconds())/1e6).Msg("stopped")
 	return nil
 }
 
@@ -282,6 +285,10 @@ func startAdmin(cfg config.Config, srv *server.Server, log zerolog.Logger) (admi
 		return adminServer{}, nil
 	}
 	raw, err := net.Listen("tcp", addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		// Most often a second copy on one machine, given another -port only.
+		return adminServer{}, fmt.Errorf("listen on admin port %s: %w; each copy of the service on one machine needs its own admin port: set ADMIN_PORT (or -admin-port) to another port, 0 for a free one, or off", cfg.AdminPort, err)
+	}
 	if err != nil {
 		return adminServer{}, fmt.Errorf("listen on admin port %s: %w", cfg.AdminPort, err)
 	}

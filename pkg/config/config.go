@@ -140,6 +140,7 @@ func Load(args []string, out io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("event_dispatcher", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned; usage goes to out, for -h only
 	port := fs.String("port", "", `listen port, e.g. 35420 or ":35420" (overrides PORT)`)
+	adminPort := fs.String("admin-port", "", "operators' port, e.g. 9570, 0 (a free one) or off (overrides ADMIN_PORT);\neach copy on one machine needs its own")
 	version := fs.Bool("version", false, "print the version and exit")
 	probe := fs.Bool("healthcheck", false, "as the first argument: GET /health of the instance on this host's port\n(PORT or -port after it) within 2 s; exit 0 on 200, else 1 with the reason")
 	fs.Usage = func() {}
@@ -167,16 +168,21 @@ func Load(args []string, out io.Writer) (Config, error) {
 	if *port != "" {
 		c.Port = *port
 	}
-	return c, c.validate(*port != "")
+	if *adminPort != "" {
+		c.AdminPort = *adminPort
+	}
+	return c, c.validate(*port != "", *adminPort != "")
 }
 
-func (c *Config) validate(fromFlag bool) error {
+// validate checks and normalises every setting; portFlag and adminFlag say
+// that -port and -admin-port gave those values, so errors name the flag.
+func (c *Config) validate(portFlag, adminFlag bool) error {
 	var errs []error
 	bad := func(name, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, a...)...))
 	}
 	portName := "PORT"
-	if fromFlag {
+	if portFlag {
 		portName = "-port"
 	}
 	c.Port = strings.TrimPrefix(strings.TrimSpace(c.Port), ":")
@@ -217,7 +223,11 @@ func (c *Config) validate(fromFlag bool) error {
 	if c.MaxStreamDuration < 0 {
 		bad("MAX_STREAM_DURATION", "must not be negative")
 	}
-	c.validateOps(bad)
+	adminName := "ADMIN_PORT"
+	if adminFlag {
+		adminName = "-admin-port"
+	}
+	c.validateOps(bad, adminName)
 	// One event of the largest size must fit in an empty listener queue, or
 	// it would drop every listener as too slow.
 	largest := int64(4096)
@@ -358,7 +368,7 @@ func distinct(s string) int {
 const tokenChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
 
 func usage(out io.Writer, fs *flag.FlagSet) {
-	fmt.Fprintf(out, "Usage:\n  event_dispatcher [-port PORT]               serve\n  event_dispatcher -healthcheck [-port PORT]  probe a running instance\n  event_dispatcher -version\n\nFlags:\n")
+	fmt.Fprintf(out, "Usage:\n  event_dispatcher [-port PORT] [-admin-port PORT|off]  serve\n  event_dispatcher -healthcheck [-port PORT]            probe a running instance\n  event_dispatcher -version\n\nFlags:\n")
 	fs.SetOutput(out)
 	fs.PrintDefaults()
 	fmt.Fprintf(out, "\nEnvironment variables:\n")
@@ -431,15 +441,15 @@ func portOrOff(v *string, name string, bad func(name, format string, a ...any)) 
 
 // validateOps checks the operability settings: the admin port and the drain
 // delay.
-func (c *Config) validateOps(bad func(name, format string, a ...any)) {
-	if portOrOff(&c.AdminPort, "ADMIN_PORT", bad) && c.AdminPort == c.Port {
-		if c.AdminPort == defaultAdminPort {
+func (c *Config) validateOps(bad func(name, format string, a ...any), adminName string) {
+	if portOrOff(&c.AdminPort, adminName, bad) && c.AdminPort == c.Port {
+		if c.AdminPort == defaultAdminPort && adminName == "ADMIN_PORT" {
 			// Releases before the admin port ran on PORT=9569: such a
 			// deployment keeps starting, without the admin listener (a
 			// warning, see Risks).
 			c.AdminPort = AdminOff
 		} else {
-			bad("ADMIN_PORT", "%s is also PORT: the admin listener needs its own port, or off", c.AdminPort)
+			bad(adminName, "%s is also PORT: the admin listener needs its own port, or off", c.AdminPort)
 		}
 	}
 	if portOrOff(&c.GRPCPort, "GRPC_PORT", bad) && (c.GRPCPort == c.Port || c.GRPCPort == c.AdminPort) {

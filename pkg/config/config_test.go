@@ -502,6 +502,25 @@ func TestPortFlagInvalid(t *testing.T) {
 	}
 }
 
+// -admin-port overrides ADMIN_PORT (a second copy on one machine), and an
+// invalid value is reported under the flag's name.
+func TestAdminPortFlag(t *testing.T) {
+	for arg, want := range map[string]string{"9570": "9570", ":9570": "9570", "0": "0", "OFF": "off"} {
+		c, _, err := load(t, map[string]string{"ADMIN_PORT": "9569"}, "-admin-port", arg)
+		if err != nil || c.AdminPort != want {
+			t.Errorf("-admin-port %q: AdminPort %q, err %v; want %q", arg, c.AdminPort, err, want)
+		}
+	}
+	if c, _, _ := load(t, nil, "-admin-port", "off"); c.AdminAddr() != "" {
+		t.Errorf("-admin-port off: admin address %q, want none", c.AdminAddr())
+	}
+	for _, args := range [][]string{{"-admin-port", "abc"}, {"-port", "3570", "-admin-port", "3570"}} {
+		if _, _, err := load(t, nil, args...); err == nil || !strings.HasPrefix(err.Error(), "-admin-port: ") {
+			t.Errorf("%q: error %v, want one naming -admin-port", args, err)
+		}
+	}
+}
+
 func TestBadArguments(t *testing.T) {
 	for _, args := range [][]string{{"-port"}, {"-verbose"}, {"serve"}, {"-port", "80", "extra"}} {
 		_, _, err := load(t, nil, args...)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math"
 	"net/http"
 	"runtime"
 	"time"
@@ -45,12 +46,14 @@ func (s *Server) handleHealth() http.Handler {
 			Stats:          s.opts.Hub.Stats(),
 			EventsRejected: s.rejected4xx(),
 			OriginsRefused: s.refused.total.Load(),
-			UptimeSeconds:  time.Since(s.started).Round(time.Millisecond).Seconds(),
+			UptimeSeconds:  roundMS(time.Since(s.started).Seconds()),
 			Goroutines:     runtime.NumGoroutine(),
 			Broker:         "none",
 			Upstreams:      s.opts.Upstreams(),
 			Kinesis:        "off",
 		}
+		body.FanoutLagSeconds = roundMS(body.FanoutLagSeconds)
+		body.FanoutWaitMaxSeconds = roundMS(body.FanoutWaitMaxSeconds)
 		if s.opts.Broker != nil { // local delivery works without it: not part of the status
 			st := s.opts.Broker.Stats()
 			body.Broker, body.brokerStats = st.State.String(), &st
@@ -69,6 +72,11 @@ func (s *Server) handleHealth() http.Handler {
 		writeJSON(w, code, body)
 	})
 }
+
+// roundMS rounds seconds to the millisecond, so that they print as 12.726,
+// not as the float64 sum 12.725999999999999 (a whole number of
+// milliseconds divided by 1000 is the float nearest the decimal).
+func roundMS(seconds float64) float64 { return math.Round(seconds*1000) / 1000 }
 
 // handleLive (/livez) answers 200 whenever the process serves requests,
 // overloaded, wedged or draining alike: restarting the process would only

@@ -60,7 +60,7 @@ func (s *Server) streamEnded(log zerolog.Logger, d time.Duration, sent broadcast
 	if errors.Is(cause, context.Canceled) { // the request's context: the client left
 		reason = "client went away"
 	}
-	e.Float64("duration_s", d.Round(time.Millisecond).Seconds()).
+	e.Float64("duration_s", roundMS(d.Seconds())).
 		Uint64("events", sent.Events).Uint64("bytes", sent.Bytes).
 		Str("reason", reason).Msg(msg)
 }
