@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"event-dispatcher/internal/ssetest"
 )
 
 // The built binary at LOG_LEVEL=debug, with listener tokens and a JWT key
@@ -72,6 +74,70 @@ func TestSecretsNeverLoggedAtDebug(t *testing.T) {
 	for what, secret := range map[string]string{"token": token, "JWT": signed, "JWT key": key} {
 		if strings.Contains(out, secret) {
 			t.Errorf("the %s appears in the output:\n%s", what, out)
+		}
+	}
+}
+
+// A listener refused with 401 leaves a line saying why (never the token),
+// once per reason and client per minute however often it retries.
+func TestRefusedListenerReasonLogged(t *testing.T) {
+	const key = "jwt-key-abcdefghijklmnopqrstuvwxyz0123"
+	p := startProcess(t, []string{"-port", "0"}, "LISTEN_JWT_SECRET="+key)
+	_, base := p.listening(t)
+	sign := func(method jwt.SigningMethod, k any, claims jwt.MapClaims) string {
+		s, err := jwt.NewWithClaims(method, claims).SignedString(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	future := time.Now().Add(time.Hour).Unix()
+	tokens := map[string]string{
+		"JWT expired":                "Bearer " + sign(jwt.SigningMethodHS256, []byte(key), jwt.MapClaims{"exp": time.Now().Add(-time.Hour).Unix()}),
+		"JWT without exp":            "Bearer " + sign(jwt.SigningMethodHS256, []byte(key), jwt.MapClaims{"sub": "x"}),
+		"JWT algorithm none refused": "Bearer " + sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, jwt.MapClaims{"exp": future}),
+		"JWT signature invalid (not signed with LISTEN_JWT_SECRET)": "Bearer " + sign(jwt.SigningMethodHS256, []byte(key+"x"), jwt.MapClaims{"exp": future}),
+		"missing token": "",
+	}
+	for range 3 { // retries: still one line per reason
+		for _, authz := range tokens {
+			req, err := http.NewRequest(http.MethodGet, base+"/events", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if authz != "" {
+				req.Header.Set("Authorization", authz)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Fatalf("status %d, want 401", resp.StatusCode)
+			}
+		}
+	}
+	ssetest.Eventually(t, 30*time.Second, "a line per reason", func() (bool, string) {
+		return len(p.stdout.records("listener refused: 401 (logged once per reason and client per minute)")) >= len(tokens), p.stdout.String()
+	})
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	p.exitedCleanly(t, 30*time.Second, "nothing")
+	got := map[string]int{}
+	for _, rec := range p.stdout.records("listener refused: 401 (logged once per reason and client per minute)") {
+		got[rec["reason"].(string)]++
+		if rec["client_ip"] != "127.0.0.1" {
+			t.Errorf("line %v: want client_ip 127.0.0.1", rec)
+		}
+	}
+	for reason, authz := range tokens {
+		if got[reason] != 1 {
+			t.Errorf("reason %q logged %d times, want once: %v", reason, got[reason], got)
+		}
+		if tok := strings.TrimPrefix(authz, "Bearer "); tok != "" && strings.Contains(p.stdout.String(), tok) {
+			t.Errorf("the token refused for %q appears in the log", reason)
 		}
 	}
 }

@@ -71,11 +71,32 @@ func TestAuthCheck(t *testing.T) {
 		{"JWT with a crit header", critical, access.ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := a.Check(tc.token); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			err := a.Check(tc.token)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 				t.Errorf("Check = %v, want %v", err, tc.want)
+			}
+			// The client is told "invalid token" and no more; the log, why.
+			if tc.want == access.ErrInvalid && (err.Error() != "invalid token" || access.Reason(err) != reasons[tc.name]) {
+				t.Errorf("Check = %q, reason %q; want \"invalid token\", reason %q", err, access.Reason(err), reasons[tc.name])
 			}
 		})
 	}
+}
+
+// reasons are what the server logs for each refused token of TestAuthCheck.
+var reasons = map[string]string{
+	"static token with a suffix":  "neither one of LISTEN_TOKENS nor a JWT",
+	"static token prefix":         "neither one of LISTEN_TOKENS nor a JWT",
+	"expired JWT":                 "JWT expired",
+	"JWT without exp":             "JWT without exp",
+	"JWT not yet valid":           "JWT not valid yet (nbf)",
+	"JWT with the wrong key":      "JWT signature invalid (not signed with LISTEN_JWT_SECRET)",
+	"alg none":                    "JWT algorithm none refused",
+	"HS512 with the right key":    "JWT algorithm not HS256",
+	"tampered payload":            "JWT signature invalid (not signed with LISTEN_JWT_SECRET)",
+	"the JWT key itself":          "neither one of LISTEN_TOKENS nor a JWT",
+	"JWT issued an hour from now": "JWT issued (iat) in the future",
+	"JWT with a crit header":      "JWT with a crit header",
 }
 
 // signedPayload base64url-encodes a JWT payload.

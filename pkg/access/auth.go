@@ -57,18 +57,41 @@ func NewAuth(tokens []string, jwtKey []byte) *Auth {
 func (a *Auth) Required() bool { return a != nil }
 
 // Check returns nil when token lets its holder listen, ErrMissing when it
-// is empty and ErrInvalid otherwise. Static tokens are compared in constant
-// time, every one of them each time.
+// is empty and otherwise an error that is ErrInvalid (errors.Is) and says
+// no more than ErrInvalid; [Reason] tells the server's log why. Static
+// tokens are compared in constant time, every one of them each time.
 func (a *Auth) Check(token string) error {
 	switch {
 	case a == nil:
 		return nil
 	case token == "":
 		return ErrMissing
-	case a.matchStatic(token), a.validJWT(token):
+	case a.matchStatic(token):
 		return nil
 	}
-	return ErrInvalid
+	return a.checkJWT(token)
+}
+
+// invalidToken is ErrInvalid with the reason, for the server's log only:
+// its message is ErrInvalid's, all the client is told.
+type invalidToken struct{ reason string }
+
+func (e *invalidToken) Error() string { return ErrInvalid.Error() }
+func (e *invalidToken) Unwrap() error { return ErrInvalid }
+
+// Reason says why Check refused a token, for the server's log: one of a
+// fixed set of phrases ("JWT expired", "JWT signature invalid", "JWT
+// algorithm none refused"...), never anything taken from the token. It
+// returns err's message for other errors, and "" for nil.
+func Reason(err error) string {
+	var it *invalidToken
+	switch {
+	case errors.As(err, &it):
+		return it.reason
+	case err != nil:
+		return err.Error()
+	}
+	return ""
 }
 
 func (a *Auth) matchStatic(token string) bool {
@@ -86,25 +109,58 @@ const MaxClockSkew = time.Minute
 
 var errCrit = errors.New("crit header: no extension is understood")
 
-// validJWT checks the signature, exp and nbf (the parser), iat, and that
+// checkJWT checks the signature, exp and nbf (the parser), iat, and that
 // the header asks for no extension: RFC 7515 (4.1.11) requires refusing a
 // token whose crit lists anything the recipient does not implement, and
-// this one implements none.
-func (a *Auth) validJWT(token string) bool {
-	if a.parser == nil || strings.Count(token, ".") != 2 {
-		return false
+// this one implements none. It returns nil or an *invalidToken.
+func (a *Auth) checkJWT(token string) error {
+	switch {
+	case a.parser == nil:
+		return &invalidToken{"not one of LISTEN_TOKENS (no LISTEN_JWT_SECRET for JWTs)"}
+	case strings.Count(token, ".") != 2:
+		return &invalidToken{"neither one of LISTEN_TOKENS nor a JWT"}
 	}
 	var claims jwt.RegisteredClaims
-	_, err := a.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+	parsed, err := a.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
 		if _, ok := t.Header["crit"]; ok {
 			return nil, errCrit
 		}
 		return a.jwtKey, nil
 	})
-	if err != nil {
-		return false
+	switch {
+	case err != nil:
+		return &invalidToken{jwtReason(parsed, err)}
+	case claims.IssuedAt != nil && claims.IssuedAt.After(time.Now().Add(MaxClockSkew)):
+		return &invalidToken{"JWT issued (iat) in the future"}
 	}
-	return claims.IssuedAt == nil || !claims.IssuedAt.After(time.Now().Add(MaxClockSkew))
+	return nil
+}
+
+// jwtReason names, from a fixed set, why the parser refused a JWT.
+func jwtReason(parsed *jwt.Token, err error) string {
+	alg := ""
+	if parsed != nil && parsed.Method != nil {
+		alg = parsed.Method.Alg()
+	}
+	switch {
+	case errors.Is(err, errCrit):
+		return "JWT with a crit header"
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return "JWT malformed"
+	case alg == jwt.SigningMethodNone.Alg():
+		return "JWT algorithm none refused"
+	case errors.Is(err, jwt.ErrTokenUnverifiable), (errors.Is(err, jwt.ErrTokenSignatureInvalid) && alg != jwt.SigningMethodHS256.Alg()):
+		return "JWT algorithm not HS256"
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return "JWT signature invalid (not signed with LISTEN_JWT_SECRET)"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "JWT without exp"
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return "JWT expired"
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return "JWT not valid yet (nbf)"
+	}
+	return "JWT claims invalid"
 }
 
 // BearerToken returns the token of an Authorization header value "Bearer

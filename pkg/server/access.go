@@ -25,10 +25,13 @@ func (s *Server) authorizeListener(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, bearer, r := takeToken(r)
 		err := auth.Check(token)
+		reason := access.Reason(err)
 		if !bearer && auth.Required() {
 			err = access.ErrInvalid // whatever the header holds, it is not a Bearer token
+			reason = "Authorization header not Bearer <token>"
 		}
 		if err != nil {
+			s.logRefusedListener(r, err, reason)
 			challenge := `Bearer realm="event-dispatcher"`
 			if errors.Is(err, access.ErrInvalid) {
 				challenge += `, error="invalid_token"`
@@ -74,6 +77,24 @@ func (s *Server) authorizePublisher(next http.Handler) http.Handler {
 		r2.Header.Del("Authorization")
 		next.ServeHTTP(w, r2)
 	})
+}
+
+// logRefusedListener says why a listener got 401, never with its token:
+// once per reason and client per minute (logLimit). A missing or expired
+// token is what a browser left open sends: info; the others (a bad
+// signature, alg none...) are a misconfigured client or a probe: warn.
+func (s *Server) logRefusedListener(r *http.Request, err error, reason string) {
+	ip := s.clientIP(r)
+	ok, unlogged := s.refusedAuth.allow(reason + " " + ip)
+	if !ok {
+		return
+	}
+	ev := s.opts.Logger.Warn()
+	if errors.Is(err, access.ErrMissing) || reason == "JWT expired" {
+		ev = s.opts.Logger.Info()
+	}
+	ev.Str("reason", reason).Str("client_ip", ip).Str("user_agent", r.UserAgent()).Uint64("refusals_not_logged", unlogged).
+		Msg("listener refused: 401 (logged once per reason and client per minute)")
 }
 
 // takeToken returns the listener token of r and a request without it: the

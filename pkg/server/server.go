@@ -84,6 +84,7 @@ type Server struct {
 	rejected       [numReasons]atomic.Uint64  // POSTs refused, by reason
 	streamsRefused [numRefusals]atomic.Uint64 // streams refused before they started, by reason
 	refused        refusedOrigins
+	refusedAuth    logLimit  // listeners refused with 401, logged by reason and client
 	bodies         sync.Pool // *bytes.Buffer for request bodies
 	metrics        *metrics
 	admin          http.Handler
