@@ -19,6 +19,9 @@ import (
 
 	"github.com/rs/zerolog"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"event-dispatcher/internal/testenv"
@@ -417,6 +420,61 @@ func TestMoreThanOneReplicaNeedsABroker(t *testing.T) {
 	}
 }
 
+// Only the dispatcher pods reach the example broker; the optional policy
+// for the dispatcher opens its public port to all and its admin port
+// (pprof) to the monitoring namespace only.
+func TestNetworkPolicies(t *testing.T) {
+	broker, err := decodeManifests(filepath.Join(repoRoot(t), "deploy", k8sDir, "broker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	main, err := decodeManifests(filepath.Join(repoRoot(t), "deploy", k8sDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := decodeManifests(filepath.Join(repoRoot(t), "deploy", k8sDir, "networkpolicy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(broker.Policies) != 1 || len(opt.Policies) != 1 || len(main.Policies) != 0 {
+		t.Fatalf("%d broker, %d optional, %d default policies; want 1, 1 and 0 (a default one would cut scrapers elsewhere)",
+			len(broker.Policies), len(opt.Policies), len(main.Policies))
+	}
+	dispatcher := main.Deployments[0].Spec.Template.Labels
+	selects := func(sel metav1.LabelSelector, labels map[string]string) bool {
+		s, err := metav1.LabelSelectorAsSelector(&sel)
+		return err == nil && !s.Empty() && s.Matches(k8slabels.Set(labels))
+	}
+	port := func(r networkingv1.NetworkPolicyIngressRule) int {
+		if len(r.Ports) != 1 || r.Ports[0].Port == nil {
+			return -1
+		}
+		return r.Ports[0].Port.IntValue()
+	}
+
+	bp := broker.Policies[0]
+	if !selects(bp.Spec.PodSelector, broker.Deployments[0].Spec.Template.Labels) || len(bp.Spec.Ingress) != 1 {
+		t.Fatalf("broker policy %+v: want it to select the broker pods with one ingress rule", bp.Spec)
+	}
+	in := bp.Spec.Ingress[0]
+	if len(in.From) != 1 || in.From[0].PodSelector == nil || in.From[0].NamespaceSelector != nil || !selects(*in.From[0].PodSelector, dispatcher) ||
+		port(in) != int(broker.Services[0].Spec.Ports[0].Port) {
+		t.Errorf("broker policy ingress %+v: want only the dispatcher pods, on the broker's port", in)
+	}
+
+	ap := opt.Policies[0]
+	if !selects(ap.Spec.PodSelector, dispatcher) || len(ap.Spec.Ingress) != 2 {
+		t.Fatalf("dispatcher policy %+v: want it to select the dispatcher pods with two rules", ap.Spec)
+	}
+	public, admin := ap.Spec.Ingress[0], ap.Spec.Ingress[1]
+	if len(public.From) != 0 || port(public) != 3569 {
+		t.Errorf("public rule %+v: want port 3569 from anywhere", public)
+	}
+	if len(admin.From) != 1 || admin.From[0].NamespaceSelector == nil || admin.From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != "monitoring" || port(admin) != 9569 {
+		t.Errorf("admin rule %+v: want port 9569 from the monitoring namespace only", admin)
+	}
+}
+
 // checkKubernetesBrokerExample: the example broker decodes strictly, and
 // the BROKER_URL suggested in deployment.yaml names its Service and port.
 func checkKubernetesBrokerExample(t *testing.T) {
@@ -520,9 +578,30 @@ func TestDockerignoreKeepsWhatTheBuildNeeds(t *testing.T) {
 			t.Errorf("%s is left out of the build context", p)
 		}
 	}
-	for _, p := range []string{".git/config", "deploy/aws-ecs/main.tf", "pkg/config/config_test.go", "README.md", "pkg/event/testdata/x.json"} {
+	for _, p := range []string{".git/config", "deploy/aws-ecs/main.tf", "pkg/config/config_test.go", "README.md", "pkg/event/testdata/x.json",
+		"examples/consumer/listen.go", "internal/ssetest/server.go", "docs/viewer.png", "cmd/loadtest/main.go", "huge.log"} {
 		if !excluded(rules, p) {
 			t.Errorf("%s is in the build context", p)
+		}
+	}
+	// Whatever else the repository holds at its root stays out until the
+	// build needs it (tracked files: a developer's own untracked files are
+	// theirs to ignore).
+	out, err := exec.Command("git", "-C", repoRoot(t), "ls-files").Output()
+	if err != nil {
+		t.Skipf("git ls-files: %v", err)
+	}
+	roots := map[string]bool{}
+	for _, f := range strings.Fields(string(out)) {
+		roots[strings.SplitN(f, "/", 2)[0]] = true
+	}
+	for n := range roots {
+		switch n {
+		case "go.mod", "go.sum", "cmd", "pkg":
+		default:
+			if !excluded(rules, n) {
+				t.Errorf("%s enters the Docker build context: list it in .dockerignore (the build needs go.mod, go.sum, cmd/ and pkg/ only)", n)
+			}
 		}
 	}
 }
@@ -747,6 +826,13 @@ func TestSecretsComeFromTheSecretStore(t *testing.T) {
 	for _, s := range loadAppRunner(t).Run.Secrets {
 		if !slices.Contains(secrets, s.Name) || !strings.HasPrefix(s.ValueFrom, "arn:") {
 			t.Errorf("apprunner.yaml secret %s from %q: want a secret variable from an ARN", s.Name, s.ValueFrom)
+		}
+	}
+	// Its comment is all a source-code deployment has to go by: it names
+	// every secret.
+	for _, name := range secrets {
+		if !strings.Contains(readFile(t, "apprunner.yaml"), name) {
+			t.Errorf("apprunner.yaml does not say that %s comes from the secret store", name)
 		}
 	}
 

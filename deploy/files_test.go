@@ -17,6 +17,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
 
@@ -605,6 +606,7 @@ type k8sObjects struct {
 	Deployments []appsv1.Deployment
 	Services    []corev1.Service
 	PDBs        []policyv1.PodDisruptionBudget
+	Policies    []networkingv1.NetworkPolicy
 }
 
 // decodeManifests decodes every document of the YAML files in dir strictly
@@ -650,6 +652,9 @@ func decodeManifests(dir string) (k8sObjects, error) {
 			case "policy/v1 PodDisruptionBudget":
 				objs.PDBs = append(objs.PDBs, policyv1.PodDisruptionBudget{})
 				target = &objs.PDBs[len(objs.PDBs)-1]
+			case "networking.k8s.io/v1 NetworkPolicy":
+				objs.Policies = append(objs.Policies, networkingv1.NetworkPolicy{})
+				target = &objs.Policies[len(objs.Policies)-1]
 			default:
 				return objs, fmt.Errorf("%s document %d: %s %s is not checked by these tests", f, i, meta.APIVersion, meta.Kind)
 			}

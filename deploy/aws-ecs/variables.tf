@@ -53,7 +53,7 @@ variable "public_paths" {
 }
 
 variable "internal_cidrs" {
-  description = "CIDRs allowed on the internal listener (every path, for stream consumers and dashboards). Empty: no internal listener."
+  description = "CIDRs allowed on the internal listener (every path, for stream consumers and dashboards). The ALB is internet-facing: these are public source addresses (clients in the VPC arrive from their NAT gateway's Elastic IP; 10.0.0.0/8 never matches). Empty: no internal listener."
   type        = list(string)
   default     = []
 }
