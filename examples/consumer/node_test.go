@@ -19,9 +19,9 @@ import (
 	"event-dispatcher/internal/testenv"
 )
 
-// npmPackages installs the locked npm packages of testdata/npm (the
-// eventsource package) into a folder of the test's own, with listen.js
-// and the runner next to them, and returns that folder. Without node and
+// npmPackages installs the locked npm packages of node/ (the eventsource
+// package) into a copy of node/ of the test's own, with listen.js beside it
+// as in the repository, and returns that copy of node/. Without node and
 // npm, or without the npm registry, the test fails in CI and is skipped
 // elsewhere.
 func npmPackages(t *testing.T) string {
@@ -31,16 +31,20 @@ func npmPackages(t *testing.T) string {
 			testenv.Missing(t, fmt.Sprintf("the EventSource test needs Node.js 20 or later and npm: %v", err))
 		}
 	}
-	dir := t.TempDir()
+	root := t.TempDir()
+	dir := filepath.Join(root, "node")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for dst, src := range map[string]string{
-		"package.json": "testdata/npm/package.json", "package-lock.json": "testdata/npm/package-lock.json",
-		"run.js": "testdata/npm/run.js", "listen.js": "listen.js",
+		"node/package.json": "node/package.json", "node/package-lock.json": "node/package-lock.json",
+		"node/run.js": "node/run.js", "listen.js": "listen.js",
 	} {
 		b, err := os.ReadFile(src)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, dst), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(root, dst), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -109,5 +113,16 @@ func runCommand(t *testing.T, dir, name string, args ...string) client {
 func TestEventSourceListen(t *testing.T) {
 	dir := npmPackages(t)
 	run := func(t *testing.T, url string) client { return runCommand(t, dir, "node", "run.js", url) }
+	checkScenarios(t, run)
+}
+
+// The Go consumer as the README runs it (go run ./examples/consumer/listen
+// URL): the same scenarios through the built command.
+func TestGoListenCommand(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "listen")
+	if out, err := exec.Command("go", "build", "-o", bin, "./listen").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./listen: %v\n%s", err, out)
+	}
+	run := func(t *testing.T, url string) client { return runCommand(t, ".", bin, url) }
 	checkScenarios(t, run)
 }
