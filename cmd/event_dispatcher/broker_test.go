@@ -382,7 +382,7 @@ func TestReplicasSurviveBrokerRestart(t *testing.T) {
 			// connection lost, an attempt to connect, an event not sent),
 			// saying what it means.
 			logs := r.logs.String()
-			if n := strings.Count(logs, `"level":"warn"`); n != 1 || strings.Count(logs, "events are delivered to this replica's listeners only and not sent to the others (counted in broker_dropped_down) until it is back") != 1 {
+			if n := strings.Count(logs, `"level":"warn","broker":`); n != 1 || strings.Count(logs, "events are delivered to this replica's listeners only and not sent to the others (counted in broker_dropped_down) until it is back") != 1 {
 				t.Errorf("replica %d logged %d warnings, want one for the outage:\n%s", i, n, logs)
 			}
 		}
@@ -438,7 +438,7 @@ func TestReplicaStartsWithBrokerDown(t *testing.T) {
 		if len(origin) != 16 || strings.Count(logs, `"origin":"`+origin+`"`) < 3 {
 			t.Errorf("replica %d: start-up origin %q, not on its broker lines:\n%s", i, origin, logs)
 		}
-		if n := strings.Count(logs, `"level":"warn"`); n != 1 || !strings.Contains(logs, "cannot reach the broker; retrying: events are delivered to this replica's listeners only") {
+		if n := strings.Count(logs, `"level":"warn","broker":`); n != 1 || !strings.Contains(logs, "cannot reach the broker; retrying: events are delivered to this replica's listeners only") {
 			t.Errorf("replica %d: %d warnings, want one for the outage:\n%s", i, n, logs)
 		}
 		if strings.Contains(logs, "max_payload") {
