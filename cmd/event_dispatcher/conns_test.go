@@ -8,10 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"event-dispatcher/internal/ssetest"
+	"event-dispatcher/pkg/grpcapi/eventservicepb"
 )
 
 // clientFrom is an HTTP client whose connections come from the loopback
@@ -26,6 +32,13 @@ func clientFrom(ip string) *http.Client {
 // every connection is established; they close at cleanup.
 func flood(t *testing.T, addr, ip string, n int) {
 	t.Helper()
+	floodWith(t, addr, ip, n, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+}
+
+// floodWith is flood with first as what each connection sends (nothing
+// when empty).
+func floodWith(t *testing.T, addr, ip string, n int, first string) {
+	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
 	conns := make([]net.Conn, 0, n)
 	t.Cleanup(func() {
@@ -39,8 +52,10 @@ func flood(t *testing.T, addr, ip string, n int) {
 			t.Fatalf("flood from %s: %v", ip, err)
 		}
 		conns = append(conns, c)
-		// The write may fail on a connection already closed for room.
-		_, _ = c.Write([]byte("GET /health HTTP/1.1\r\nHost: x\r\n\r\n"))
+		if first != "" {
+			// The write may fail on a connection already closed for room.
+			_, _ = c.Write([]byte(first))
+		}
 	}
 }
 
@@ -69,21 +84,7 @@ func TestConnectionFloodLeavesRoomForOthers(t *testing.T) {
 	const perAddress = 1500
 	flood(t, addr, "127.0.0.1", perAddress)
 	flood(t, addr, "127.0.0.3", perAddress)
-	// Every flood connection has been admitted (closing an idle one) or
-	// refused once the counters account for all but what fits.
-	ssetest.Eventually(t, 60*time.Second, "the flood is processed", func() (bool, string) {
-		m, err := ssetest.ScrapeErr(admin + "/metrics")
-		if err != nil {
-			return false, err.Error()
-		}
-		handled := 0.0
-		for _, r := range []string{"total", "per_ip"} {
-			handled += m.Samples[fmt.Sprintf(`event_dispatcher_connections_refused_total{reason=%q}`, r)]
-			handled += m.Samples[fmt.Sprintf(`event_dispatcher_connections_idle_closed_total{reason=%q}`, r)]
-		}
-		open := m.Samples["event_dispatcher_connections"]
-		return handled+open == 2*perAddress+1, fmt.Sprintf("%v handled, %v open", handled, open)
-	})
+	floodHandled(t, admin, 2*perAddress+1)
 	m := ssetest.Scrape(t, admin+"/metrics")
 	if open := m.Samples["event_dispatcher_connections"]; open > 448 {
 		t.Fatalf("%v connections held, over the cap of 448", open)
@@ -126,6 +127,26 @@ func TestConnectionFloodLeavesRoomForOthers(t *testing.T) {
 	}
 }
 
+// floodHandled waits until every one of the n connections opened has been
+// admitted (closing an idle one) or refused: the caps' counters account for
+// all but those still held.
+func floodHandled(t *testing.T, admin string, n int) {
+	t.Helper()
+	ssetest.Eventually(t, 60*time.Second, "the flood is processed", func() (bool, string) {
+		m, err := ssetest.ScrapeErr(admin + "/metrics")
+		if err != nil {
+			return false, err.Error()
+		}
+		handled := 0.0
+		for _, r := range []string{"total", "per_ip"} {
+			handled += m.Samples[fmt.Sprintf(`event_dispatcher_connections_refused_total{reason=%q}`, r)]
+			handled += m.Samples[fmt.Sprintf(`event_dispatcher_connections_idle_closed_total{reason=%q}`, r)]
+		}
+		open := m.Samples["event_dispatcher_connections"]
+		return handled+open == float64(n), fmt.Sprintf("%v handled, %v open", handled, open)
+	})
+}
+
 func portOf(t *testing.T, addr any) string {
 	t.Helper()
 	s, _ := addr.(string)
@@ -134,4 +155,84 @@ func portOf(t *testing.T, addr any) string {
 		t.Fatalf("address %q: %v", s, err)
 	}
 	return port
+}
+
+// grpcFrom is a gRPC client connection to addr from the loopback address ip.
+func grpcFrom(t *testing.T, addr, ip string) *grpc.ClientConn {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return d.DialContext(ctx, "tcp", a) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// The gRPC port's connections count against the same caps as the public
+// port's: thousands of connections that never finish their HTTP/2
+// handshake, from two addresses, against a binary allowed 512 descriptors,
+// leave a health Watch stream opened before them running, and another
+// address still pushes an event by gRPC that reaches an SSE listener, with
+// /health and /livez answered.
+func TestGRPCConnectionFloodIsCapped(t *testing.T) {
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("prlimit (util-linux) is needed")
+		}
+		t.Skip("prlimit (util-linux) not installed")
+	}
+	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), "GRPC_PORT=0", "SHUTDOWN_TIMEOUT=15s")
+	rec, base := p.listening(t)
+	admin := "http://" + net.JoinHostPort("127.0.0.1", portOf(t, rec["admin_addr"]))
+	rpcAddr := net.JoinHostPort("127.0.0.1", portOf(t, rec["grpc_addr"]))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	wctx, endWatch := context.WithCancel(ctx)
+	defer endWatch()
+	watch, err := healthpb.NewHealthClient(grpcFrom(t, rpcAddr, "127.0.0.2")).Watch(wctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health Watch before the flood: %v, %v", r, err)
+	}
+	const perAddress = 1500
+	floodWith(t, rpcAddr, "127.0.0.1", perAddress, "")
+	floodWith(t, rpcAddr, "127.0.0.3", perAddress, "")
+	floodHandled(t, admin, 2*perAddress+1)
+	if open := ssetest.Scrape(t, admin+"/metrics").Samples["event_dispatcher_connections"]; open > 448 {
+		t.Fatalf("%v connections held, over the cap of 448", open)
+	}
+
+	stream := ssetest.Subscribe(t, clientFrom("127.0.0.5"), base+"/events", nil)
+	client := eventservicepb.NewEventServiceClient(grpcFrom(t, rpcAddr, "127.0.0.4"))
+	req := &eventservicepb.PushEventRequest{Id: "1", Source: "/flood", Type: "t", Specversion: "1.0", Data: []byte(`{"a":1}`)}
+	if _, err := client.PushEvent(ctx, req); err != nil {
+		t.Fatalf("PushEvent from another address during the flood: %v", err)
+	}
+	if got := stream.NextData(t, ctx); !strings.Contains(got, `"source":"/flood"`) {
+		t.Fatalf("listener got %s", got)
+	}
+	for _, url := range []string{base + "/health", admin + "/livez"} {
+		resp, err := clientFrom("127.0.0.5").Get(url)
+		if err != nil {
+			t.Fatalf("GET %s during the flood: %v", url, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s during the flood: status %d", url, resp.StatusCode)
+		}
+	}
+	// The Watch stream was never closed for room: it sees the drain.
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health Watch opened before the flood, at the drain: %v, %v", r, err)
+	}
+	endWatch() // as a client would on NOT_SERVING; an open Watch holds the graceful stop
+	p.exitedCleanly(t, 30*time.Second, "the gRPC server")
 }

@@ -12,6 +12,7 @@ import (
 	"event-dispatcher/pkg/access"
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/config"
+	"event-dispatcher/pkg/connlimit"
 	"event-dispatcher/pkg/grpcapi"
 	"event-dispatcher/pkg/publish"
 )
@@ -25,15 +26,18 @@ type grpcServer struct {
 
 // startGRPC listens on the gRPC port and serves the event service there,
 // its events through the publish path's "grpc" door.
-func startGRPC(cfg config.Config, hub *broadcast.Hub, path *publish.Path, policy access.Policy, log zerolog.Logger) (grpcServer, error) {
+// Its connections count against the public port's caps (conns): one
+// budget of descriptors, whatever port a flood comes through.
+func startGRPC(cfg config.Config, hub *broadcast.Hub, path *publish.Path, policy access.Policy, conns *connlimit.Listener, log zerolog.Logger) (grpcServer, error) {
 	addr := cfg.GRPCAddr()
 	if addr == "" {
 		return grpcServer{}, nil
 	}
-	ln, err := net.Listen("tcp", addr)
+	raw, err := net.Listen("tcp", addr)
 	if err != nil {
 		return grpcServer{}, fmt.Errorf("listen on gRPC port %s: %w", cfg.GRPCPort, err)
 	}
+	ln := conns.Add(raw)
 	srv := grpcapi.New(grpcapi.Options{
 		Door:          path.Door("grpc"),
 		Hub:           hub,
@@ -41,9 +45,10 @@ func startGRPC(cfg config.Config, hub *broadcast.Hub, path *publish.Path, policy
 		MaxEventBytes: cfg.MaxBodyBytes,
 		Access:        policy,
 		Logger:        log,
+		Conns:         conns,
 	})
 	go func() {
-		if err := srv.GRPC().Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			log.Error().Err(err).Msg("gRPC listener")
 		}
 	}()

@@ -109,9 +109,11 @@ func New(ln net.Listener, opts Options) *Listener {
 
 // Accept waits for the next connection within the caps. Connections over a
 // cap are closed here and never returned.
-func (l *Listener) Accept() (net.Conn, error) {
+func (l *Listener) Accept() (net.Conn, error) { return l.acceptFrom(l.Listener) }
+
+func (l *Listener) acceptFrom(ln net.Listener) (net.Conn, error) {
 	for {
-		c, err := l.Listener.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			return nil, err
 		}
@@ -120,6 +122,19 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 	}
 }
+
+// Add returns ln, another port of the same process, with its connections
+// held to l's caps and counted together with l's own: the descriptors are
+// one budget whatever port a flood comes through. Its connections are
+// marked idle and busy through l, like l's own; closing it closes ln only.
+func (l *Listener) Add(ln net.Listener) net.Listener { return &added{Listener: ln, l: l} }
+
+type added struct {
+	net.Listener
+	l *Listener
+}
+
+func (a *added) Accept() (net.Conn, error) { return a.l.acceptFrom(a.Listener) }
 
 func (l *Listener) admit(c net.Conn) net.Conn {
 	key, exempt := l.keyOf(c.RemoteAddr())

@@ -208,3 +208,53 @@ func TestDefaultsLeaveHeadroom(t *testing.T) {
 		}
 	}
 }
+
+// A second port added to a Listener shares its caps: one budget of
+// descriptors, whatever port the connections come through.
+func TestAddedPortSharesTheCaps(t *testing.T) {
+	h := start(t, connlimit.Options{Max: 2, MaxPerClient: 2})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := h.l.Add(ln)
+	defer other.Close()
+	stream := h.dial("127.0.0.1")
+	h.l.Busy(h.next())
+	dial := func() net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.1")}}
+		c, err := d.Dial("tcp", other.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	accept := func() net.Conn {
+		c, err := other.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	idle := dial()
+	accept()
+	newcomer := dial()
+	s := accept() // the idle one on the other port made room
+	if !closedByServer(t, idle) {
+		t.Fatal("the idle connection on the added port was not closed to make room")
+	}
+	h.l.Busy(s) // marked through the Listener, like its own
+	refused := dial()
+	go func() { _, _ = other.Accept() }() // returns nothing: the newcomer is refused inside
+	if !closedByServer(t, refused) {
+		t.Fatal("with both ports' connections busy, the newcomer was not refused")
+	}
+	if !stillOpen(t, stream) || !stillOpen(t, newcomer) {
+		t.Fatal("a busy connection was closed")
+	}
+	if st := h.l.Stats(); st.Open != 2 || st.ClosedIdle[connlimit.PerClient] != 1 || st.Refused[connlimit.PerClient] != 1 {
+		t.Fatalf("stats %+v, want 2 open, 1 idle closed and 1 refused at the per-client cap", st)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"net"
 	"net/netip"
 	"strconv"
 	"time"
@@ -53,6 +54,9 @@ type Options struct {
 	MaxEventBytes int64
 	Access        access.Policy // Publishers, Publish (per-IP rate), AnonymizeIP for PushEvent; Listeners, Streams for Subscribe
 	Logger        zerolog.Logger
+	// Conns, when set, is told which connections [Server.Serve] accepted
+	// are serving a call and which are idle (the connection caps).
+	Conns ConnTracker
 }
 
 // Server is the gRPC service. Create it with [New], serve it with
@@ -61,6 +65,7 @@ type Server struct {
 	eventservicepb.UnimplementedEventServiceServer
 	opts   Options
 	grpc   *grpc.Server
+	conns  *connStates // nil without Options.Conns
 	health *health.Server
 	check  func([]byte) error
 }
@@ -79,7 +84,12 @@ func New(opts Options) *Server {
 	}
 	s := &Server{opts: opts, health: health.NewServer()}
 	s.check = func(obj []byte) error { return cloudevents.Check(obj, opts.ClientIPField) }
-	s.grpc = grpc.NewServer(
+	var extra []grpc.ServerOption
+	if opts.Conns != nil {
+		s.conns = &connStates{tr: opts.Conns, conns: map[connKey]net.Conn{}}
+		extra = append(extra, grpc.StatsHandler(s.conns))
+	}
+	s.grpc = grpc.NewServer(append(extra,
 		grpc.MaxRecvMsgSize(int(opts.MaxEventBytes)+messageOverhead),
 		grpc.MaxConcurrentStreams(maxStreamsPerConn),
 		// Dead peers are found by HTTP/2 pings, not by heartbeats in the
@@ -87,7 +97,7 @@ func New(opts Options) *Server {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ConnectionTimeout(5*time.Second),
-	)
+	)...)
 	eventservicepb.RegisterEventServiceServer(s.grpc, s)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -100,6 +110,15 @@ const maxStreamsPerConn = 256
 
 // GRPC returns the underlying server, to serve on a listener.
 func (s *Server) GRPC() *grpc.Server { return s.grpc }
+
+// Serve accepts connections on ln and serves them until Stop; with
+// Options.Conns, it tells it which of them are serving a call.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.conns != nil {
+		ln = s.conns.listen(ln)
+	}
+	return s.grpc.Serve(ln)
+}
 
 // Drain makes the health service answer NOT_SERVING, so load balancers
 // stop sending new calls, while calls still go through.

@@ -211,8 +211,8 @@ func newConnCollector(conns ConnCounter) *connCollector {
 	}
 	return &connCollector{
 		conns:      conns,
-		open:       d("connections", "TCP connections held on the public port."),
-		max:        d("connections_max", "Cap on the public port's connections (MAX_CONNECTIONS, or derived from the descriptor limit)."),
+		open:       d("connections", "TCP connections held on the public port and the gRPC port."),
+		max:        d("connections_max", "Cap on the public and gRPC ports' connections (MAX_CONNECTIONS, or derived from the descriptor limit)."),
 		maxPerIP:   d("connections_max_per_ip", "Cap on one client IP's connections (MAX_CONNECTIONS_PER_IP, or derived)."),
 		refused:    d("connections_refused_total", "New connections closed at once, every connection in the way being busy, by cap: total (MAX_CONNECTIONS) or per_ip (MAX_CONNECTIONS_PER_IP).", "reason"),
 		closedIdle: d("connections_idle_closed_total", "Idle keep-alive or silent connections closed to make room for a new one, by cap: total or per_ip.", "reason"),
