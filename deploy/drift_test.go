@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -28,6 +29,7 @@ import (
 	"event-dispatcher/pkg/broadcast"
 	"event-dispatcher/pkg/clientip"
 	"event-dispatcher/pkg/config"
+	"event-dispatcher/pkg/connlimit"
 	"event-dispatcher/pkg/publish"
 	"event-dispatcher/pkg/server"
 	"event-dispatcher/pkg/upstream"
@@ -281,8 +283,15 @@ func newServer(t *testing.T) *server.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A connection-capped listener (never served) so that the caps' metrics
+	// are exported.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
 	return server.New(server.Options{Hub: hub, Logger: zerolog.Nop(), MaxBodyBytes: 1 << 10, BodyReadTimeout: time.Second, ClientIP: clientip.New(nil),
-		Publish: path, Upstreams: feeds.Stats})
+		Publish: path, Upstreams: feeds.Stats, Conns: connlimit.New(ln, connlimit.Options{Max: 8, MaxPerClient: 4})})
 }
 
 func TestHealthPathsAreServed(t *testing.T) {
