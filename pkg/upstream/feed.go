@@ -66,12 +66,16 @@ func newFeed(i int, rawURL string, o *Options, types map[string]bool, door *publ
 }
 
 // checkRedirect bounds redirects and keeps the configured headers (an API
-// key) from any host but the one they were configured for.
+// key) from any host but the one they were configured for, and from plain
+// http when they were configured for https: a redirect from https://h/ to
+// http://h/ keeps the host (both ports implicit) but would send them in
+// clear.
 func (f *feed) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= f.opts.MaxRedirects {
 		return fmt.Errorf("stopped after %d redirects", len(via))
 	}
-	if req.URL.Host != via[0].URL.Host {
+	downgrade := via[0].URL.Scheme == "https" && req.URL.Scheme != "https"
+	if req.URL.Host != via[0].URL.Host || downgrade {
 		for name := range f.opts.Header {
 			req.Header.Del(name)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -411,5 +412,45 @@ func TestHeadersStayWithTheirHostAcrossRedirects(t *testing.T) {
 	}
 	if h.Get("User-Agent") != "event-dispatcher" || h.Get("Accept") != "text/event-stream" {
 		t.Errorf("the redirected request lost the relay's own headers: %v", h)
+	}
+}
+
+// A redirect from https to http on the same host name (ports 443 and 80,
+// both implicit) would send the API key in clear: it must not carry it.
+func TestHeadersNeverFollowADowngradeToPlainHTTP(t *testing.T) {
+	plain := newFeed(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		stream(w)
+		wikimedia(w, 1)
+		<-r.Context().Done()
+	})
+	var secure *feedServer
+	secure = &feedServer{}
+	secure.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secure.mu.Lock()
+		secure.reqs = append(secure.reqs, request{r.Header.Clone(), time.Now()})
+		secure.mu.Unlock()
+		http.Redirect(w, r, "http://example.com/moved", http.StatusFound)
+	}))
+	t.Cleanup(secure.Close)
+	// example.com (in the test certificate) resolves to the TLS server on
+	// port 443 and to the plain one on port 80.
+	tr := secure.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		to := map[string]string{"example.com:443": secure.Listener.Addr().String(), "example.com:80": plain.Listener.Addr().String()}[addr]
+		return (&net.Dialer{}).DialContext(ctx, network, to)
+	}
+	opts := fast("https://example.com/feed")
+	opts.Transport = tr
+	opts.Header = http.Header{"X-Api-Key": {"k1"}, "Authorization": {"Bearer t1"}}
+	_, out, _ := relay(t, opts)
+	wantEvents(t, waitEvents(t, out, 1), 1)
+	if got := secure.requests()[0].header.Get("X-Api-Key"); got != "k1" {
+		t.Errorf("the configured https URL got X-Api-Key %q", got)
+	}
+	h := plain.requests()[0].header
+	for _, name := range []string{"X-Api-Key", "Authorization"} {
+		if got := h.Get(name); got != "" {
+			t.Errorf("the plain http redirect target got %s %q", name, got)
+		}
 	}
 }
