@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"log"
 	"net/http"
@@ -58,8 +59,23 @@ func (s *Server) methods(handlers map[string]http.Handler) http.Handler {
 	})
 }
 
-// newStdLogger routes net/http's own messages (TLS noise, panics in
-// handlers) into the structured log.
+// newStdLogger routes net/http's own messages (panics in handlers, TLS
+// handshakes that failed) into the structured log.
 func newStdLogger(l zerolog.Logger) *log.Logger {
-	return log.New(l.With().Str("source", "net/http").Logger(), "", 0)
+	return log.New(stdLogWriter{l.With().Str("source", "net/http").Logger()}, "", 0)
+}
+
+// stdLogWriter writes net/http's messages as they come, at no level (so
+// whatever LOG_LEVEL), except failed TLS handshakes: any client causes one
+// per connection (a port scan, a load balancer's TCP probe, a client that
+// does not trust the certificate), so they are debug, or anyone who can
+// connect could fill the logs.
+type stdLogWriter struct{ log zerolog.Logger }
+
+func (w stdLogWriter) Write(p []byte) (int, error) {
+	if bytes.HasPrefix(p, []byte("http: TLS handshake error")) {
+		w.log.Debug().Msg(string(bytes.TrimSuffix(p, []byte("\n"))))
+		return len(p), nil
+	}
+	return w.log.Write(p)
 }
