@@ -121,9 +121,12 @@ func (f *feed) run(ctx context.Context) {
 
 // wait is how long to wait before the next attempt. A connection that
 // carried events resets the backoff and waits what the upstream's retry:
-// asked; anything else doubles it. Never below MinRetry.
+// asked; anything else doubles it. Never below MinRetry. The upstream's
+// hints, retry: as Retry-After, are capped at MaxRetryAfter: a hostile or
+// broken upstream cannot keep the relay away for hours.
 func (f *feed) wait(out outcome, failures *int) time.Duration {
 	o := f.opts
+	hint := min(f.retry, o.MaxRetryAfter)
 	var d time.Duration
 	switch {
 	case out.refused:
@@ -132,10 +135,10 @@ func (f *feed) wait(out outcome, failures *int) time.Duration {
 	case out.status == http.StatusOK && (out.blocks > 0 || out.lasted >= o.MaxBackoff):
 		// It worked for a while: a fresh start, not one more failure.
 		*failures = 0
-		d = f.retry
+		d = hint
 	default:
 		*failures++
-		d = max(f.backoff(*failures), min(out.retryAfter, o.MaxRetryAfter), f.retry)
+		d = max(f.backoff(*failures), min(out.retryAfter, o.MaxRetryAfter), hint)
 	}
 	return max(d, o.MinRetry)
 }

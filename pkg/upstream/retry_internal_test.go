@@ -46,4 +46,13 @@ func TestBackoffDoublesWithJitterUpToTheCap(t *testing.T) {
 	if d := f.wait(outcome{status: http.StatusServiceUnavailable, retryAfter: time.Hour}, &failures); d != o.MaxRetryAfter {
 		t.Errorf("Retry-After of an hour: %s, want the %s cap", d, o.MaxRetryAfter)
 	}
+	// retry: is the upstream's hint as much as Retry-After: one of an hour
+	// (or 31 years) must not keep the relay away longer than that cap.
+	f.retry = time.Hour
+	if d := f.wait(outcome{status: http.StatusOK, blocks: 3}, &failures); d != o.MaxRetryAfter {
+		t.Errorf("after a stream with events and retry: of an hour: %s, want the %s cap", d, o.MaxRetryAfter)
+	}
+	if d := f.wait(outcome{err: http.ErrHandlerTimeout}, &failures); d != o.MaxRetryAfter {
+		t.Errorf("after a failure with retry: of an hour: %s, want the %s cap", d, o.MaxRetryAfter)
+	}
 }
