@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -197,4 +199,46 @@ func TestProfileSecondsBounded(t *testing.T) {
 	if sym.StatusCode != http.StatusOK {
 		t.Errorf("a symbol lookup: %d", sym.StatusCode)
 	}
+}
+
+// A body trickled in to the admin port keeps the others out instead of
+// joining them: while one is read, another POST gets 429 at once and its
+// connection is closed, so trickled bodies cannot fill the admin port's
+// connections and starve /livez.
+func TestAdminReadsOneBodyAtATime(t *testing.T) {
+	t.Parallel()
+	srv := ssetest.Start(t, broadcast.Options{}, server.Options{})
+	trickler, err := net.Dial("tcp", strings.TrimPrefix(srv.Admin, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer trickler.Close()
+	if _, err := trickler.Write([]byte("POST /debug/pprof/symbol HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0x1")); err != nil {
+		t.Fatal(err)
+	}
+	post := func() (int, string) {
+		resp, err := http.Post(srv.Admin+"/debug/pprof/symbol", "text/plain", strings.NewReader("0x1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode == http.StatusTooManyRequests && !resp.Close {
+			t.Error("a refused body's connection is kept open: net/http would wait to discard the body")
+		}
+		return resp.StatusCode, string(b)
+	}
+	// The trickled body is being read once a complete one is refused.
+	ssetest.Eventually(t, 30*time.Second, "a second body refused while one trickles in", func() (bool, string) {
+		code, body := post()
+		return code == http.StatusTooManyRequests && strings.Contains(body, `"error":"another request body`), fmt.Sprint(code, body)
+	})
+	if code, _ := get(t, http.MethodGet, srv.Admin+"/livez"); code != http.StatusOK {
+		t.Fatalf("/livez while a body trickles in: %d", code)
+	}
+	_ = trickler.Close()
+	ssetest.Eventually(t, 30*time.Second, "a body read once the trickler is gone", func() (bool, string) {
+		code, body := post()
+		return code == http.StatusOK, fmt.Sprint(code, body)
+	})
 }

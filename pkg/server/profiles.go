@@ -40,16 +40,30 @@ const (
 // adminBodyTimeout: one trickled in would otherwise hold its connection for
 // ever, and a server-wide ReadTimeout would also cancel every profile
 // longer than itself (net/http ends the request's context when the
-// connection's read deadline passes).
+// connection's read deadline passes). One body is read at a time; another
+// gets 429 at once, its connection closed unread: bodies are for the rare
+// symbol lookup, and connections trickling bodies in are busy, so enough
+// of them would fill the admin port's connection cap and keep /livez from
+// answering.
 func readAdminBody(next http.Handler) http.Handler {
+	reading := make(chan struct{}, 1)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength == 0 {
 			next.ServeHTTP(w, r)
 			return
 		}
+		select {
+		case reading <- struct{}{}:
+		default:
+			w.Header().Set("Connection", "close") // net/http would otherwise wait to discard the body
+			w.Header().Set("Retry-After", strconv.Itoa(int(adminBodyTimeout.Seconds())))
+			writeError(w, http.StatusTooManyRequests, "another request body is being read; one at a time")
+			return
+		}
 		rc := http.NewResponseController(w)
 		_ = rc.SetReadDeadline(time.Now().Add(adminBodyTimeout))
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+		<-reading
 		if err != nil {
 			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusBadRequest, "request body unreadable, too slow or over 1 MiB")
