@@ -3,6 +3,7 @@ package kinesis
 import (
 	"math/rand/v2"
 	"strconv"
+	"unicode/utf16"
 	"unicode/utf8"
 
 	"event-dispatcher/pkg/event"
@@ -15,7 +16,10 @@ import (
 // events evenly over the shards. A value longer than Kinesis allows (256
 // characters) is cut to its first 256: the same value still gives the same
 // key, and two values differing only beyond that share a shard, which only
-// affects placement.
+// affects placement. Kinesis counts UTF-16 units, so a character beyond the
+// Basic Multilingual Plane (an emoji) counts two and is never split: a key
+// one unit too long fails the whole call (ValidationException), dropping
+// every event of the batch.
 func partitionKey(data []byte, field string) string {
 	if field == "" {
 		return randomKey()
@@ -38,16 +42,25 @@ func partitionKey(data []byte, field string) string {
 	if len(key) == 0 {
 		return randomKey()
 	}
-	if utf8.RuneCount(key) > MaxKeyChars {
-		cut, n := 0, 0
-		for n < MaxKeyChars {
-			_, size := utf8.DecodeRune(key[cut:])
-			cut += size
-			n++
+	return string(cutKey(key))
+}
+
+// cutKey returns the longest prefix of key that is at most MaxKeyChars
+// UTF-16 units, whole characters only.
+func cutKey(key []byte) []byte {
+	cut, units := 0, 0
+	for cut < len(key) {
+		r, size := utf8.DecodeRune(key[cut:])
+		n := utf16.RuneLen(r)
+		if n < 1 {
+			n = 1 // not a valid character: Kinesis sees U+FFFD, one unit
 		}
-		key = key[:cut]
+		if units+n > MaxKeyChars {
+			break
+		}
+		cut, units = cut+size, units+n
 	}
-	return string(key)
+	return key[:cut]
 }
 
 // randomKey is 16 hexadecimal digits: Kinesis hashes keys with MD5 to

@@ -29,7 +29,7 @@ const (
 	MaxBatchRecords = 500     // records per call
 	MaxBatchBytes   = 5 << 20 // data and partition keys of one call
 	MaxRecordBytes  = 1 << 20 // data and partition key of one record
-	MaxKeyChars     = 256     // Unicode characters of a partition key
+	MaxKeyChars     = 256     // UTF-16 units of a partition key (an emoji is two)
 )
 
 // API is the one call the sink makes: a *kds.Client.
