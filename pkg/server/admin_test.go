@@ -236,6 +236,21 @@ func TestAdminReadsOneBodyAtATime(t *testing.T) {
 	if code, _ := get(t, http.MethodGet, srv.Admin+"/livez"); code != http.StatusOK {
 		t.Fatalf("/livez while a body trickles in: %d", code)
 	}
+	// A second trickler is answered and its connection closed at once,
+	// not held while net/http discards its body.
+	second, err := net.Dial("tcp", strings.TrimPrefix(srv.Admin, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if _, err := second.Write([]byte("POST /debug/pprof/symbol HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0x1")); err != nil {
+		t.Fatal(err)
+	}
+	_ = second.SetReadDeadline(time.Now().Add(30 * time.Second))
+	answer, err := io.ReadAll(second) // until the server closes it
+	if err != nil || !strings.HasPrefix(string(answer), "HTTP/1.1 429") {
+		t.Fatalf("a second trickled body: %q, %v; want a 429 and the connection closed", answer, err)
+	}
 	_ = trickler.Close()
 	ssetest.Eventually(t, 30*time.Second, "a body read once the trickler is gone", func() (bool, string) {
 		code, body := post()

@@ -55,7 +55,11 @@ func readAdminBody(next http.Handler) http.Handler {
 		select {
 		case reading <- struct{}{}:
 		default:
-			w.Header().Set("Connection", "close") // net/http would otherwise wait to discard the body
+			// Closed unread: net/http would otherwise wait to discard up
+			// to 256 KiB of the body after the answer, as slowly as it
+			// trickles in.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			w.Header().Set("Connection", "close")
 			w.Header().Set("Retry-After", strconv.Itoa(int(adminBodyTimeout.Seconds())))
 			writeError(w, http.StatusTooManyRequests, "another request body is being read; one at a time")
 			return
