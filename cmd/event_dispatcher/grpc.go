@@ -27,8 +27,9 @@ type grpcServer struct {
 // startGRPC listens on the gRPC port and serves the event service there,
 // its events through the publish path's "grpc" door.
 // Its connections count against the public port's caps (conns): one
-// budget of descriptors, whatever port a flood comes through.
-func startGRPC(cfg config.Config, hub *broadcast.Hub, path *publish.Path, policy access.Policy, conns *connlimit.Listener, log zerolog.Logger) (grpcServer, error) {
+// budget of descriptors, whatever port a flood comes through. Its refused
+// calls are counted with the HTTP routes' (refusals).
+func startGRPC(cfg config.Config, hub *broadcast.Hub, path *publish.Path, policy access.Policy, conns *connlimit.Listener, refusals grpcapi.Refusals, log zerolog.Logger) (grpcServer, error) {
 	addr := cfg.GRPCAddr()
 	if addr == "" {
 		return grpcServer{}, nil
@@ -46,6 +47,7 @@ func startGRPC(cfg config.Config, hub *broadcast.Hub, path *publish.Path, policy
 		Access:        policy,
 		Logger:        log,
 		Conns:         conns,
+		Refusals:      refusals,
 	})
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -127,7 +127,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		return err
 	}
 	defer admin.close()
-	rpc, err := startGRPC(cfg, hub, path, policy, conns, log)
+	rpc, err := startGRPC(cfg, hub, path, policy, conns, srv, log)
 	if err != nil {
 		_ = ln.Close()
 		closeNow(hub, closeKinesis)

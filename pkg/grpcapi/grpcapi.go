@@ -57,7 +57,28 @@ type Options struct {
 	// Conns, when set, is told which connections [Server.Serve] accepted
 	// are serving a call and which are idle (the connection caps).
 	Conns ConnTracker
+	// Refusals, when set, counts the calls refused, with the HTTP routes'
+	// refusals (events_rejected_total, listeners_refused_total), so an
+	// operator alerting on those sees the gRPC clients too.
+	Refusals Refusals
 }
+
+// Refusals counts refused calls by reason, with the labels of the HTTP
+// routes' counters.
+type Refusals interface {
+	// EventRefused: a PushEvent refused; reason is one of rate_limited,
+	// unauthorized, invalid, too_large, busy.
+	EventRefused(reason string)
+	// StreamRefused: a Subscribe refused before it started; reason is one
+	// of capacity, draining, rate_limited, unauthorized, invalid.
+	StreamRefused(reason string)
+}
+
+// noRefusals is Options.Refusals when not set.
+type noRefusals struct{}
+
+func (noRefusals) EventRefused(string)  {}
+func (noRefusals) StreamRefused(string) {}
 
 // Server is the gRPC service. Create it with [New], serve it with
 // [Server.Serve], stop it with [Server.Stop].
@@ -81,6 +102,9 @@ const messageOverhead = 4 << 10
 func New(opts Options) *Server {
 	if opts.MaxEventBytes <= 0 {
 		opts.MaxEventBytes = 64 << 10
+	}
+	if opts.Refusals == nil {
+		opts.Refusals = noRefusals{}
 	}
 	s := &Server{opts: opts, health: health.NewServer()}
 	s.check = func(obj []byte) error { return cloudevents.Check(obj, opts.ClientIPField) }
@@ -153,9 +177,11 @@ func (s *Server) PushEvent(ctx context.Context, req *eventservicepb.PushEventReq
 	}
 	ev, err := cloudevents.Push(nil, req.GetSpecversion(), req.GetId(), req.GetSource(), req.GetType(), req.GetData())
 	if err != nil {
+		s.opts.Refusals.EventRefused("invalid")
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if int64(len(ev)) > s.opts.MaxEventBytes {
+		s.opts.Refusals.EventRefused("too_large")
 		return nil, status.Error(codes.InvalidArgument, "event exceeds "+strconv.FormatInt(s.opts.MaxEventBytes, 10)+" bytes once encoded (base64 adds a third to data that is not JSON)")
 	}
 	data, err := s.opts.Door.Prepare(ev[len(ev):], ev, s.eventIP(ip), s.check)
@@ -166,8 +192,10 @@ func (s *Server) PushEvent(ctx context.Context, req *eventservicepb.PushEventReq
 	case err == nil:
 		return &eventservicepb.PushEventResponse{Message: Pushed}, nil
 	case errors.Is(err, publish.ErrInvalid):
+		s.opts.Refusals.EventRefused("invalid")
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	default: // saturated or shutting down: retry shortly, or elsewhere
+		s.opts.Refusals.EventRefused("busy")
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 }
@@ -177,11 +205,16 @@ func (s *Server) PushEvent(ctx context.Context, req *eventservicepb.PushEventReq
 func (s *Server) admit(ctx context.Context, ip netip.Addr) error {
 	if limit := s.opts.Access.Publish; limit != nil {
 		if ok, wait := limit.Allow(ip, time.Now()); !ok {
+			s.opts.Refusals.EventRefused("rate_limited")
 			secs := int(max(1, math.Ceil(wait.Seconds())))
 			return status.Error(codes.ResourceExhausted, "too many events from this address; retry in "+strconv.Itoa(secs)+" s")
 		}
 	}
-	return checkToken(ctx, s.opts.Access.Publishers)
+	err := checkToken(ctx, s.opts.Access.Publishers)
+	if err != nil {
+		s.opts.Refusals.EventRefused("unauthorized")
+	}
+	return err
 }
 
 // eventIP is the address CLIENT_IP_FIELD writes: the TCP peer (a gRPC

@@ -41,6 +41,7 @@ type service struct {
 	http   string // base URL
 	client eventservicepb.EventServiceClient
 	conn   *grpc.ClientConn
+	srv    *server.Server // the HTTP service, which counts the gRPC refusals too
 }
 
 func start(t *testing.T, opts grpcapi.Options) *service {
@@ -62,8 +63,10 @@ func startWith(t *testing.T, hubOpts broadcast.Options, opts grpcapi.Options) *s
 		t.Fatal(err)
 	}
 	path := publish.New(publish.Options{Hub: hub})
-	hs := httptest.NewServer(server.New(server.Options{Hub: hub, Logger: quiet, MaxBodyBytes: 64 << 10, BodyReadTimeout: 10 * time.Second, Publish: path}))
+	srv := server.New(server.Options{Hub: hub, Logger: quiet, MaxBodyBytes: 64 << 10, BodyReadTimeout: 10 * time.Second, Publish: path})
+	hs := httptest.NewServer(srv)
 	opts.Door = path.Door("grpc")
+	opts.Refusals = srv
 	opts.Hub = hub
 	opts.Logger = quiet
 	rpc := grpcapi.New(opts)
@@ -84,7 +87,7 @@ func startWith(t *testing.T, hubOpts broadcast.Options, opts grpcapi.Options) *s
 		_ = hub.Close(ctx)
 		_ = rpc.Stop(ctx)
 	})
-	return &service{hub: hub, rpc: rpc, addr: ln.Addr().String(), http: hs.URL, client: eventservicepb.NewEventServiceClient(conn), conn: conn}
+	return &service{hub: hub, rpc: rpc, addr: ln.Addr().String(), http: hs.URL, client: eventservicepb.NewEventServiceClient(conn), conn: conn, srv: srv}
 }
 
 func within(t *testing.T, d time.Duration) context.Context {
@@ -156,6 +159,25 @@ func TestPushEventStatusCodes(t *testing.T) {
 	if got := svc.hub.Stats().EventsAccepted; got != 1 {
 		t.Fatalf("hub accepted %d events, want 1", got)
 	}
+	// Counted with the HTTP refusals; the message over the limit is
+	// refused by gRPC before the service sees it.
+	svc.wantMetrics(t,
+		`event_dispatcher_events_rejected_total{reason="unauthorized"} 3`,
+		`event_dispatcher_events_rejected_total{reason="invalid"} 4`,
+		`event_dispatcher_events_rejected_total{reason="too_large"} 1`,
+	)
+}
+
+// wantMetrics fails unless the admin /metrics has every line of want.
+func (svc *service) wantMetrics(t *testing.T, want ...string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	svc.srv.Admin().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, w := range want {
+		if !strings.Contains(rec.Body.String(), "\n"+w+"\n") {
+			t.Errorf("/metrics lacks %s", w)
+		}
+	}
 }
 
 func TestPushEventRateLimitedPerAddress(t *testing.T) {
@@ -167,6 +189,7 @@ func TestPushEventRateLimitedPerAddress(t *testing.T) {
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("second PushEvent = %v, want ResourceExhausted", err)
 	}
+	svc.wantMetrics(t, `event_dispatcher_events_rejected_total{reason="rate_limited"} 1`)
 }
 
 func TestPushEventWhileShuttingDownIsUnavailable(t *testing.T) {
@@ -177,6 +200,7 @@ func TestPushEventWhileShuttingDownIsUnavailable(t *testing.T) {
 	if _, err := svc.client.PushEvent(within(t, 10*time.Second), push("1", nil)); status.Code(err) != codes.Unavailable {
 		t.Fatalf("PushEvent on a closed hub = %v, want Unavailable", err)
 	}
+	svc.wantMetrics(t, `event_dispatcher_events_rejected_total{reason="busy"} 1`)
 }
 
 func TestHealthServesUntilDrained(t *testing.T) {

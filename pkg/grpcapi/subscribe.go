@@ -29,15 +29,18 @@ func (s *Server) Subscribe(req *eventservicepb.SubscribeRequest, stream grpc.Ser
 		return status.Error(codes.Unimplemented, "subscriptions are not served here")
 	}
 	if err := checkToken(ctx, s.opts.Access.Listeners); err != nil {
+		s.opts.Refusals.StreamRefused("unauthorized")
 		return err
 	}
 	filter, err := parseFilter(req.GetFilter())
 	if err != nil {
+		s.opts.Refusals.StreamRefused("invalid")
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	if limit := s.opts.Access.Streams; limit != nil {
 		ip := peerAddr(ctx)
 		if !limit.Acquire(ip) {
+			s.opts.Refusals.StreamRefused("rate_limited")
 			return status.Error(codes.ResourceExhausted, "too many streams open from this address")
 		}
 		defer limit.Release(ip)
@@ -47,7 +50,11 @@ func (s *Server) Subscribe(req *eventservicepb.SubscribeRequest, stream grpc.Ser
 	case ctx.Err() != nil:
 		return status.FromContextError(ctx.Err()).Err() // the client went away
 	case errors.Is(err, broadcast.ErrTooMany):
+		s.opts.Refusals.StreamRefused("capacity")
 		return status.Error(codes.Unavailable, "too many listeners; retry shortly")
+	case errors.Is(err, broadcast.ErrClosed): // refused before it started
+		s.opts.Refusals.StreamRefused("draining")
+		return status.Error(codes.Unavailable, err.Error()+"; reconnect")
 	case err == nil:
 		return status.Error(codes.Unavailable, "stream ended; reconnect")
 	default:

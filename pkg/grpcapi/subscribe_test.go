@@ -87,6 +87,18 @@ func TestSubscribeRefusals(t *testing.T) {
 	if err := recvErr(authed, nil); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "too many listeners") {
 		t.Errorf("beyond MAX_SUBSCRIBERS: %v, want Unavailable", err)
 	}
+	if err := svc.hub.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := recvErr(authed, nil); status.Code(err) != codes.Unavailable {
+		t.Errorf("shutting down: %v, want Unavailable", err)
+	}
+	svc.wantMetrics(t,
+		`event_dispatcher_listeners_refused_total{reason="unauthorized"} 1`,
+		`event_dispatcher_listeners_refused_total{reason="invalid"} 2`,
+		`event_dispatcher_listeners_refused_total{reason="capacity"} 1`,
+		`event_dispatcher_listeners_refused_total{reason="draining"} 1`,
+	)
 }
 
 // A subscriber that stops reading fills its HTTP/2 window, then its queue,

@@ -112,7 +112,7 @@ func newCollector(s *Server) *collector {
 		s:             s,
 		listeners:     d("listeners", "Connected SSE listeners."),
 		accepted:      d("events_accepted_total", "Event POSTs accepted (204)."),
-		rejected:      d("events_rejected_total", "Event POSTs refused, by reason.", "reason"),
+		rejected:      d("events_rejected_total", "Event POSTs and gRPC PushEvent calls refused, by reason.", "reason"),
 		refused:       d("listeners_refused_total", "Streams refused before they started, by reason: capacity (MAX_SUBSCRIBERS), draining, rate_limited (MAX_LISTENERS_PER_IP), unauthorized, invalid (a malformed filter).", "reason"),
 		deliveries:    d("deliveries_total", "Events written to listeners' sockets."),
 		bytes:         d("sent_bytes_total", "Bytes written to listeners' sockets, heartbeats included."),
@@ -241,4 +241,26 @@ func flag(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// EventRefused counts an event refused by another way in (gRPC PushEvent)
+// in events_rejected_total, reason being one of its labels (rate_limited,
+// unauthorized, invalid, too_large, busy); an unknown one is not counted.
+func (s *Server) EventRefused(reason string) {
+	for r, label := range reasonLabels {
+		if label == reason {
+			s.rejected[r].Add(1)
+		}
+	}
+}
+
+// StreamRefused counts a stream refused by another way out (gRPC
+// Subscribe) in listeners_refused_total, reason being one of its labels
+// (capacity, draining, rate_limited, unauthorized, invalid).
+func (s *Server) StreamRefused(reason string) {
+	for r, label := range refusalLabels {
+		if label == reason {
+			s.streamsRefused[r].Add(1)
+		}
+	}
 }
