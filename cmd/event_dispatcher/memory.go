@@ -19,15 +19,15 @@ const (
 )
 
 // reclaimMemory gives memory back to the operating system once the work
-// that needed it is over, checking every second:
+// that needed it is over, checking every second (see reclaimPolicy):
 //
 //   - after a mass departure has settled (at least reclaimDeparted
 //     listeners gone, fewer than half of the peak left, the count steady
 //     for a second): each listener held tens of kilobytes of goroutine
 //     stacks and connection buffers;
-//   - after a burst of events, at the first second without any, when the
-//     heap grew large (its goal at least reclaimHeapGoal): the hub lets go
-//     of every event once its listeners have it, but the frames stay
+//   - after a burst of events, at the first second without any work, when
+//     the heap grew large (its goal at least reclaimHeapGoal): the hub lets
+//     go of every event once its listeners have it, but the frames stay
 //     garbage until a collection.
 //
 // An idle server runs no garbage collection and Go's scavenger returns
@@ -36,9 +36,15 @@ const (
 func reclaimMemory(ctx context.Context, hub *broadcast.Hub, log zerolog.Logger) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	st := hub.Stats()
-	peak, prev, accepted, busy := st.Listeners, st.Listeners, st.EventsAccepted, false
+	pol := newReclaimPolicy(hub.Stats())
 	goal := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
+	heapGoal := func() uint64 {
+		metrics.Read(goal)
+		if goal[0].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return goal[0].Value.Uint64()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -46,31 +52,58 @@ func reclaimMemory(ctx context.Context, hub *broadcast.Hub, log zerolog.Logger) 
 		case <-t.C:
 		}
 		st := hub.Stats()
-		n := st.Listeners
-		quiet := st.EventsAccepted == accepted
-		why := ""
-		switch {
-		case n > peak:
-			peak = n
-		case n == prev && peak-n >= reclaimDeparted && n < peak/2:
-			why = "listeners left"
-		}
-		if why == "" && quiet && busy {
-			metrics.Read(goal)
-			if goal[0].Value.Kind() == metrics.KindUint64 && goal[0].Value.Uint64() >= reclaimHeapGoal {
-				why = "burst of events over"
-			}
-		}
+		peak := pol.peak
+		why := pol.step(st, heapGoal)
 		if why != "" {
 			start := time.Now()
 			// Two collections: sync.Pool (listeners' write buffers, request
 			// buffers) keeps its contents through the first.
 			runtime.GC()
 			debug.FreeOSMemory()
-			log.Info().Str("why", why).Int64("listeners", n).Int64("peak", peak).Int64("took_ms", time.Since(start).Milliseconds()).
+			log.Info().Str("why", why).Int64("listeners", st.Listeners).Int64("peak", peak).Int64("took_ms", time.Since(start).Milliseconds()).
 				Msg("memory returned to the system")
-			peak = n
 		}
-		prev, accepted, busy = n, st.EventsAccepted, !quiet
 	}
+}
+
+// reclaimPolicy decides, from the hub's figures taken once a second, when
+// reclaimMemory gives memory back. A forced collection and FreeOSMemory
+// stop every allocation for as long as they take (seconds with thousands
+// of listeners on a busy machine), so they must run only when the service
+// has nothing to do: never while POSTs come in, even if all of them are
+// refused (a fan-out saturated by a storm of new listeners accepts none
+// for seconds at a time), nor while events wait or listeners come and go.
+type reclaimPolicy struct {
+	peak, prev        int64  // listeners: most since the last reclaim, and a second ago
+	accepted, refused uint64 // EventsAccepted and EventsBusy a second ago
+	busy              bool   // events were accepted in the second before
+}
+
+func newReclaimPolicy(st broadcast.Stats) *reclaimPolicy {
+	return &reclaimPolicy{peak: st.Listeners, prev: st.Listeners, accepted: st.EventsAccepted, refused: st.EventsBusy}
+}
+
+// step takes this second's figures and returns why memory is to be given
+// back now, or "". heapGoal is read only when it matters.
+func (p *reclaimPolicy) step(st broadcast.Stats, heapGoal func() uint64) string {
+	n := st.Listeners
+	steady := n == p.prev
+	quiet := st.EventsAccepted == p.accepted && st.EventsBusy == p.refused && st.FanoutLagEvents == 0 && steady
+	why := ""
+	switch {
+	case n > p.peak:
+		p.peak = n
+	case steady && p.peak-n >= reclaimDeparted && n < p.peak/2:
+		why = "listeners left"
+	}
+	if why == "" && quiet && p.busy && heapGoal() >= reclaimHeapGoal {
+		why = "burst of events over"
+	}
+	if why != "" {
+		p.peak = n
+	}
+	// A burst stays owed until a quiet second has looked at it.
+	p.busy = (p.busy || st.EventsAccepted != p.accepted) && !quiet
+	p.prev, p.accepted, p.refused = n, st.EventsAccepted, st.EventsBusy
+	return why
 }
