@@ -16,6 +16,7 @@ import (
 const (
 	reclaimDeparted = 1000     // listeners gone: a mass departure worth giving memory back for
 	reclaimHeapGoal = 64 << 20 // heap goal after a burst of events worth giving memory back for
+	reclaimArrivals = 100      // listeners arriving in a second that make it no quiet second (a storm); fewer are ordinary churn
 )
 
 // reclaimMemory gives memory back to the operating system once the work
@@ -72,7 +73,7 @@ func reclaimMemory(ctx context.Context, hub *broadcast.Hub, log zerolog.Logger) 
 // of listeners on a busy machine), so they must run only when the service
 // has nothing to do: never while POSTs come in, even if all of them are
 // refused (a fan-out saturated by a storm of new listeners accepts none
-// for seconds at a time), nor while events wait or listeners come and go.
+// for seconds at a time), nor while events wait or listeners pour in.
 type reclaimPolicy struct {
 	peak, prev        int64  // listeners: most since the last reclaim, and a second ago
 	accepted, refused uint64 // EventsAccepted and EventsBusy a second ago
@@ -88,7 +89,7 @@ func newReclaimPolicy(st broadcast.Stats) *reclaimPolicy {
 func (p *reclaimPolicy) step(st broadcast.Stats, heapGoal func() uint64) string {
 	n := st.Listeners
 	steady := n == p.prev
-	quiet := st.EventsAccepted == p.accepted && st.EventsBusy == p.refused && st.FanoutLagEvents == 0 && steady
+	quiet := st.EventsAccepted == p.accepted && st.EventsBusy == p.refused && st.FanoutLagEvents == 0 && n-p.prev < reclaimArrivals
 	why := ""
 	switch {
 	case n > p.peak:

@@ -49,6 +49,10 @@ func TestReclaimPolicy(t *testing.T) {
 			{st(6000, 100, 0, 0), big, ""},
 			{st(6000, 100, 0, 0), big, "burst of events over"},
 		}},
+		{"ordinary churn", []second{
+			{st(500, 100, 0, 0), big, ""},
+			{st(520, 100, 0, 0), big, "burst of events over"},
+		}},
 		{"mass departure settles", []second{
 			{st(5000, 0, 0, 0), small, ""},
 			{st(10, 0, 0, 0), small, ""},
