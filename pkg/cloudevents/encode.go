@@ -86,7 +86,7 @@ func Encode(dst []byte, attrs []Attr, contentType string, data []byte) ([]byte, 
 
 // Push appends the structured-mode JSON of an event pushed over gRPC
 // (eventservice.PushEventRequest): the four required attributes, checked,
-// then the data, when not empty: valid JSON as "data" with datacontenttype
+// then the data, when not empty: valid JSON (UTF-8) as "data" with datacontenttype
 // application/json, anything else as "data_base64" (the message says
 // nothing of its type, so no datacontenttype).
 func Push(dst []byte, specversion, id, source, typ string, data []byte) ([]byte, error) {
@@ -99,7 +99,9 @@ func Push(dst []byte, specversion, id, source, typ string, data []byte) ([]byte,
 			return dst, bad(a.Name, "is not valid UTF-8")
 		}
 	}
-	if len(data) > 0 && json.Valid(data) {
+	// JSON is UTF-8 (RFC 8259 §8.1); json.Valid does not check that, and
+	// bytes of JSON's shape but not UTF-8 are bytes like any others.
+	if len(data) > 0 && utf8.Valid(data) && json.Valid(data) {
 		return encode(dst, attrs, "application/json", data, asJSON)
 	}
 	return encode(dst, attrs, "", data, asBase64)

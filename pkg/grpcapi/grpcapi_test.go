@@ -109,6 +109,8 @@ func TestPushEventReachesSSEListenersAsStructuredJSON(t *testing.T) {
 	}{
 		{[]byte(`{"total": 12.50, "items":[1]}`), `{"specversion":"1.0","id":"g1","source":"/shop","type":"com.example.order.placed","datacontenttype":"application/json","data":{"total":12.50,"items":[1]}}`},
 		{[]byte("\x00\x01binary"), `{"specversion":"1.0","id":"g1","source":"/shop","type":"com.example.order.placed","data_base64":"AAFiaW5hcnk="}`},
+		// JSON's shape but not UTF-8, so not JSON (RFC 8259 §8.1): bytes.
+		{[]byte("{\"a\":\"\xff\"}"), `{"specversion":"1.0","id":"g1","source":"/shop","type":"com.example.order.placed","data_base64":"eyJhIjoi/yJ9"}`},
 		{[]byte("plain text"), `{"specversion":"1.0","id":"g1","source":"/shop","type":"com.example.order.placed","data_base64":"cGxhaW4gdGV4dA=="}`},
 		{nil, `{"specversion":"1.0","id":"g1","source":"/shop","type":"com.example.order.placed"}`},
 	}
