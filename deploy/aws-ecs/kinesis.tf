@@ -60,12 +60,22 @@ resource "aws_iam_role_policy" "put_records" {
 
 # --- Firehose to S3 ------------------------------------------------------------
 
+data "aws_caller_identity" "current" {}
+
+# Firehose assumes the role only for delivery streams of this account (it
+# passes the account as the external id): another account's Firehose cannot
+# be pointed at this role to read the stream or write the bucket.
 data "aws_iam_policy_document" "firehose_assume" {
   statement {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
       identifiers = ["firehose.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "sts:ExternalId"
+      values   = [data.aws_caller_identity.current.account_id]
     }
   }
 }
