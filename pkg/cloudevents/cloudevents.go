@@ -44,7 +44,8 @@ func bad(where, format string, a ...any) error {
 // compact JSON of one structured-mode event (what event.Compact returns):
 // specversion "1.0"; id, source, type non-empty strings; subject, when
 // present, a non-empty string; time RFC 3339; dataschema an absolute URI;
-// datacontenttype a media type; attribute names of a-z and 0-9 only, each
+// datacontenttype a media type; no string value with a control character;
+// attribute names of a-z and 0-9 only, each
 // once, their values strings, numbers or booleans; data and data_base64
 // never both, data_base64 valid base64. A member named ignore (the client
 // IP field the service adds itself) is not checked.
@@ -131,6 +132,9 @@ func CheckAttr(name, v string) error {
 	if !validName(name) {
 		return bad(quoteName(name), "attribute names are lower-case letters a-z and digits only")
 	}
+	if hasControl(v) {
+		return bad(name, "must not contain control characters (U+0000-U+001F, U+007F-U+009F)")
+	}
 	switch name {
 	case "specversion":
 		if v != SpecVersion {
@@ -154,6 +158,18 @@ func CheckAttr(name, v string) error {
 		}
 	}
 	return nil
+}
+
+// hasControl reports whether v holds a character the CloudEvents type
+// system forbids in a String: the control characters U+0000-U+001F and
+// U+007F-U+009F (a newline in a ce- header value, a NUL in an id).
+func hasControl(v string) bool {
+	for _, r := range v {
+		if r < 0x20 || r >= 0x7f && r <= 0x9f {
+			return true
+		}
+	}
+	return false
 }
 
 // validName: CloudEvents attribute names are a-z and 0-9, at least one.
