@@ -123,14 +123,14 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	admin, err := startAdmin(cfg, srv, log)
 	if err != nil {
 		_ = ln.Close()
-		closeNow(hub, closeKinesis)
+		closeNow(hub, closeBroker, closeKinesis)
 		return err
 	}
 	defer admin.close()
 	rpc, err := startGRPC(cfg, hub, path, policy, conns, srv, log)
 	if err != nil {
 		_ = ln.Close()
-		closeNow(hub, closeKinesis)
+		closeNow(hub, closeBroker, closeKinesis)
 		return err
 	}
 	defer func() { // cut at once if serve returns early; nothing left after the graceful stop
@@ -245,12 +245,12 @@ func capConns(ln net.Listener, cfg config.Config, log zerolog.Logger) *connlimit
 // ingestGrace is how long the shutdown waits for POSTs in flight.
 const ingestGrace = time.Second
 
-// closeNow releases the hub (and the broker link, if any) when the server
-// never got going.
-func closeNow(hub *broadcast.Hub, closeBroker ...func(context.Context) error) {
+// closeNow releases the hub and the sinks (the broker link, Kinesis) when
+// the server never got going.
+func closeNow(hub *broadcast.Hub, closeSinks ...func(context.Context) error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	for _, c := range closeBroker {
+	for _, c := range closeSinks {
 		_ = c(ctx)
 	}
 	_ = hub.Close(ctx)
