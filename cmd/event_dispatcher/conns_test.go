@@ -71,7 +71,7 @@ func TestConnectionFloodLeavesRoomForOthers(t *testing.T) {
 		}
 		t.Skip("prlimit (util-linux) not installed")
 	}
-	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary))
+	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), "MAX_SUBSCRIBERS=100")
 	rec, base := p.listening(t)
 	addr := strings.TrimPrefix(base, "http://")
 	admin := "http://" + net.JoinHostPort("127.0.0.1", portOf(t, rec["admin_addr"]))
@@ -183,7 +183,7 @@ func TestGRPCConnectionFloodIsCapped(t *testing.T) {
 		}
 		t.Skip("prlimit (util-linux) not installed")
 	}
-	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), "GRPC_PORT=0", "SHUTDOWN_TIMEOUT=15s")
+	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), "MAX_SUBSCRIBERS=100", "GRPC_PORT=0", "SHUTDOWN_TIMEOUT=15s")
 	rec, base := p.listening(t)
 	admin := "http://" + net.JoinHostPort("127.0.0.1", portOf(t, rec["admin_addr"]))
 	rpcAddr := net.JoinHostPort("127.0.0.1", portOf(t, rec["grpc_addr"]))

@@ -231,7 +231,7 @@ func capConns(ln net.Listener, cfg config.Config, log zerolog.Logger) *connlimit
 		nofile = 1024 // the usual soft limit: a cap too low beats none
 		log.Warn().Err(err).Msg("descriptor limit unknown; connection caps derived from 1024")
 	}
-	opts := connlimit.Defaults(nofile, cfg.MaxConnections, cfg.MaxConnectionsPerIP)
+	opts := connlimit.Defaults(nofile, cfg.MaxConnections, cfg.MaxConnectionsPerIP, cfg.MaxSubscribers)
 	if uint64(opts.Max) >= nofile {
 		log.Warn().Int("max_connections", opts.Max).Uint64("descriptor_limit", nofile).
 			Msg("MAX_CONNECTIONS is not below the descriptor limit: a flood can still stop accept, health probes and the admin port")

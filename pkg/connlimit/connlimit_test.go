@@ -190,9 +190,9 @@ func TestBusySeesThroughTLS(t *testing.T) {
 
 func TestDefaultsLeaveHeadroom(t *testing.T) {
 	cases := []struct {
-		nofile        uint64
-		max, perIP    int
-		wantMax, want int
+		nofile                uint64
+		max, perIP, listeners int
+		wantMax, want         int
 	}{
 		{nofile: 20000, wantMax: 18000, want: 9000},
 		{nofile: 512, wantMax: 448, want: 224}, // at least 64 kept
@@ -200,11 +200,18 @@ func TestDefaultsLeaveHeadroom(t *testing.T) {
 		{nofile: 1 << 62, wantMax: 1932735283, want: 966367641},
 		{nofile: 20000, max: 100, wantMax: 100, want: 50},
 		{nofile: 20000, perIP: 7, wantMax: 18000, want: 7},
+		// One proxy still carries every listener admitted (MAX_SUBSCRIBERS
+		// 10,000) and its POSTs, as before the caps; never more than Max.
+		{nofile: 20000, listeners: 10000, wantMax: 18000, want: 11000},
+		{nofile: 1 << 20, listeners: 10000, wantMax: 943719, want: 471859},
+		{nofile: 4096, listeners: 10000, wantMax: 3687, want: 3687},
+		{nofile: 512, listeners: 100, wantMax: 448, want: 224},
+		{nofile: 20000, perIP: 7, listeners: 10000, wantMax: 18000, want: 7},
 	}
 	for _, c := range cases {
-		o := connlimit.Defaults(c.nofile, c.max, c.perIP)
+		o := connlimit.Defaults(c.nofile, c.max, c.perIP, c.listeners)
 		if o.Max != c.wantMax || o.MaxPerClient != c.want {
-			t.Errorf("Defaults(%d, %d, %d) = %d, %d; want %d, %d", c.nofile, c.max, c.perIP, o.Max, o.MaxPerClient, c.wantMax, c.want)
+			t.Errorf("Defaults(%d, %d, %d, %d) = %d, %d; want %d, %d", c.nofile, c.max, c.perIP, c.listeners, o.Max, o.MaxPerClient, c.wantMax, c.want)
 		}
 	}
 }

@@ -11,9 +11,11 @@ const (
 // Defaults derives the caps from the process's descriptor limit nofile:
 // Max keeps 10 % of it (at least 64 descriptors, at most half) for
 // everything else; MaxPerClient is half of Max, so that no single address
-// takes the whole port while a proxy carrying many clients still gets most
-// of it. maxConns and perClient, when positive, are taken as given instead.
-func Defaults(nofile uint64, maxConns, perClient int) Options {
+// takes the whole port, but never less than listeners (MAX_SUBSCRIBERS)
+// plus 10 % (within Max): one proxy not listed as trusted carried
+// every listener the service admits before the caps existed, and still
+// can. maxConns and perClient, when positive, are taken as given instead.
+func Defaults(nofile uint64, maxConns, perClient, listeners int) Options {
 	o := Options{Max: maxConns, MaxPerClient: perClient}
 	if o.Max <= 0 {
 		limit := int(min(nofile, 1<<31-1))
@@ -21,7 +23,11 @@ func Defaults(nofile uint64, maxConns, perClient int) Options {
 		o.Max = max(limit-reserve, 1)
 	}
 	if o.MaxPerClient <= 0 {
-		o.MaxPerClient = max(o.Max/2, 1)
+		floor := 0
+		if listeners > 0 {
+			floor = min(o.Max, listeners+listeners/10) // and its POSTs and probes
+		}
+		o.MaxPerClient = max(o.Max/2, floor, 1)
 	}
 	return o
 }
