@@ -22,7 +22,7 @@ const (
 // pushCE sends one request to POST /events and returns the answer.
 func pushCE(t *testing.T, srv *ssetest.Server, header http.Header, body string) ssetest.Response {
 	t.Helper()
-	r, err := srv.Do(within(t, 10*time.Second), http.MethodPost, "/events", header, []byte(body))
+	r, err := srv.Do(within(t, time.Minute), http.MethodPost, "/events", header, []byte(body)) // a guard against a hang only
 	if err != nil {
 		t.Fatalf("POST /events: %v", err)
 	}
