@@ -85,10 +85,11 @@ func TestRingOutlivesAStalledLoop(t *testing.T) {
 	}
 	// The test proves something only if it came near the edge the ring is
 	// sized for: 66 full batches (its own, 64 in its channel, 1 in its
-	// shard goroutine's hands) and the queue behind them. The first batch
-	// may be short if the machine paused the publisher.
+	// shard goroutine's hands) and the queue behind them. A few batches
+	// may be short when a loaded machine pauses the publisher (seen: 997
+	// and 1005 of 1025 under the race build with both cores busy).
 	span := newest - stall.oldest + 1
-	if worst := uint64(queue + 66*batchSize); span < worst-batchSize || stall.batches < 66 {
+	if worst := uint64(queue + 66*batchSize); span < worst-3*batchSize || stall.batches < 66 {
 		t.Fatalf("spanned only %d numbers (%d batches); the worst case is %d", span, stall.batches, worst)
 	}
 	t.Logf("accepted %d; the stalled loop spanned %d numbers over %d batches; ring of %d", accepted, span, stall.batches, len(h.frames.slots))
