@@ -271,6 +271,8 @@ func TestHTTP2HugeHeadersRefused(t *testing.T) {
 		}()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// The previous case's check listener may still be leaving.
+			listenersBack(t, srv, 0, "the listeners of the case before gone")
 			c := dialRawH2(t, srv.Dial(t))
 			block := c.headers("GET", "/events", tc.extra...)
 			if tc.name == "HPACK bomb" && len(block) > 6<<10 {
