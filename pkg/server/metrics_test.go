@@ -288,7 +288,7 @@ func TestMetricsCountRateLimitedPosts(t *testing.T) {
 // reads afterwards, give or take the frames of that one write.
 func TestMetricsCountWhatAStalledListenerReceived(t *testing.T) {
 	t.Parallel()
-	const events, size = 4000, 4 << 10 // 16 MB: far more than the sockets' buffers hold
+	const events, size = 4000, 4 << 10                                                                                                   // 16 MB: far more than the sockets' buffers hold
 	srv := ssetest.Start(t, broadcast.Options{WriteTimeout: 10 * time.Second, BufferBytes: 32 << 20, QueueSize: 4096}, server.Options{}) // a loaded machine may read 8 MB slowly
 	before := ssetest.Scrape(t, srv.Admin+"/metrics")
 
