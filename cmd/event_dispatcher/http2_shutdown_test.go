@@ -33,25 +33,7 @@ func TestShutdownCutsStalledHTTP2Stream(t *testing.T) {
 	}
 	defer stalled.Body.Close()
 	const nReaders = 2
-	results := make([]chan []ssetest.Event, nReaders)
-	for i := range results {
-		s := ssetest.Subscribe(t, client, base+"/events", nil)
-		results[i] = make(chan []ssetest.Event, 1)
-		go func() {
-			var got []ssetest.Event
-			for {
-				e, err := s.Next(guard)
-				if err != nil {
-					if err != io.EOF {
-						t.Errorf("reader %d: %v", i, err)
-					}
-					break
-				}
-				got = append(got, e)
-			}
-			results[i] <- got
-		}()
-	}
+	results := readToTheEnd(t, guard, client, base, nReaders)
 	ssetest.Eventually(t, 30*time.Second, "three listeners", func() (bool, string) {
 		n := listenersOf(t, base)
 		return n == 3, fmt.Sprint(n, " listeners")
@@ -101,4 +83,30 @@ func TestShutdownCutsStalledHTTP2Stream(t *testing.T) {
 			t.Errorf("reader %d: last block %q, want the end comment", i, got[len(got)-1].Raw)
 		}
 	}
+}
+
+// readToTheEnd subscribes n readers to base's stream; each channel gets
+// everything its reader received once the stream ended (io.EOF).
+func readToTheEnd(t *testing.T, guard context.Context, client *http.Client, base string, n int) []chan []ssetest.Event {
+	t.Helper()
+	results := make([]chan []ssetest.Event, n)
+	for i := range results {
+		s := ssetest.Subscribe(t, client, base+"/events", nil)
+		results[i] = make(chan []ssetest.Event, 1)
+		go func() {
+			var got []ssetest.Event
+			for {
+				e, err := s.Next(guard)
+				if err != nil {
+					if err != io.EOF {
+						t.Errorf("reader %d: %v", i, err)
+					}
+					break
+				}
+				got = append(got, e)
+			}
+			results[i] <- got
+		}()
+	}
+	return results
 }

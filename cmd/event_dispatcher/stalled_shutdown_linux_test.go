@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -39,25 +38,7 @@ func TestShutdownCutsStalledListenerAtShutdownTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	const nReaders = 2
-	results := make([]chan []ssetest.Event, nReaders)
-	for i := range results {
-		s := ssetest.Subscribe(t, client, base+"/events", nil)
-		results[i] = make(chan []ssetest.Event, 1)
-		go func() {
-			var got []ssetest.Event
-			for {
-				e, err := s.Next(guard)
-				if err != nil {
-					if err != io.EOF {
-						t.Errorf("reader %d: %v", i, err)
-					}
-					break
-				}
-				got = append(got, e)
-			}
-			results[i] <- got
-		}()
-	}
+	results := readToTheEnd(t, guard, client, base, nReaders)
 	ssetest.Eventually(t, 30*time.Second, "three listeners", func() (bool, string) {
 		n := listenersOf(t, base)
 		return n == 3, fmt.Sprint(n, " listeners")
