@@ -31,14 +31,20 @@ func TestAcceptedConnectionsGiveUpOnUnacknowledgedData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got int
-	var gerr error
+	var got, keepAlive int
+	var gerr, kerr error
 	if err := raw.Control(func(fd uintptr) {
 		got, gerr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
-	}); err != nil || gerr != nil {
-		t.Fatal(err, gerr)
+		keepAlive, kerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+	}); err != nil || gerr != nil || kerr != nil {
+		t.Fatal(err, gerr, kerr)
 	}
 	if got != 1234 {
 		t.Fatalf("TCP_USER_TIMEOUT of an accepted connection = %d ms, want 1234", got)
+	}
+	// Probes would duplicate the heartbeats and timeouts, at four system
+	// calls per accepted connection.
+	if keepAlive != 0 {
+		t.Fatalf("SO_KEEPALIVE of an accepted connection = %d, want 0", keepAlive)
 	}
 }
