@@ -238,6 +238,9 @@ if has storm; then
 	row "(e) storm: p99 ms to first byte" storm '.storm.time_to_first_byte.p99_ms*10|round/10' "lower is better"
 	row "(e) storm: max ms to first byte" storm '.storm.time_to_first_byte.max_ms*10|round/10'
 	row "(e) storm: listeners that failed to connect" storm '.storm.failed' "must be 0"
+	row "(e) storm: server CPU s until the last first byte" storm '(.storm.cpu.server_s // null) | if . then .*100|round/100 else null end' "lower is better"
+	row "(e) storm: load tool CPU s until the last first byte" storm '(.storm.cpu.tool_s // null) | if . then .*100|round/100 else null end'
+	row "(e) storm: connection attempts dropped by a full accept queue" storm '.storm.cpu.listen_overflows // null'
 	row "(e) storm: accepted POSTs/s" storm '.result.achieved_rate|round' "higher is better"
 	row "(e) storm: rejected + failed POSTs" storm '.result.posts.rejected + .result.posts.transport_errors'
 	row "(e) storm: p99 ms delivery latency" storm '.result.latency.p99_ms*10|round/10' "lower is better"

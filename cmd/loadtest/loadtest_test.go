@@ -603,4 +603,11 @@ func TestProc(t *testing.T) {
 	if _, err := readProc(1 << 30); err == nil {
 		t.Error("no error for a process that does not exist")
 	}
+	netstat := "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 3 169 171\nIpExt: InNoRoutes\nIpExt: 0\n"
+	if n, err := parseListenOverflows([]byte(netstat)); err != nil || n != 169 {
+		t.Errorf("ListenOverflows = %d, %v; want 169", n, err)
+	}
+	if _, err := parseListenOverflows([]byte("IpExt: InNoRoutes\nIpExt: 0\n")); err == nil {
+		t.Error("no error for a netstat without TcpExt")
+	}
 }

@@ -88,3 +88,38 @@ func parseStatusRSS(status []byte) (int64, error) {
 	}
 	return 0, fmt.Errorf("no VmRSS")
 }
+
+// readListenOverflows returns how many times since boot this host's
+// kernel found a listening socket's accept queue full (Linux's
+// TcpExt ListenOverflows, machine-wide): each such connection attempt is
+// dropped and the client retries only after a second or more.
+func readListenOverflows() (int64, error) {
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return 0, err
+	}
+	return parseListenOverflows(b)
+}
+
+// parseListenOverflows finds ListenOverflows in /proc/net/netstat, where
+// each protocol has a line of names followed by a line of values.
+func parseListenOverflows(netstat []byte) (int64, error) {
+	var names [][]byte
+	for line := range bytes.Lines(netstat) {
+		rest, ok := bytes.CutPrefix(line, []byte("TcpExt:"))
+		if !ok {
+			continue
+		}
+		if names == nil {
+			names = bytes.Fields(rest)
+			continue
+		}
+		for i, v := range bytes.Fields(rest) {
+			if i < len(names) && string(names[i]) == "ListenOverflows" {
+				return strconv.ParseInt(string(v), 10, 64)
+			}
+		}
+		break
+	}
+	return 0, fmt.Errorf("no TcpExt ListenOverflows")
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -32,6 +34,20 @@ type stormReport struct {
 	// listener is subscribed and owed every later event.
 	TTFB   latencySummary `json:"time_to_first_byte"`
 	Health *healthReport  `json:"health,omitempty"`
+	// CPU is what the storm cost, from its start to the last answer: what
+	// bounds its duration on a machine where the tool and the server
+	// share the cores. Absent when not measurable (no /proc).
+	CPU *stormCPU `json:"cpu,omitempty"`
+}
+
+// stormCPU is the CPU time the storm took, and how many connection
+// attempts the kernel dropped because an accept queue was full (machine-
+// wide; each retried after a second or more).
+type stormCPU struct {
+	ServerSeconds   *float64 `json:"server_s,omitempty"` // with -server-pid
+	ToolSeconds     float64  `json:"tool_s"`
+	Cores           int      `json:"cores"`
+	ListenOverflows *int64   `json:"listen_overflows,omitempty"`
 }
 
 // disconnectReport is a mass disconnect: all listeners but the survivors
@@ -80,6 +96,33 @@ type healthReport struct {
 	MaxListeners int64          `json:"max_listeners"`    // summed over the replicas
 }
 
+// startStormCPU samples the CPU counters; the function it returns
+// reports what was spent since, or nil when this host has no /proc.
+func (t *tester) startStormCPU() func() *stormCPU {
+	tool0, err := readProc(os.Getpid())
+	if err != nil {
+		return func() *stormCPU { return nil }
+	}
+	server0, serverErr := readProcs(t.cfg.ServerPIDs)
+	overflows0, overflowErr := readListenOverflows()
+	return func() *stormCPU {
+		tool, err := readProc(os.Getpid())
+		if err != nil {
+			return nil
+		}
+		c := &stormCPU{ToolSeconds: (tool.CPU - tool0.CPU).Seconds(), Cores: runtime.NumCPU()}
+		if server, err := readProcs(t.cfg.ServerPIDs); len(t.cfg.ServerPIDs) > 0 && serverErr == nil && err == nil {
+			s := (server.CPU - server0.CPU).Seconds()
+			c.ServerSeconds = &s
+		}
+		if n, err := readListenOverflows(); overflowErr == nil && err == nil {
+			n -= overflows0
+			c.ListenOverflows = &n
+		}
+		return c
+	}
+}
+
 // storm connects the listeners during ph: all at once -warmup into it, or
 // spread over -ramp. Each becomes owed the events taken after its first
 // line arrived. It returns at the end of publishing, or when the last
@@ -95,6 +138,7 @@ func (t *tester) storm(ctx context.Context, ph *phase, rep *stormReport) {
 	if !sleepUntil(ctx, begin) {
 		return
 	}
+	cpu := t.startStormCPU()
 	ttfb := newExactHistogram()
 	var mu sync.Mutex
 	failedBy := map[string]int{}
@@ -127,6 +171,7 @@ func (t *tester) storm(ctx context.Context, ph *phase, rep *stormReport) {
 		})
 	}
 	wg.Wait()
+	rep.CPU = cpu()
 	sleepUntil(ctx, ph.deadline) // health is polled until the end of publishing
 	rep.TTFB = ttfb.summary()
 	rep.Connected = int(rep.TTFB.Count)
@@ -362,6 +407,19 @@ func (s *stormReport) writeText(w io.Writer) {
 	l := s.TTFB
 	fmt.Fprintf(w, "TTFB      p50 %.2f ms  p90 %.2f ms  p99 %.2f ms  max %.2f ms  (time to the stream's first line)\n",
 		l.P50MS, l.P90MS, l.P99MS, l.MaxMS)
+	if c := s.CPU; c != nil {
+		fmt.Fprintf(w, "cpu       until the last answer: load tool %.2f s", c.ToolSeconds)
+		busy := c.ToolSeconds
+		if c.ServerSeconds != nil {
+			fmt.Fprintf(w, ", server %.2f s", *c.ServerSeconds)
+			busy += *c.ServerSeconds
+		}
+		fmt.Fprintf(w, ": on %d cores, at least %.2f s of wall time", c.Cores, busy/float64(c.Cores))
+		if c.ListenOverflows != nil {
+			fmt.Fprintf(w, "; %d connection attempts dropped by a full accept queue (host-wide), each retried after ≥ 1 s", *c.ListenOverflows)
+		}
+		fmt.Fprintln(w)
+	}
 	s.Health.writeText(w)
 }
 

@@ -19,11 +19,15 @@ func TestStorm(t *testing.T) {
 	ts := startDispatcher(t, broadcast.Options{})
 	const n = 60
 	rep, err := runJSON(t, guard(t), "-url", ts.URL, "-scenario", "storm", "-listeners", fmt.Sprint(n),
-		"-publishers", "8", "-rate", "100", "-duration", "2s", "-warmup", "500ms", "-settle", "30s", "-min-rate", "0")
+		"-publishers", "8", "-rate", "100", "-duration", "2s", "-warmup", "500ms", "-settle", "30s", "-min-rate", "0",
+		"-server-pid", fmt.Sprint(os.Getpid())) // the dispatcher runs in this process
 	if err != nil {
 		t.Fatalf("%v: %+v", err, rep.Check)
 	}
 	s := rep.Storm
+	if c := s.CPU; c == nil || c.ServerSeconds == nil || c.ListenOverflows == nil || c.Cores < 1 || c.ToolSeconds < 0 || *c.ListenOverflows < 0 {
+		t.Errorf("storm CPU = %+v, want the tool's, the server's and the host's accept-queue overflows", c)
+	}
 	if s == nil || s.Listeners != n || s.Connected != n || s.Failed != 0 || s.TTFB.Count != n {
 		t.Fatalf("storm = %+v, want %d connected", s, n)
 	}
