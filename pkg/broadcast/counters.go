@@ -59,8 +59,8 @@ func (c *sentCounter) load() Sent { return Sent{Events: c.events.Load(), Bytes: 
 func (h *Hub) Counters() Counters {
 	c := Counters{Stats: h.Stats(), QueueCapacity: h.opts.QueueSize}
 	h.mu.Lock()
-	for l := range h.listeners {
-		s := l.sent.load()
+	for sub := range h.listeners {
+		s := sub.q.sent.load()
 		c.Deliveries += s.Events
 		c.BytesSent += s.Bytes
 	}

@@ -13,9 +13,11 @@
 //     goroutine, holding a part of the listeners. Everything that knows
 //     r3labs is in its adapter (r3labs.go).
 //  3. r3labs' loop for each subscriber prints each run into the listener's
-//     stand-in response (r3labs.go), which queues the matching shared frames
-//     in the [listener]'s byte-capped queue (listener.go); it never blocks.
-//     A frame leaves the ring once every listener has taken it.
+//     [subscription], the stand-in response r3labs writes to (r3labs.go),
+//     which queues the matching shared frames in the [listener], a
+//     byte-capped queue that knows nothing of r3labs (listener.go); it
+//     never blocks. A frame leaves the ring once every listener has taken
+//     it.
 //  4. A short-lived goroutine per listener drains that queue to the client
 //     (sink.go for SSE, listen.go for [Hub.Listen]) under a write deadline.
 //     A listener whose queue overflows or whose client stalls is dropped
@@ -140,7 +142,7 @@ type Hub struct {
 	pump *pump
 
 	mu        sync.Mutex // guards listeners, draining and cutoff
-	listeners map[*listener]struct{}
+	listeners map[*subscription]struct{}
 	draining  bool
 	cutoff    time.Time // set by Close: no write may outlast it
 	active    atomic.Int64
@@ -161,7 +163,7 @@ func New(opts Options) (*Hub, error) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	h := &Hub{
-		opts: opts, log: opts.Logger, fan: newFanout(), listeners: map[*listener]struct{}{}, stop: stop,
+		opts: opts, log: opts.Logger, fan: newFanout(), listeners: map[*subscription]struct{}{}, stop: stop,
 		frames: newFrameRing(opts.QueueSize),
 	}
 	h.pump = newPump(h, opts)
@@ -278,16 +280,16 @@ func (h *Hub) cutAll(deadline time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.cutoff = deadline
-	for l := range h.listeners {
-		l.out.cut(deadline)
+	for s := range h.listeners {
+		s.q.out.cut(deadline)
 	}
 }
 
 func (h *Hub) endAll(cause error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for l := range h.listeners {
-		l.cancel(cause)
+	for s := range h.listeners {
+		s.q.cancel(cause)
 	}
 }
 

@@ -51,9 +51,9 @@ func (h *Hub) Listen(ctx context.Context, filter *Filter, w EventWriter) (Sent, 
 	cutCtx, uncut := context.WithCancel(context.Background())
 	defer uncut()
 	out := &eventSink{w: w, cutCtx: cutCtx, uncut: uncut, stuck: make(chan struct{})}
-	l := h.newListener(nil, out, cancel)
-	out.l = l
-	return h.stream(ctx, cancel, l, filter, zerolog.Ctx(ctx))
+	s := h.newSubscription(nil, out, cancel)
+	out.l = &s.q
+	return h.stream(ctx, cancel, s, filter, zerolog.Ctx(ctx))
 }
 
 // eventSink writes a listener's events to an EventWriter. Unlike a socket,

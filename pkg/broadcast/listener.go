@@ -5,25 +5,32 @@ import (
 	"errors"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
 var errClientGone = errors.New("client went away")
 
-// errLost and errUnreadable report what cannot happen, should it ever: the
-// listener's r3labs loop looked up a frame the hub had already released
-// (frames stay until every member of the shard has taken them), or it was
-// handed a line that is not a batch the pump formatted. The listener is
-// dropped rather than silently missing an event.
-var (
-	errLost       = errors.New("dropped: an event it was handed was already released")
-	errUnreadable = errors.New("dropped: the fan-out handed it an unreadable batch")
-)
+// errLost reports what cannot happen, should it ever: a listener was
+// handed a frame number the hub had already released (frames stay until
+// every member of the shard has taken them). The listener is dropped
+// rather than silently missing an event.
+var errLost = errors.New("dropped: an event it was handed was already released")
 
-// listener is the http.ResponseWriter the r3labs loop of one subscriber
-// writes to. Its writes only queue a shared frame, so that loop, and with it
-// the hub's fan-out, never waits on this client's socket.
+// listener is one subscriber's queue of shared frames and the drain that
+// writes them to its client; it knows nothing of r3labs or of the wire
+// format, which its sink owns. Its r3labs side, the [subscription] that
+// fills it, is in r3labs.go.
+//
+// Who owns what:
+//   - set before subscribing, then only read: which sink out is, cancel, frames,
+//     bufs, limit, timeout, filter;
+//   - mu guards the queue (pending, bytes, spare) and its state (writing,
+//     dead, reason): the r3labs loop of the listener's subscription fills
+//     it (enqueue, enqueueRange) and starts the drain (startDrain), the
+//     drain goroutine empties it, any goroutine may drop it;
+//   - out, the client's connection, is written by one goroutine at a time:
+//     the drain (writing is set), then finish once the drain has settled;
+//   - sent is added to by that writer and read by scrapes.
 type listener struct {
 	out     sink // the client's connection, written only by drain and finish
 	cancel  context.CancelCauseFunc
@@ -31,16 +38,7 @@ type listener struct {
 	bufs    *writeBuffers
 	limit   int
 	timeout time.Duration
-	sh      *shard
-	filter  *Filter // nil: every event; set before subscribing, then only read
-
-	// Owned by the r3labs loop (the Serve goroutine): see shard.
-	confirmed bool   // registered with r3labs: its first Flush has come
-	joined    uint64 // the shard's batch in flight when it registered
-	// taken is the last number of the last batch it took, or, before its
-	// first, what its shard had received when it joined: it will look up
-	// no frame up to it. Read by the hub's frame release.
-	taken atomic.Uint64
+	filter  *Filter // nil: every event
 
 	mu      sync.Mutex
 	pending []*frame // not yet handed to the socket
@@ -56,21 +54,18 @@ type listener struct {
 	sse  sseSink // out for an SSE stream: kept here, saving an allocation
 }
 
-// newListener returns a listener whose queue drains into out, or, when out
-// is nil, into w as an SSE stream.
-func (h *Hub) newListener(w http.ResponseWriter, out sink, cancel context.CancelCauseFunc) *listener {
-	l := &listener{
-		out: out, cancel: cancel,
-		frames: h.frames, bufs: &h.bufs, limit: h.opts.BufferBytes, timeout: h.opts.WriteTimeout,
-	}
+// init makes l a queue that drains into out, or, when out is nil, into w
+// as an SSE stream. l is part of its subscription's allocation.
+func (l *listener) init(h *Hub, w http.ResponseWriter, out sink, cancel context.CancelCauseFunc) {
+	l.out, l.cancel = out, cancel
+	l.frames, l.bufs, l.limit, l.timeout = h.frames, &h.bufs, h.opts.BufferBytes, h.opts.WriteTimeout
 	if out == nil {
 		l.sse = sseSink{w: w, rc: http.NewResponseController(w), l: l}
 		l.out = &l.sse
-		first := retryFrame() // sent at r3labs' first Flush, once subscribed
+		first := retryFrame() // sent at the first startDrain, once subscribed
 		l.pending, l.bytes = []*frame{first}, len(first.b)
 	}
 	l.drainFn = l.drain
-	return l
 }
 
 // enqueueRange queues the frames numbered first to last.
@@ -112,6 +107,20 @@ func (l *listener) enqueue(f *frame) {
 		l.bytes += len(f.b)
 	}
 	l.mu.Unlock()
+}
+
+// startDrain starts a drain goroutine for what is queued unless one is
+// running. Called by the one goroutine that fills the queue, which is also
+// the one that later calls finish: drainer's Add and Wait never race.
+func (l *listener) startDrain() {
+	l.mu.Lock()
+	start := !l.writing && !l.dead && len(l.pending) > 0
+	l.writing = l.writing || start
+	l.mu.Unlock()
+	if start {
+		l.drainer.Add(1)
+		go l.drainFn()
+	}
 }
 
 // drop discards everything queued and ends the stream for reason.
@@ -178,10 +187,11 @@ func (l *listener) drain() {
 	}
 }
 
-// finish runs after r3labs has let go of the listener and returns why the
-// stream ended. When the server ended it (shutdown, maximum duration) it
-// writes what is still queued and, on an SSE stream, a comment saying why;
-// clients reconnect after the jittered delay of the stream's first block.
+// finish runs once nothing fills the queue any more (r3labs has let go of
+// the subscription) and returns why the stream ended. When the server
+// ended it (shutdown, maximum duration) it writes what is still queued
+// and, on an SSE stream, a comment saying why; clients reconnect after the
+// jittered delay of the stream's first block.
 func (l *listener) finish(cause error) error {
 	l.out.settle(&l.drainer)
 	l.mu.Lock()

@@ -52,20 +52,20 @@ func BenchmarkListenerEvent(b *testing.B) {
 	h.frames.put(f, 1)
 	batch := appendRange(nil, 1, 1)
 	var id []byte // r3labs events carry no id here: it writes "id: \n"
-	l := h.newListener(&benchDiscard{header: http.Header{}}, nil, func(error) {})
-	l.sh = h.pump.shards[0]
-	l.Flush() // the retry hint
-	l.drainer.Wait()
+	s := h.newSubscription(&benchDiscard{header: http.Header{}}, nil, func(error) {})
+	s.sh = h.pump.shards[0]
+	s.Flush() // the retry hint
+	s.q.drainer.Wait()
 	b.ReportAllocs()
 	b.SetBytes(int64(len(f.b)))
 	for b.Loop() {
-		fmt.Fprintf(l, "id: %s\n", id)
-		fmt.Fprintf(l, "data: %s\n", batch)
-		fmt.Fprint(l, "\n")
-		l.Flush()
-		l.drainer.Wait()
+		fmt.Fprintf(s, "id: %s\n", id)
+		fmt.Fprintf(s, "data: %s\n", batch)
+		fmt.Fprint(s, "\n")
+		s.Flush()
+		s.q.drainer.Wait()
 	}
-	if l.dead {
-		b.Fatalf("listener dropped: %v", l.reason)
+	if s.q.dead {
+		b.Fatalf("listener dropped: %v", s.q.reason)
 	}
 }

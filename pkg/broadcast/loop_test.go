@@ -16,7 +16,7 @@ import (
 // a listener does, and records what it could not find.
 type testLoop struct {
 	h      *Hub
-	l      listener // only the shard bookkeeping
+	s      subscription // only the shard bookkeeping
 	header http.Header
 	delay  time.Duration // per batch
 
@@ -33,9 +33,9 @@ type testLoop struct {
 
 func newTestLoop(h *Hub, shard int) *testLoop {
 	lp := &testLoop{h: h, header: http.Header{}}
-	lp.l.sh = h.pump.shards[shard]
+	lp.s.sh = h.pump.shards[shard]
 	h.mu.Lock()
-	lp.l.sh.assigned++ // listeners that Serve places go elsewhere
+	lp.s.sh.assigned++ // listeners that Serve places go elsewhere
 	h.mu.Unlock()
 	return lp
 }
@@ -53,10 +53,10 @@ func (lp *testLoop) start(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		lp.h.subscribe(ctx, lp.l.sh, lp, &lp.l)
-		lp.l.sh.leave(&lp.l)
+		lp.h.subscribe(ctx, lp.s.sh, lp, &lp.s)
+		lp.s.sh.leave(&lp.s)
 	}()
-	for !registered(lp.l.sh, &lp.l) {
+	for !registered(lp.s.sh, &lp.s) {
 		time.Sleep(time.Millisecond)
 	}
 	return done
@@ -65,11 +65,11 @@ func (lp *testLoop) start(ctx context.Context) <-chan struct{} {
 func (lp *testLoop) Header() http.Header { return lp.header }
 func (lp *testLoop) WriteHeader(int)     {}
 func (lp *testLoop) Flush() {
-	if !lp.l.confirmed {
-		lp.l.sh.mu.Lock() // confirmed is read by registered
-		lp.l.confirmed = true
-		lp.l.sh.mu.Unlock()
-		lp.l.sh.confirm(&lp.l)
+	if !lp.s.confirmed {
+		lp.s.sh.mu.Lock() // confirmed is read by registered
+		lp.s.confirmed = true
+		lp.s.sh.mu.Unlock()
+		lp.s.sh.confirm(&lp.s)
 	}
 }
 
@@ -99,7 +99,7 @@ func (lp *testLoop) Write(p []byte) (int, error) {
 		}
 	}
 	lp.mu.Unlock()
-	lp.l.sh.took(&lp.l, last)
+	lp.s.sh.took(&lp.s, last)
 	return len(p), nil
 }
 
@@ -116,11 +116,11 @@ func live(sh *shard) int {
 	return sh.live
 }
 
-// registered reports whether l has been confirmed by its shard.
-func registered(sh *shard, l *listener) bool {
+// registered reports whether s has been confirmed by its shard.
+func registered(sh *shard, s *subscription) bool {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return l.confirmed
+	return s.confirmed
 }
 
 // countingSink is a listener's response writer that counts the events.

@@ -60,8 +60,8 @@ type shard struct {
 	assigned int // listeners placed here, for choosing the least loaded; guarded by Hub.mu
 
 	mu      sync.Mutex
-	live    int                    // listeners registered with r3labs and not yet gone
-	members map[*listener]struct{} // listeners subscribing or subscribed, for the frame release
+	live    int                        // listeners registered with r3labs and not yet gone
+	members map[*subscription]struct{} // subscribing or subscribed, for the frame release
 
 	received atomic.Uint64 // last sequence number the shard's goroutine has taken
 
@@ -92,13 +92,13 @@ func (sh *shard) open(last uint64) {
 	sh.next = (sh.next + 1) % sh.depth
 }
 
-// join makes l a member before it subscribes to r3labs: from now on the
+// join makes s a member before it subscribes to r3labs: from now on the
 // frames it may look up are kept. It can be handed no batch that the
 // shard's goroutine had taken before.
-func (sh *shard) join(l *listener) {
+func (sh *shard) join(s *subscription) {
 	sh.mu.Lock()
-	l.taken.Store(sh.received.Load())
-	sh.members[l] = struct{}{}
+	s.taken.Store(sh.received.Load())
+	sh.members[s] = struct{}{}
 	sh.mu.Unlock()
 }
 
@@ -107,29 +107,29 @@ func (sh *shard) join(l *listener) {
 func (sh *shard) lowest(upTo uint64) uint64 {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	for l := range sh.members {
-		upTo = min(upTo, l.taken.Load())
+	for s := range sh.members {
+		upTo = min(upTo, s.taken.Load())
 	}
 	return upTo
 }
 
-// confirm counts l as registered with r3labs: it receives every batch
-// handed over from now on. Called from l's r3labs loop.
-func (sh *shard) confirm(l *listener) {
+// confirm counts s as registered with r3labs: it receives every batch
+// handed over from now on. Called from s's r3labs loop.
+func (sh *shard) confirm(s *subscription) {
 	sh.mu.Lock()
 	sh.live++
-	l.joined = sh.cur.Load()
+	s.joined = sh.cur.Load()
 	sh.mu.Unlock()
 }
 
-// took records that l's loop has taken the batch ending at last. A loop
+// took records that s's loop has taken the batch ending at last. A loop
 // that was not counted for it (joined later) or takes a batch whose slot
 // has been reused changes nothing. A take racing with the reuse of its
 // slot can open the gate one loop early: that costs only an earlier
 // hand-over, never an event.
-func (sh *shard) took(l *listener, last uint64) {
-	l.taken.Store(last)
-	if last <= l.joined {
+func (sh *shard) took(s *subscription, last uint64) {
+	s.taken.Store(last)
+	if last <= s.joined {
 		return
 	}
 	for i := range sh.batches {
@@ -140,19 +140,19 @@ func (sh *shard) took(l *listener, last uint64) {
 	}
 }
 
-// leave uncounts l once r3labs has let go of it, and stops the gate from
+// leave uncounts s once r3labs has let go of it, and stops the gate from
 // waiting for batches it will never take: those it was counted for (handed
 // over after it joined) and has not taken (loops take batches in order).
-func (sh *shard) leave(l *listener) {
+func (sh *shard) leave(s *subscription) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	delete(sh.members, l)
-	if !l.confirmed {
+	delete(sh.members, s)
+	if !s.confirmed {
 		return
 	}
 	sh.live--
 	for i := range sh.batches {
-		if b := &sh.batches[i]; b.last.Load() > max(l.joined, l.taken.Load()) {
+		if b := &sh.batches[i]; b.last.Load() > max(s.joined, s.taken.Load()) {
 			sh.taken(b)
 		}
 	}
@@ -198,7 +198,7 @@ func newPump(h *Hub, opts Options) *pump {
 	for i := range opts.Shards {
 		id := "events-" + strconv.Itoa(i)
 		h.fan.createStream(id)
-		p.shards = append(p.shards, &shard{id: id, req: subscribeRequest(id), depth: gateDepth, gate: make(chan struct{}, 1), members: map[*listener]struct{}{}})
+		p.shards = append(p.shards, &shard{id: id, req: subscribeRequest(id), depth: gateDepth, gate: make(chan struct{}, 1), members: map[*subscription]struct{}{}})
 	}
 	return p
 }

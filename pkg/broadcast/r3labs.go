@@ -3,9 +3,11 @@ package broadcast
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/r3labs/sse/v2"
 )
@@ -13,7 +15,7 @@ import (
 // The r3labs adapter: the only code that knows github.com/r3labs/sse/v2.
 // The data path reads: Publish (hub.go) numbers a frame → the pump hands
 // runs of numbers to r3labs streams (here) → r3labs' loop per subscriber
-// prints each run into the listener's stand-in response (here), which
+// prints each run into the listener's [subscription] (here), which
 // resolves the numbers to frames in the listener's queue (listener.go) →
 // its drain writes them to the client (sink.go, listen.go).
 
@@ -51,10 +53,49 @@ func (f *fanout) offer(stream string, ev handout) bool { return f.srv.TryPublish
 // taken, or when the stream is closed.
 func (f *fanout) give(stream string, ev handout) { f.srv.Publish(stream, ev) }
 
-// subscribe feeds w, the r3labs side of l, from the r3labs stream of
-// shard sh until ctx ends. The caller then calls sh.leave(l).
-func (h *Hub) subscribe(ctx context.Context, sh *shard, w http.ResponseWriter, l *listener) {
-	sh.join(l)
+// errUnreadable reports what cannot happen, should it ever: r3labs handed
+// a subscription a line that is not a batch the pump formatted. Its
+// listener is dropped rather than silently missing events.
+var errUnreadable = errors.New("dropped: the fan-out handed it an unreadable batch")
+
+// subscription is a listener's side facing r3labs: the http.ResponseWriter
+// r3labs' loop for one subscriber writes to, and the shard's bookkeeping
+// of what that loop has taken. r3labs can only hand a subscriber text, so
+// this is where the printed runs of numbers become frames in the queue.
+// It holds its listener (the queue) by value: one allocation per listener.
+//
+// Who owns what:
+//   - sh is set by Hub.add (under Hub.mu) before subscribing, then read;
+//   - confirmed and joined are written by the r3labs loop (the goroutine
+//     in Hub.subscribe), and read by it, by shard.leave once the loop is
+//     over, and by tests under the shard's mu;
+//   - taken is written by the r3labs loop and read by the hub's frame
+//     release (shard.lowest);
+//   - q, the listener, guards itself (see listener).
+type subscription struct {
+	q  listener
+	sh *shard
+
+	confirmed bool   // registered with r3labs: its first Flush has come
+	joined    uint64 // the shard's batch in flight when it registered
+	// taken is the last number of the last batch it took, or, before its
+	// first, what its shard had received when it joined: it will look up
+	// no frame up to it.
+	taken atomic.Uint64
+}
+
+// newSubscription returns a subscription whose listener drains into out,
+// or, when out is nil, into w as an SSE stream.
+func (h *Hub) newSubscription(w http.ResponseWriter, out sink, cancel context.CancelCauseFunc) *subscription {
+	s := &subscription{}
+	s.q.init(h, w, out, cancel)
+	return s
+}
+
+// subscribe feeds w, normally s itself, from the r3labs stream of shard sh
+// until ctx ends. The caller then calls sh.leave(s).
+func (h *Hub) subscribe(ctx context.Context, sh *shard, w http.ResponseWriter, s *subscription) {
+	sh.join(s)
 	h.fan.srv.ServeHTTP(w, sh.req.WithContext(ctx))
 }
 
@@ -73,47 +114,40 @@ func subscribeRequest(stream string) *http.Request {
 // Header returns a new map each time: what r3labs sets there is discarded
 // (the caller set the real headers), and a map kept per listener would
 // cost every idle listener a few hundred bytes.
-func (l *listener) Header() http.Header { return http.Header{} }
-func (l *listener) WriteHeader(int)     {}
+func (s *subscription) Header() http.Header { return http.Header{} }
+func (s *subscription) WriteHeader(int)     {}
 
 // Write receives what r3labs prints for one batch, "id: \n",
 // "data: <first>-<last>\n", "\n", or for a heartbeat ": hb\n", "\n", and
 // queues the matching shared frames. The id line and the blank lines carry
 // nothing: there are no ids (nothing is replayed) and frames end with their
 // own blank line.
-func (l *listener) Write(p []byte) (int, error) {
+func (s *subscription) Write(p []byte) (int, error) {
 	switch {
 	case bytes.HasPrefix(p, []byte("data: ")):
 		first, last, ok := parseRange(p[len("data: "):])
 		if !ok {
-			l.drop(errUnreadable)
+			s.q.drop(errUnreadable)
 			break
 		}
-		l.enqueueRange(first, last)
-		l.sh.took(l, last)
+		s.q.enqueueRange(first, last)
+		s.sh.took(s, last)
 	case bytes.HasPrefix(p, []byte(": ")):
-		l.enqueue(heartbeatFrame)
+		s.q.enqueue(heartbeatFrame)
 	}
 	return len(p), nil
 }
 
 // Flush marks the end of one batch: start a drain unless one is running.
 // The first Flush comes from r3labs once the subscription is registered.
-func (l *listener) Flush() {
-	if !l.confirmed {
-		l.confirmed = true
-		l.sh.confirm(l)
+// It runs on the r3labs loop's goroutine, which is also the one that later
+// calls finish (see Hub.stream).
+func (s *subscription) Flush() {
+	if !s.confirmed {
+		s.confirmed = true
+		s.sh.confirm(s)
 	}
-	l.mu.Lock()
-	start := !l.writing && !l.dead && len(l.pending) > 0
-	l.writing = l.writing || start
-	l.mu.Unlock()
-	if start {
-		// Add happens on the r3labs loop's goroutine, which is also the one
-		// that later calls drainer.Wait, so the two never race.
-		l.drainer.Add(1)
-		go l.drainFn()
-	}
+	s.q.startDrain()
 }
 
 // appendRange appends "first-last", the batch r3labs carries.

@@ -39,32 +39,33 @@ func (h *Hub) Serve(w http.ResponseWriter, r *http.Request) (Sent, error) {
 func (h *Hub) ServeFiltered(w http.ResponseWriter, r *http.Request, filter *Filter) (Sent, error) {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	l := h.newListener(w, nil, cancel)
-	l.sse.disarmIdle = r.ProtoMajor >= 2
+	s := h.newSubscription(w, nil, cancel)
+	s.q.sse.disarmIdle = r.ProtoMajor >= 2
 	log := zerolog.Ctx(r.Context())
 	if log.GetLevel() == zerolog.Disabled { // no logger of the caller's: the TCP peer is all the hub knows
 		l := h.log.With().Str("remote", r.RemoteAddr).Str("user_agent", r.UserAgent()).Logger()
 		log = &l
 	}
-	return h.stream(ctx, cancel, l, filter, log)
+	return h.stream(ctx, cancel, s, filter, log)
 }
 
-// stream runs listener l, made with cancel, until ctx ends, the listener is
-// dropped, its maximum duration passes or the hub closes.
-func (h *Hub) stream(ctx context.Context, cancel context.CancelCauseFunc, l *listener, filter *Filter, log *zerolog.Logger) (Sent, error) {
+// stream runs the listener of s, made with cancel, until ctx ends, the
+// listener is dropped, its maximum duration passes or the hub closes.
+func (h *Hub) stream(ctx context.Context, cancel context.CancelCauseFunc, s *subscription, filter *Filter, log *zerolog.Logger) (Sent, error) {
+	l := &s.q
 	l.filter = filter
-	if err := h.add(l); err != nil {
+	if err := h.add(s); err != nil {
 		return Sent{}, err
 	}
-	defer h.remove(l)
+	defer h.remove(s)
 	if d := h.opts.MaxStreamDuration; d > 0 {
 		t := time.AfterFunc(jitter(d), func() { cancel(ErrMaxDuration) })
 		defer t.Stop()
 	}
 	log.Info().Int64("listeners", h.active.Load()).Msg("listener connected")
 
-	h.subscribe(ctx, l.sh, l, l) // returns once r3labs has unsubscribed l
-	l.sh.leave(l)
+	h.subscribe(ctx, s.sh, s, s) // returns once r3labs has unsubscribed s
+	s.sh.leave(s)
 	cause := l.finish(context.Cause(ctx))
 
 	// The caller logs the stream's end, with the client's resolved address.
@@ -81,7 +82,7 @@ func (h *Hub) stream(ctx context.Context, cancel context.CancelCauseFunc, l *lis
 	return l.sent.load(), cause
 }
 
-func (h *Hub) add(l *listener) error {
+func (h *Hub) add(s *subscription) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	switch {
@@ -91,20 +92,20 @@ func (h *Hub) add(l *listener) error {
 		return ErrTooMany
 	}
 	h.active.Add(1)
-	h.listeners[l] = struct{}{}
-	l.sh = h.pump.leastLoaded()
-	l.sh.assigned++
+	h.listeners[s] = struct{}{}
+	s.sh = h.pump.leastLoaded()
+	s.sh.assigned++
 	h.gone.Add(1) // under mu with the draining check, so never after Close's Wait began
 	return nil
 }
 
-func (h *Hub) remove(l *listener) {
-	s := l.sent.load() // final: its drain goroutines have ended
+func (h *Hub) remove(s *subscription) {
+	sent := s.q.sent.load() // final: its drain goroutines have ended
 	h.mu.Lock()
-	h.tally.endedEvents.Add(s.Events)
-	h.tally.endedBytes.Add(s.Bytes)
-	delete(h.listeners, l)
-	l.sh.assigned--
+	h.tally.endedEvents.Add(sent.Events)
+	h.tally.endedBytes.Add(sent.Bytes)
+	delete(h.listeners, s)
+	s.sh.assigned--
 	h.active.Add(-1)
 	h.mu.Unlock()
 	h.gone.Done()
