@@ -146,6 +146,7 @@ func TestGrafanaDashboardQueriesExportedMetrics(t *testing.T) {
 		"event_dispatcher_events_rejected_total", "event_dispatcher_listeners_dropped_total",
 		"event_dispatcher_publish_queue_depth", "event_dispatcher_broker_connected", "process_resident_memory_bytes",
 		"event_dispatcher_connections", "event_dispatcher_connections_refused_total", "event_dispatcher_connections_idle_closed_total",
+		"event_dispatcher_connections_busy_closed_total",
 	} {
 		if !used[n] {
 			t.Errorf("the dashboard does not show %s", n)

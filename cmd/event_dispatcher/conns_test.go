@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -65,12 +66,7 @@ func floodWith(t *testing.T, addr, ip string, n int, first string) {
 // address still gets a listener in, an event published, /health and the
 // admin /livez answered.
 func TestConnectionFloodLeavesRoomForOthers(t *testing.T) {
-	if _, err := exec.LookPath("prlimit"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("prlimit (util-linux) is needed")
-		}
-		t.Skip("prlimit (util-linux) not installed")
-	}
+	needPrlimit(t)
 	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), "MAX_SUBSCRIBERS=100")
 	rec, base := p.listening(t)
 	addr := strings.TrimPrefix(base, "http://")
@@ -93,11 +89,83 @@ func TestConnectionFloodLeavesRoomForOthers(t *testing.T) {
 		t.Fatal("no idle connection closed at the per-IP cap")
 	}
 
-	other := clientFrom("127.0.0.2")
+	stillServed(t, p, base, admin, early, "127.0.0.2")
+}
+
+// trickle opens up to n connections from ip, each a POST whose headers are
+// complete and whose body has begun, one byte of 64, and then stalls: a
+// request in flight, not a stream. Each waits for the server's
+// "100 Continue", proof that its handler is reading the body, before the
+// next one is opened; those closed by the server instead are dropped. It
+// returns how many are held; they close at cleanup.
+func trickle(t *testing.T, addr, ip string, n int) int {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
+	const head = "POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 64\r\nExpect: 100-continue\r\n\r\n"
+	held := 0
+	for range n {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("trickle from %s: %v", ip, err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		line := make([]byte, len("HTTP/1.1 100 Continue\r\n\r\n"))
+		if _, err := c.Write([]byte(head)); err != nil {
+			continue
+		}
+		if _, err := io.ReadFull(c, line); err != nil || !strings.HasPrefix(string(line), "HTTP/1.1 100 ") {
+			_ = c.Close() // refused at once, or closed for room
+			continue
+		}
+		if _, err := c.Write([]byte("{")); err == nil {
+			held++
+		}
+	}
+	return held
+}
+
+// Two addresses fill MAX_CONNECTIONS with POSTs whose bodies never end
+// (BODY_READ_TIMEOUT raised so that they last the whole test; an attacker
+// would reconnect as they are cut): a third address still gets a listener
+// in and an event published, /health and /livez answer, and the stream
+// opened before the flood keeps receiving. The requests closed for room
+// are the flooding addresses' own.
+func TestBusyConnectionFloodLeavesRoomForOthers(t *testing.T) {
+	needPrlimit(t)
+	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), "MAX_SUBSCRIBERS=100", "BODY_READ_TIMEOUT=5m")
+	rec, base := p.listening(t)
+	addr := strings.TrimPrefix(base, "http://")
+	admin := "http://" + net.JoinHostPort("127.0.0.1", portOf(t, rec["admin_addr"]))
+	early := ssetest.Subscribe(t, clientFrom("127.0.0.1"), base+"/events", nil)
+	// 224 each at most (MAX_CONNECTIONS_PER_IP); 448 in all, the stream
+	// included: every connection is busy or a stream.
+	held := trickle(t, addr, "127.0.0.2", 240) + trickle(t, addr, "127.0.0.3", 240)
+	if held != 447 {
+		t.Fatalf("%d POSTs held from two addresses, want 447 (448 less the stream)", held)
+	}
+
+	stillServed(t, p, base, admin, early, "127.0.0.4")
+	m := ssetest.Scrape(t, admin+"/metrics")
+	if open := m.Samples["event_dispatcher_connections"]; open > 448 {
+		t.Fatalf("%v connections held, over the cap of 448", open)
+	}
+	if m.Samples["event_dispatcher_connections_busy_closed_total"] == 0 {
+		t.Fatal("no request in flight counted as closed for room")
+	}
+}
+
+// stillServed checks that, during a flood, the address ip gets a listener
+// in and an event published that both it and early, the stream opened
+// before the flood, receive; that /health and the admin /livez answer;
+// and that the flood was logged.
+func stillServed(t *testing.T, p *process, base, admin string, early *ssetest.Stream, ip string) {
+	t.Helper()
+	other := clientFrom(ip)
 	late := ssetest.Subscribe(t, other, base+"/events", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/events", strings.NewReader(`{"event_name":"after_flood"}`))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/events", strings.NewReader(`{"event_name":"during_flood"}`))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := other.Do(req)
 	if err != nil {
@@ -108,7 +176,7 @@ func TestConnectionFloodLeavesRoomForOthers(t *testing.T) {
 		t.Fatalf("POST from another address: status %d", resp.StatusCode)
 	}
 	for name, s := range map[string]*ssetest.Stream{"the stream opened before the flood": early, "a new listener": late} {
-		if got := s.NextData(t, ctx); got != `{"event_name":"after_flood"}` {
+		if got := s.NextData(t, ctx); got != `{"event_name":"during_flood"}` {
 			t.Fatalf("%s got %s", name, got)
 		}
 	}
@@ -124,6 +192,18 @@ func TestConnectionFloodLeavesRoomForOthers(t *testing.T) {
 	}
 	if len(p.stdout.records("connection cap reached: idle connections closed or new ones refused")) == 0 {
 		t.Fatal("the flood was not logged")
+	}
+}
+
+// needPrlimit fails the test under CI=true, or skips it elsewhere, when
+// prlimit, which lowers the binary's descriptor limit, is missing.
+func needPrlimit(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("prlimit"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("prlimit (util-linux) is needed")
+		}
+		t.Skip("prlimit (util-linux) not installed")
 	}
 }
 
@@ -177,12 +257,7 @@ func grpcFrom(t *testing.T, addr, ip string) *grpc.ClientConn {
 // address still pushes an event by gRPC that reaches an SSE listener, with
 // /health and /livez answered.
 func TestGRPCConnectionFloodIsCapped(t *testing.T) {
-	if _, err := exec.LookPath("prlimit"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("prlimit (util-linux) is needed")
-		}
-		t.Skip("prlimit (util-linux) not installed")
-	}
+	needPrlimit(t)
 	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), "MAX_SUBSCRIBERS=100", "GRPC_PORT=0", "SHUTDOWN_TIMEOUT=15s")
 	rec, base := p.listening(t)
 	admin := "http://" + net.JoinHostPort("127.0.0.1", portOf(t, rec["admin_addr"]))

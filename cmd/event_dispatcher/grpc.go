@@ -38,7 +38,7 @@ func startGRPC(cfg config.Config, hub *broadcast.Hub, path *publish.Path, policy
 	if err != nil {
 		return grpcServer{}, fmt.Errorf("listen on gRPC port %s: %w", cfg.GRPCPort, err)
 	}
-	ln := conns.Add(raw)
+	ln := conns.Add(raw, "grpc")
 	srv := grpcapi.New(grpcapi.Options{
 		Door:          path.Door("grpc"),
 		Hub:           hub,

@@ -120,6 +120,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	})
 	hs := srv.HTTPServer()
 	hs.ConnState = server.TrackConns(conns)
+	hs.ConnContext = conns.ConnContext // lets the stream handler mark its connection
 	admin, err := startAdmin(cfg, srv, log)
 	if err != nil {
 		_ = ln.Close()

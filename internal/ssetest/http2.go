@@ -56,7 +56,7 @@ func TLSClient(t testing.TB, roots *x509.CertPool, streamWindow int) *http.Clien
 // is https://…, and Client trusts roots and speaks HTTP/2.
 func StartTLS(t testing.TB, hub broadcast.Options, srv server.Options, conf *tls.Config, roots *x509.CertPool) *Server {
 	t.Helper()
-	s := start(t, hub, srv, func(ln net.Listener) net.Listener { return tls.NewListener(ln, conf) })
+	s := start(t, hub, srv, func(ln net.Listener, _ *http.Server) net.Listener { return tls.NewListener(ln, conf) })
 	s.URL = "https://" + s.Addr
 	s.Client = TLSClient(t, roots, 0)
 	return s

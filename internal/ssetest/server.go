@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/connlimit"
 	"event-dispatcher/pkg/fixtures"
 	"event-dispatcher/pkg/server"
 )
@@ -47,8 +48,22 @@ func Start(t testing.TB, hub broadcast.Options, srv server.Options) *Server {
 	return start(t, hub, srv, nil)
 }
 
-// start is Start with the listener wrapped by wrap, when not nil.
-func start(t testing.TB, hub broadcast.Options, srv server.Options, wrap func(net.Listener) net.Listener) *Server {
+// StartCapped is Start behind a connlimit.Listener with caps, told of its
+// connections' states and streams as the service's public port is.
+func StartCapped(t testing.TB, hub broadcast.Options, srv server.Options, caps connlimit.Options) (*Server, *connlimit.Listener) {
+	t.Helper()
+	var lim *connlimit.Listener
+	s := start(t, hub, srv, func(ln net.Listener, hs *http.Server) net.Listener {
+		lim = connlimit.New(ln, caps)
+		hs.ConnState, hs.ConnContext = server.TrackConns(lim), lim.ConnContext
+		return lim
+	})
+	return s, lim
+}
+
+// start is Start with the listener wrapped by wrap, when not nil; wrap may
+// also set the http.Server's hooks.
+func start(t testing.TB, hub broadcast.Options, srv server.Options, wrap func(net.Listener, *http.Server) net.Listener) *Server {
 	t.Helper()
 	quiet := zerolog.New(io.Discard).Level(zerolog.InfoLevel)
 	if reflect.ValueOf(hub.Logger).IsZero() {
@@ -75,7 +90,7 @@ func start(t testing.TB, hub broadcast.Options, srv server.Options, wrap func(ne
 	ts := httptest.NewUnstartedServer(s)
 	ts.Config = s.HTTPServer()
 	if wrap != nil {
-		ts.Listener = wrap(ts.Listener)
+		ts.Listener = wrap(ts.Listener, ts.Config)
 	}
 	ts.Start()
 	admin := httptest.NewServer(s.Admin())

@@ -4,16 +4,25 @@
 //
 // It wraps a plain [net.Listener] (TLS and HTTP/2 can wrap it in turn) and
 // knows nothing of HTTP: the server tells it which connections are idle
-// (accepted but waiting for a request, or kept alive between requests) and
-// which are busy (a request, a stream, a hijacked connection). When a new
-// connection would exceed a cap, the idle connection that has waited the
-// longest is closed to make room (the newcomer's own, when its address is
-// the one at its cap); a busy one is never touched. Only when nothing is
-// idle is the newcomer refused, by closing it at once.
+// (accepted but waiting for a request or a TLS handshake, or kept alive
+// between requests), which are busy (a request in flight) and which carry
+// a stream (an SSE listener, a gRPC server stream). When a new connection
+// would exceed a cap, the idle connection that has waited the longest is
+// closed to make room (the newcomer's own, when its address is the one at
+// its per-address cap). When nothing is idle at the total cap, the
+// longest-busy connection of the address with the most requests in flight
+// is closed instead, provided that address holds more than its fair share
+// (the cap over the addresses holding connections) and more than the
+// newcomer's: a few addresses trickling request bodies cannot fill the
+// port. A connection carrying a stream is never closed for room, nor one
+// of a peer exempt from the per-address cap (a proxy carries everyone's
+// requests). Only then is the newcomer refused, by closing it at once.
 package connlimit
 
 import (
+	"container/heap"
 	"container/list"
+	"context"
 	"net"
 	"net/netip"
 	"sync"
@@ -39,7 +48,8 @@ type Options struct {
 	// are being refused or closed to make room.
 	Logger   zerolog.Logger
 	LogEvery time.Duration // 0: 10 s
-	// Name tells this listener's log lines apart ("public", "admin").
+	// Name tells this listener's log lines apart ("public", "admin");
+	// a port added with [Listener.Add] has its own.
 	Name string
 }
 
@@ -64,6 +74,10 @@ type Stats struct {
 	MaxPerClient int
 	Refused      [numReasons]uint64 // new connections closed at once, by cap
 	ClosedIdle   [numReasons]uint64 // idle connections closed to make room, by cap
+	// ClosedBusy counts connections with a request in flight (not a
+	// stream) closed to make room at the total cap: always the address
+	// holding the most requests in flight, over its fair share.
+	ClosedBusy uint64
 }
 
 // Listener is a net.Listener that enforces Options. Its Accept returns only
@@ -74,29 +88,38 @@ type Listener struct {
 	opts Options
 
 	refused, closedIdle [numReasons]atomic.Uint64
+	closedBusy          atomic.Uint64
 	lastLog             atomic.Int64 // unix nanoseconds of the last warning
 
 	mu      sync.Mutex
 	open    int
 	clients map[netip.Addr]*client // only clients with a connection open
 	idle    list.List              // of *conn, longest idle at the front
+	busiest busiest                // clients with a request in flight, most first
 }
 
 type client struct {
 	open int
 	idle list.List // this client's share of Listener.idle, same order
+	// busy holds its connections with a request in flight that may be
+	// closed for room (not exempt, no stream), longest busy at the front.
+	busy list.List
+	rank int // index in Listener.busiest; -1 when busy is empty
 }
 
-// conn is an admitted connection. Its fields after Conn are guarded by the
+// conn is an admitted connection. Its fields after name are guarded by the
 // Listener's mu.
 type conn struct {
 	net.Conn
 	l      *Listener
 	key    netip.Addr
 	exempt bool
+	name   string // the port's, for the log
 
 	held       bool          // counted in open; false once closed or chosen to make room
-	idle, mine *list.Element // in l.idle and in the client's idle; nil when busy
+	idle, mine *list.Element // in l.idle and in the client's idle; nil unless idle
+	busy       *list.Element // in the client's busy; nil unless busy, not exempt, no stream
+	streams    int           // streams it carries; a connection with one is never closed for room
 }
 
 // New wraps ln.
@@ -109,15 +132,15 @@ func New(ln net.Listener, opts Options) *Listener {
 
 // Accept waits for the next connection within the caps. Connections over a
 // cap are closed here and never returned.
-func (l *Listener) Accept() (net.Conn, error) { return l.acceptFrom(l.Listener) }
+func (l *Listener) Accept() (net.Conn, error) { return l.acceptFrom(l.Listener, l.opts.Name) }
 
-func (l *Listener) acceptFrom(ln net.Listener) (net.Conn, error) {
+func (l *Listener) acceptFrom(ln net.Listener, name string) (net.Conn, error) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return nil, err
 		}
-		if ac := l.admit(c); ac != nil {
+		if ac := l.admit(c, name); ac != nil {
 			return ac, nil
 		}
 	}
@@ -126,66 +149,112 @@ func (l *Listener) acceptFrom(ln net.Listener) (net.Conn, error) {
 // Add returns ln, another port of the same process, with its connections
 // held to l's caps and counted together with l's own: the descriptors are
 // one budget whatever port a flood comes through. Its connections are
-// marked idle and busy through l, like l's own; closing it closes ln only.
-func (l *Listener) Add(ln net.Listener) net.Listener { return &added{Listener: ln, l: l} }
+// marked idle, busy and streams through l, like l's own; the warnings for
+// connections coming through it carry name. Closing it closes ln only.
+func (l *Listener) Add(ln net.Listener, name string) net.Listener {
+	return &added{Listener: ln, l: l, name: name}
+}
 
 type added struct {
 	net.Listener
-	l *Listener
+	l    *Listener
+	name string
 }
 
-func (a *added) Accept() (net.Conn, error) { return a.l.acceptFrom(a.Listener) }
+func (a *added) Accept() (net.Conn, error) { return a.l.acceptFrom(a.Listener, a.name) }
 
-func (l *Listener) admit(c net.Conn) net.Conn {
+// closing is why a connection is closed to make room.
+type closing int
+
+const (
+	closingNone closing = iota
+	closingIdle
+	closingBusy
+)
+
+func (l *Listener) admit(c net.Conn, name string) net.Conn {
 	key, exempt := l.keyOf(c.RemoteAddr())
 	l.mu.Lock()
 	cl := l.clients[key]
-	victim, reason, full := l.makeRoom(cl, exempt)
-	if full {
+	victim, reason, why := l.makeRoom(cl, exempt)
+	if victim == nil && why != closingNone {
 		l.mu.Unlock()
 		_ = c.Close()
 		l.refused[reason].Add(1)
-		l.warn()
+		l.warn(name)
 		return nil
 	}
 	if cl == nil {
-		cl = &client{}
+		cl = &client{rank: -1}
 		l.clients[key] = cl
 	}
-	ac := &conn{Conn: c, l: l, key: key, exempt: exempt, held: true}
+	ac := &conn{Conn: c, l: l, key: key, exempt: exempt, name: name, held: true}
 	l.open++
 	cl.open++
 	l.setIdle(ac, cl)
 	l.mu.Unlock()
 	if victim != nil {
 		_ = victim.Conn.Close() // outside the lock: its owner goroutine sees the error and ends
-		l.closedIdle[reason].Add(1)
-		l.warn()
+		if why == closingBusy {
+			l.closedBusy.Add(1)
+		} else {
+			l.closedIdle[reason].Add(1)
+		}
+		l.warn(name)
 	}
 	return ac
 }
 
-// makeRoom picks the idle connection to close so that one more from cl
-// fits, or reports that none can be closed. The victim is no longer held
+// makeRoom picks the connection to close so that one more from cl fits.
+// why is closingNone when there is room already; a nil victim with another
+// why means the newcomer must be refused. The victim is no longer held
 // when it returns.
-func (l *Listener) makeRoom(cl *client, exempt bool) (victim *conn, r Reason, full bool) {
+func (l *Listener) makeRoom(cl *client, exempt bool) (victim *conn, r Reason, why closing) {
 	if !exempt && cl != nil && l.opts.MaxPerClient > 0 && cl.open >= l.opts.MaxPerClient {
+		// The address at its own cap may only trade its own idle
+		// connections: its requests in flight are its own business.
 		if cl.idle.Len() == 0 {
-			return nil, PerClient, true
+			return nil, PerClient, closingIdle
 		}
 		victim = cl.idle.Front().Value.(*conn)
 		l.releaseLocked(victim)
-		return victim, PerClient, false
+		return victim, PerClient, closingIdle
 	}
-	if l.opts.Max > 0 && l.open >= l.opts.Max {
-		if l.idle.Len() == 0 {
-			return nil, Total, true
-		}
+	if l.opts.Max <= 0 || l.open < l.opts.Max {
+		return nil, 0, closingNone
+	}
+	if l.idle.Len() > 0 {
 		victim = l.idle.Front().Value.(*conn)
 		l.releaseLocked(victim)
-		return victim, Total, false
+		return victim, Total, closingIdle
 	}
-	return nil, 0, false
+	if victim = l.busyVictim(cl); victim != nil {
+		l.releaseLocked(victim)
+	}
+	return victim, Total, closingBusy
+}
+
+// busyVictim is the longest-busy connection of the address with the most
+// requests in flight, when that address holds more than its fair share of
+// Max (Max over the addresses holding connections, the newcomer's
+// counted) and more than the newcomer's address would once admitted:
+// addresses over their share trade among themselves, never at the expense
+// of one under it. Nil when no address qualifies.
+func (l *Listener) busyVictim(newcomer *client) *conn {
+	if len(l.busiest) == 0 {
+		return nil
+	}
+	top := l.busiest[0]
+	holders, mine := len(l.clients), 1
+	if newcomer == nil {
+		holders++
+	} else {
+		mine += newcomer.open
+	}
+	if top == newcomer || top.open <= l.opts.Max/holders || top.open <= mine {
+		return nil
+	}
+	return top.busy.Front().Value.(*conn)
 }
 
 func (l *Listener) keyOf(a net.Addr) (netip.Addr, bool) {
@@ -206,7 +275,8 @@ func (l *Listener) keyOf(a net.Addr) (netip.Addr, bool) {
 
 // Idle marks c, a connection this Listener accepted (or a TLS connection
 // over one), as waiting for a request: it may be closed to make room.
-// Connections of other listeners are ignored.
+// Connections of other listeners are ignored, and so is a connection still
+// carrying a stream.
 func (l *Listener) Idle(c net.Conn) {
 	ac := l.own(c)
 	if ac == nil {
@@ -214,13 +284,16 @@ func (l *Listener) Idle(c net.Conn) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if ac.held && ac.idle == nil {
-		l.setIdle(ac, l.clients[ac.key])
+	if ac.held && ac.idle == nil && ac.streams == 0 {
+		cl := l.clients[ac.key]
+		l.unsetBusy(ac, cl)
+		l.setIdle(ac, cl)
 	}
 }
 
-// Busy marks c as serving a request, a stream or a protocol of its own:
-// it is never closed to make room.
+// Busy marks c as serving a request: it is not closed for an idle
+// newcomer's room, only, at the total cap, when its address holds more
+// than its share (see the package comment).
 func (l *Listener) Busy(c net.Conn) {
 	ac := l.own(c)
 	if ac == nil {
@@ -228,7 +301,67 @@ func (l *Listener) Busy(c net.Conn) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.unsetIdle(ac)
+	if !ac.held {
+		return
+	}
+	cl := l.clients[ac.key]
+	l.unsetIdle(ac, cl)
+	if ac.streams == 0 {
+		l.setBusy(ac, cl)
+	}
+}
+
+// Stream marks c as carrying a stream until release is called: it is
+// never closed for room. Over HTTP/2 one connection carries many requests;
+// while one of them is a stream the whole connection is kept. Calls nest.
+// When c is not this Listener's, release does nothing.
+func (l *Listener) Stream(c net.Conn) (release func()) {
+	ac := l.own(c)
+	if ac == nil {
+		return func() {}
+	}
+	l.mu.Lock()
+	if ac.streams++; ac.held && ac.streams == 1 {
+		cl := l.clients[ac.key]
+		l.unsetIdle(ac, cl)
+		l.unsetBusy(ac, cl)
+	}
+	l.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { l.endStream(ac) }) }
+}
+
+// endStream: the connection goes on serving its request (the handler has
+// not returned) until the server marks it idle.
+func (l *Listener) endStream(ac *conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ac.streams--; ac.held && ac.streams == 0 && ac.idle == nil {
+		l.setBusy(ac, l.clients[ac.key])
+	}
+}
+
+type connKey struct{}
+
+// ConnContext is an http.Server.ConnContext that records c in the
+// connection's context, for [MarkStream] in its requests' handlers.
+func (l *Listener) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if ac := l.own(c); ac != nil {
+		return context.WithValue(ctx, connKey{}, ac)
+	}
+	return ctx
+}
+
+// MarkStream marks the connection under ctx (a request's context, its
+// connection recorded by [Listener.ConnContext]) as carrying a stream
+// until release is called; see [Listener.Stream]. Without a recorded
+// connection it does nothing.
+func MarkStream(ctx context.Context) (release func()) {
+	ac, _ := ctx.Value(connKey{}).(*conn)
+	if ac == nil {
+		return func() {}
+	}
+	return ac.l.Stream(ac)
 }
 
 func (l *Listener) setIdle(ac *conn, cl *client) {
@@ -236,13 +369,62 @@ func (l *Listener) setIdle(ac *conn, cl *client) {
 	ac.mine = cl.idle.PushBack(ac)
 }
 
-func (l *Listener) unsetIdle(ac *conn) {
+func (l *Listener) unsetIdle(ac *conn, cl *client) {
 	if ac.idle == nil {
 		return
 	}
 	l.idle.Remove(ac.idle)
-	l.clients[ac.key].idle.Remove(ac.mine)
+	cl.idle.Remove(ac.mine)
 	ac.idle, ac.mine = nil, nil
+}
+
+// setBusy files ac among its client's requests in flight that may be
+// closed for room; an exempt peer's never are.
+func (l *Listener) setBusy(ac *conn, cl *client) {
+	if ac.busy != nil || ac.exempt {
+		return
+	}
+	ac.busy = cl.busy.PushBack(ac)
+	if cl.rank < 0 {
+		heap.Push(&l.busiest, cl)
+	} else {
+		heap.Fix(&l.busiest, cl.rank)
+	}
+}
+
+func (l *Listener) unsetBusy(ac *conn, cl *client) {
+	if ac.busy == nil {
+		return
+	}
+	cl.busy.Remove(ac.busy)
+	ac.busy = nil
+	if cl.busy.Len() == 0 {
+		heap.Remove(&l.busiest, cl.rank)
+	} else {
+		heap.Fix(&l.busiest, cl.rank)
+	}
+}
+
+// busiest is a heap of clients by their requests in flight, most first.
+type busiest []*client
+
+func (h busiest) Len() int           { return len(h) }
+func (h busiest) Less(i, j int) bool { return h[i].busy.Len() > h[j].busy.Len() }
+func (h busiest) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].rank, h[j].rank = i, j
+}
+func (h *busiest) Push(x any) {
+	cl := x.(*client)
+	cl.rank = len(*h)
+	*h = append(*h, cl)
+}
+func (h *busiest) Pop() any {
+	old := *h
+	cl := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h, cl.rank = old[:len(old)-1], -1
+	return cl
 }
 
 // releaseLocked stops counting ac.
@@ -250,10 +432,11 @@ func (l *Listener) releaseLocked(ac *conn) {
 	if !ac.held {
 		return
 	}
-	l.unsetIdle(ac)
+	cl := l.clients[ac.key]
+	l.unsetIdle(ac, cl)
+	l.unsetBusy(ac, cl)
 	ac.held = false
 	l.open--
-	cl := l.clients[ac.key]
 	if cl.open--; cl.open == 0 {
 		delete(l.clients, ac.key)
 	}
@@ -292,21 +475,23 @@ func (l *Listener) Stats() Stats {
 		s.Refused[r] = l.refused[r].Load()
 		s.ClosedIdle[r] = l.closedIdle[r].Load()
 	}
+	s.ClosedBusy = l.closedBusy.Load()
 	return s
 }
 
 // warn logs the counters, at most once per LogEvery: a flood must not
 // become a flood of log lines.
-func (l *Listener) warn() {
+func (l *Listener) warn(name string) {
 	now := time.Now().UnixNano()
 	last := l.lastLog.Load()
 	if now-last < int64(l.opts.LogEvery) || !l.lastLog.CompareAndSwap(last, now) {
 		return
 	}
 	s := l.Stats()
-	l.opts.Logger.Warn().Str("listener", l.opts.Name).Int("open", s.Open).
+	l.opts.Logger.Warn().Str("listener", name).Int("open", s.Open).
 		Int("max", s.Max).Int("max_per_ip", s.MaxPerClient).
 		Uint64("refused_total", s.Refused[Total]).Uint64("refused_per_ip", s.Refused[PerClient]).
 		Uint64("idle_closed_total", s.ClosedIdle[Total]).Uint64("idle_closed_per_ip", s.ClosedIdle[PerClient]).
+		Uint64("busy_closed", s.ClosedBusy).
 		Msg("connection cap reached: idle connections closed or new ones refused")
 }

@@ -1,12 +1,16 @@
 package connlimit_test
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"event-dispatcher/pkg/connlimit"
 )
@@ -91,7 +95,7 @@ func TestPerClientCapClosesTheClientsOwnIdleConnectionFirst(t *testing.T) {
 	h := start(t, connlimit.Options{MaxPerClient: 3})
 	a1, a2, a3 := h.dial("127.0.0.1"), h.dial("127.0.0.1"), h.dial("127.0.0.1")
 	s1, s2, s3 := h.next(), h.next(), h.next()
-	h.l.Busy(s1) // a stream: never closed to make room
+	h.l.Stream(s1) // never closed to make room
 	h.l.Idle(s2)
 	h.l.Busy(s3)
 	h.l.Idle(s3) // idle again later than s2: s2 has waited longest
@@ -224,7 +228,7 @@ func TestAddedPortSharesTheCaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := h.l.Add(ln)
+	other := h.l.Add(ln, "grpc")
 	defer other.Close()
 	stream := h.dial("127.0.0.1")
 	h.l.Busy(h.next())
@@ -264,4 +268,171 @@ func TestAddedPortSharesTheCaps(t *testing.T) {
 	if st := h.l.Stats(); st.Open != 2 || st.ClosedIdle[connlimit.PerClient] != 1 || st.Refused[connlimit.PerClient] != 1 {
 		t.Fatalf("stats %+v, want 2 open, 1 idle closed and 1 refused at the per-client cap", st)
 	}
+}
+
+// busy accepts n connections from ip and marks them as serving a request,
+// in order: the first returned has been busy longest.
+func (h *harness) busy(ip string, n int) (clients []net.Conn) {
+	h.t.Helper()
+	for range n {
+		clients = append(clients, h.dial(ip))
+		h.l.Busy(h.next())
+	}
+	return clients
+}
+
+// A few addresses trickling request bodies fill the total cap with busy
+// connections: a newcomer from another address still gets in, by the
+// close of the longest-busy request of the address with the most in
+// flight, over its share. Addresses over their share only trade among
+// themselves.
+func TestTotalCapClosesTheBusiestAddressesLongestRequest(t *testing.T) {
+	h := start(t, connlimit.Options{Max: 6})
+	two := h.busy("127.0.0.2", 3)
+	three := h.busy("127.0.0.3", 2)
+	h.dial("127.0.0.1")
+	release := h.l.Stream(h.next())
+	defer release()
+
+	h.dial("127.0.0.4")
+	h.l.Busy(h.next())
+	if !closedByServer(t, two[0]) {
+		t.Fatal("the longest request of the address with the most in flight was not closed")
+	}
+	for _, c := range append(two[1:], three...) {
+		if !stillOpen(t, c) {
+			t.Fatal("another request in flight was closed")
+		}
+	}
+	// .2 and .3 now hold 2 each, over their share (6 over 4 addresses):
+	// a new connection of theirs is refused, not let in at the other's
+	// expense; one from a fifth address gets in.
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3"} {
+		if c := h.dial(ip); !closedByServer(t, c) {
+			t.Fatalf("a new connection from %s, over its share, was admitted", ip)
+		}
+	}
+	h.dial("127.0.0.5")
+	h.next()
+	st := h.l.Stats()
+	if st.ClosedBusy != 2 || st.Refused[connlimit.Total] != 2 || st.Open != 6 {
+		t.Fatalf("stats %+v, want 2 busy closed, 2 refused, 6 open", st)
+	}
+}
+
+// Addresses holding no more than the newcomer's would keep their
+// requests: the newcomer is refused.
+func TestBusyConnectionsWithinTheirShareAreKept(t *testing.T) {
+	h := start(t, connlimit.Options{Max: 4})
+	var held []net.Conn
+	for _, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"} {
+		held = append(held, h.busy(ip, 1)...)
+	}
+	if c := h.dial("127.0.0.6"); !closedByServer(t, c) {
+		t.Fatal("the newcomer was admitted though every address held one connection")
+	}
+	for _, c := range held {
+		if !stillOpen(t, c) {
+			t.Fatal("a request in flight of an address within its share was closed")
+		}
+	}
+	if st := h.l.Stats(); st.ClosedBusy != 0 || st.Refused[connlimit.Total] != 1 {
+		t.Fatalf("stats %+v, want nothing closed, 1 refused", st)
+	}
+}
+
+// Streams and an exempt proxy's requests are never closed for room, however
+// many the address holds; a connection whose stream has ended is a request
+// again.
+func TestStreamsAndExemptPeersAreNeverClosedForRoom(t *testing.T) {
+	h := start(t, connlimit.Options{Max: 4, Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.9/32")}})
+	h.busy("127.0.0.9", 1)
+	var releases []func()
+	var streams []net.Conn
+	for range 3 {
+		streams = append(streams, h.dial("127.0.0.2"))
+		s := h.next()
+		h.l.Busy(s) // the request, then its stream
+		releases = append(releases, h.l.Stream(s))
+	}
+	if c := h.dial("127.0.0.3"); !closedByServer(t, c) {
+		t.Fatal("the newcomer was admitted though only streams and an exempt peer were held")
+	}
+	for _, c := range streams {
+		if !stillOpen(t, c) {
+			t.Fatal("a stream was closed for room")
+		}
+	}
+	releases[1]()
+	releases[1]() // twice: counted once
+	h.dial("127.0.0.3")
+	h.next()
+	if !closedByServer(t, streams[1]) {
+		t.Fatal("the connection whose stream ended was not closed for room")
+	}
+	if !stillOpen(t, streams[0]) || !stillOpen(t, streams[2]) {
+		t.Fatal("a stream was closed for room")
+	}
+	if st := h.l.Stats(); st.ClosedBusy != 1 || st.Refused[connlimit.Total] != 1 {
+		t.Fatalf("stats %+v, want 1 busy closed, 1 refused", st)
+	}
+}
+
+// The HTTP server hands each connection (here under TLS) to ConnContext;
+// a handler marks its own as a stream through the request's context.
+func TestMarkStreamThroughTheConnectionsContext(t *testing.T) {
+	h := start(t, connlimit.Options{Max: 2})
+	stream := h.dial("127.0.0.2")
+	s := tls.Server(h.next(), &tls.Config{})
+	h.l.Busy(s)
+	release := connlimit.MarkStream(h.l.ConnContext(context.Background(), s))
+	defer release()
+	request := h.busy("127.0.0.2", 1)[0]
+	newcomer := h.dial("127.0.0.3")
+	h.next()
+	if !closedByServer(t, request) {
+		t.Fatal("the request in flight was not closed for room")
+	}
+	if !stillOpen(t, stream) || !stillOpen(t, newcomer) {
+		t.Fatal("the stream, or the newcomer, was closed for room")
+	}
+	connlimit.MarkStream(context.Background())() // no connection recorded: nothing happens
+}
+
+// The warning names the port the refused connection came through.
+func TestWarningNamesThePort(t *testing.T) {
+	logs := make(chan []byte, 1)
+	h := start(t, connlimit.Options{Max: 1, Name: "public", Logger: zerolog.New(lines(logs))})
+	h.busy("127.0.0.1", 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := h.l.Add(ln, "grpc")
+	defer other.Close()
+	go func() { _, _ = other.Accept() }()
+	c, err := net.Dial("tcp", other.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !closedByServer(t, c) {
+		t.Fatal("not refused")
+	}
+	select {
+	case line := <-logs:
+		if !bytes.Contains(line, []byte(`"listener":"grpc"`)) {
+			t.Fatalf("log %s does not name the gRPC port", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no warning logged")
+	}
+}
+
+// lines is an io.Writer handing each log line to a channel.
+type lines chan []byte
+
+func (l lines) Write(p []byte) (int, error) {
+	l <- bytes.Clone(p)
+	return len(p), nil
 }

@@ -8,20 +8,23 @@ import (
 	"google.golang.org/grpc/stats"
 )
 
-// ConnTracker is told which of the port's connections are serving a call
-// and which are idle (connlimit.Listener): under its caps an idle one may
-// be closed to make room, a busy one never.
+// ConnTracker is told which of the port's connections are serving a call,
+// which carry a stream and which are idle (connlimit.Listener): under its
+// caps an idle one is closed first to make room, one serving a call only
+// when its address holds more than its share, one carrying a stream never.
 type ConnTracker interface {
 	Idle(net.Conn)
 	Busy(net.Conn)
+	Stream(net.Conn) (release func())
 }
 
 // connStates turns gRPC's view of a connection (its calls, seen by a stats
 // handler) into Idle and Busy: grpc-go has no ConnState hook like
 // net/http's. A connection is busy from the start of its first call to the
-// end of its last, so a stream (a health Watch, a subscription) is never
-// closed for room, and one between calls, or still in its handshake, is
-// idle. The stats handler is told a connection's addresses only, so the
+// end of its last, and one between calls, or still in its handshake, is
+// idle. A server-streaming call (a subscription, a health Watch) marks its
+// connection as a stream until it ends: never closed for room, with every
+// call it carries. The stats handler is told a connection's addresses only, so the
 // listener records each accepted connection by them.
 type connStates struct {
 	tr ConnTracker
@@ -99,15 +102,22 @@ func (s *connStates) HandleRPC(ctx context.Context, st stats.RPCStats) {
 	if cs == nil {
 		return
 	}
-	switch st.(type) {
+	switch st := st.(type) {
 	case *stats.Begin:
 		cs.mu.Lock()
 		if cs.n++; cs.n == 1 {
 			s.tr.Busy(cs.conn)
 		}
+		if rs, _ := ctx.Value(rpcKey{}).(*rpcStream); rs != nil && st.IsServerStream {
+			rs.release = s.tr.Stream(cs.conn)
+		}
 		cs.mu.Unlock()
 	case *stats.End:
 		cs.mu.Lock()
+		if rs, _ := ctx.Value(rpcKey{}).(*rpcStream); rs != nil && rs.release != nil {
+			rs.release()
+			rs.release = nil
+		}
 		if cs.n--; cs.n == 0 {
 			s.tr.Idle(cs.conn)
 		}
@@ -115,5 +125,16 @@ func (s *connStates) HandleRPC(ctx context.Context, st stats.RPCStats) {
 	}
 }
 
-func (s *connStates) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-func (s *connStates) HandleConn(context.Context, stats.ConnStats)                     {}
+// rpcStream holds a server-streaming call's release of its connection's
+// stream mark, guarded by its connection's calls.mu.
+type rpcStream struct{ release func() }
+
+type rpcKey struct{}
+
+func (s *connStates) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	if ctx.Value(callsKey{}) == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, rpcKey{}, &rpcStream{})
+}
+func (s *connStates) HandleConn(context.Context, stats.ConnStats) {}

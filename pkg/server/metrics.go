@@ -203,6 +203,7 @@ type connCollector struct {
 	conns               ConnCounter
 	open, max, maxPerIP *prometheus.Desc
 	refused, closedIdle *prometheus.Desc
+	closedBusy          *prometheus.Desc
 }
 
 func newConnCollector(conns ConnCounter) *connCollector {
@@ -216,11 +217,12 @@ func newConnCollector(conns ConnCounter) *connCollector {
 		maxPerIP:   d("connections_max_per_ip", "Cap on one client IP's connections (MAX_CONNECTIONS_PER_IP, or derived)."),
 		refused:    d("connections_refused_total", "New connections closed at once, every connection in the way being busy, by cap: total (MAX_CONNECTIONS) or per_ip (MAX_CONNECTIONS_PER_IP).", "reason"),
 		closedIdle: d("connections_idle_closed_total", "Idle keep-alive or silent connections closed to make room for a new one, by cap: total or per_ip.", "reason"),
+		closedBusy: d("connections_busy_closed_total", "Connections with a request in flight (never a stream) closed to make room at MAX_CONNECTIONS, nothing being idle: the longest-busy of the address with the most requests in flight, over its share."),
 	}
 }
 
 func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.open, c.max, c.maxPerIP, c.refused, c.closedIdle} {
+	for _, d := range []*prometheus.Desc{c.open, c.max, c.maxPerIP, c.refused, c.closedIdle, c.closedBusy} {
 		ch <- d
 	}
 }
@@ -234,6 +236,7 @@ func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(s.Refused[r]), r.String())
 		ch <- prometheus.MustNewConstMetric(c.closedIdle, prometheus.CounterValue, float64(s.ClosedIdle[r]), r.String())
 	}
+	ch <- prometheus.MustNewConstMetric(c.closedBusy, prometheus.CounterValue, float64(s.ClosedBusy))
 }
 
 func flag(b bool) float64 {

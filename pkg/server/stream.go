@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"event-dispatcher/pkg/broadcast"
+	"event-dispatcher/pkg/connlimit"
 )
 
 // handleStream serves the SSE stream, filtered by the query string (see
@@ -30,6 +31,9 @@ func (s *Server) handleStream() http.Handler {
 		// The hub logs the stream's start with this logger: the same
 		// client as the line at its end, not the proxy's address.
 		log := s.opts.Logger.With().Str("client_ip", s.clientIP(r)).Str("user_agent", r.UserAgent()).Logger()
+		// Its connection is never closed to make room for another
+		// (package connlimit); over HTTP/2, with every request it carries.
+		defer connlimit.MarkStream(r.Context())()
 		sent, err := s.opts.Hub.ServeFiltered(w, r.WithContext(log.WithContext(r.Context())), filter)
 		switch {
 		case errors.Is(err, broadcast.ErrTooMany), errors.Is(err, broadcast.ErrClosed):
