@@ -155,6 +155,48 @@ func TestBusyConnectionFloodLeavesRoomForOthers(t *testing.T) {
 	}
 }
 
+// MAX_SUBSCRIBERS above what MAX_CONNECTIONS can hold still starts, with a
+// warning, and admits listeners up to 90 % of MAX_CONNECTIONS only: the
+// rest of the connections stay for POSTs and /health.
+func TestListenersLeaveConnectionsForOthers(t *testing.T) {
+	p := startProcess(t, nil, "PORT=0", "MAX_CONNECTIONS=20", "MAX_SUBSCRIBERS=50")
+	_, base := p.listening(t)
+	recs := p.stdout.records("risky setting")
+	if len(recs) != 1 || recs[0]["variable"] != "MAX_SUBSCRIBERS" || recs[0]["max_listeners"] != 18.0 {
+		t.Fatalf("risky setting lines %v, want one naming MAX_SUBSCRIBERS, 18 listeners", recs)
+	}
+	client := clientFrom("127.0.0.1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var first *ssetest.Stream
+	for i := range 18 {
+		s := ssetest.Subscribe(t, client, base+"/events", nil)
+		if i == 0 {
+			first = s
+		}
+	}
+	resp, err := client.Get(base + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("listener 19 of MAX_CONNECTIONS 20: status %d, want 503", resp.StatusCode)
+	}
+	if resp, err = client.Get(base + "/health"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /health beside 18 listeners: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/events", strings.NewReader(`{"n":1}`))
+	if resp, err = client.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("POST beside 18 listeners: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+	if got := first.NextData(t, ctx); got != `{"n":1}` {
+		t.Fatalf("listener got %s", got)
+	}
+}
+
 // stillServed checks that, during a flood, the address ip gets a listener
 // in and an event published that both it and early, the stream opened
 // before the flood, receive; that /health and the admin /livez answer;

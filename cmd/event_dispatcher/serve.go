@@ -38,10 +38,17 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	for _, r := range cfg.Risks() {
 		log.Warn().Str("variable", r.Name).Str("why", r.Why).Msg("risky setting")
 	}
+	caps := connCaps(cfg, log)
+	listeners := caps.Listeners(cfg.MaxSubscribers)
+	if listeners < cfg.MaxSubscribers {
+		log.Warn().Str("variable", "MAX_SUBSCRIBERS").Int("max_listeners", listeners).
+			Str("why", fmt.Sprintf("%d is above 90 %% of MAX_CONNECTIONS %d: listeners could hold every connection, leaving none for POSTs and health probes; at most %d are admitted", cfg.MaxSubscribers, caps.Max, listeners)).
+			Msg("risky setting")
+	}
 	hub, err := broadcast.New(broadcast.Options{
 		QueueSize:         cfg.PublishQueueSize,
 		MaxLag:            cfg.MaxFanoutLag,
-		MaxListeners:      cfg.MaxSubscribers,
+		MaxListeners:      listeners,
 		BufferBytes:       cfg.SubscriberBufferBytes,
 		WriteTimeout:      cfg.WriteTimeout,
 		Heartbeat:         cfg.HeartbeatInterval,
@@ -80,7 +87,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		closeNow(hub, closeBroker, closeKinesis)
 		return fmt.Errorf("listen on port %s: %w", cfg.Port, err)
 	}
-	conns := capConns(ln, cfg, log)
+	conns := connlimit.New(ln, caps)
 	ln, certs, err := serveTLS(cfg, conns, log)
 	if err != nil {
 		closeNow(hub, closeBroker, closeKinesis)
@@ -224,9 +231,9 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	return nil
 }
 
-// capConns bounds the public port's connections (see package connlimit),
-// by default from the descriptor limit.
-func capConns(ln net.Listener, cfg config.Config, log zerolog.Logger) *connlimit.Listener {
+// connCaps are the caps on the public port's connections (see package
+// connlimit), by default from the descriptor limit.
+func connCaps(cfg config.Config, log zerolog.Logger) connlimit.Options {
 	nofile, err := connlimit.DescriptorLimit()
 	if err != nil {
 		nofile = 1024 // the usual soft limit: a cap too low beats none
@@ -240,7 +247,7 @@ func capConns(ln net.Listener, cfg config.Config, log zerolog.Logger) *connlimit
 	opts.Exempt, opts.Logger, opts.Name = cfg.TrustedNets, log, "public"
 	log.Info().Int("max_connections", opts.Max).Int("max_connections_per_ip", opts.MaxPerClient).
 		Uint64("descriptor_limit", nofile).Msg("connection caps")
-	return connlimit.New(ln, opts)
+	return opts
 }
 
 // ingestGrace is how long the shutdown waits for POSTs in flight.

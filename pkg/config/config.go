@@ -36,7 +36,7 @@ type Config struct {
 	HeartbeatInterval     time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"5s" desc:"SSE comment keep-alive period; 0 disables" json:"HEARTBEAT_INTERVAL"`
 	WriteTimeout          time.Duration `envconfig:"WRITE_TIMEOUT" default:"10s" desc:"a listener whose socket accepts no bytes for this long is dropped" json:"WRITE_TIMEOUT"`
 	SubscriberBufferBytes int           `envconfig:"SUBSCRIBER_BUFFER_BYTES" default:"1048576" desc:"bytes queued for one listener before it is dropped as too slow" json:"SUBSCRIBER_BUFFER_BYTES"`
-	MaxSubscribers        int           `envconfig:"MAX_SUBSCRIBERS" default:"10000" desc:"concurrent listeners; beyond it new ones get 503" json:"MAX_SUBSCRIBERS"`
+	MaxSubscribers        int           `envconfig:"MAX_SUBSCRIBERS" default:"10000" desc:"concurrent listeners; beyond it new ones get 503; at most 90 % of MAX_CONNECTIONS" json:"MAX_SUBSCRIBERS"`
 	PublishQueueSize      int           `envconfig:"PUBLISH_QUEUE_SIZE" default:"1024" desc:"events waiting for fan-out before POSTs get 503" json:"PUBLISH_QUEUE_SIZE"`
 	MaxFanoutLag          time.Duration `envconfig:"MAX_FANOUT_LAG" default:"1s" desc:"when the oldest event waiting for fan-out is older than this, POSTs get 503 at once" json:"MAX_FANOUT_LAG"`
 	MaxStreamDuration     time.Duration `envconfig:"MAX_STREAM_DURATION" default:"0" desc:"end each stream after about this long (±15% jitter); clients reconnect; 0 = never" json:"MAX_STREAM_DURATION"`

@@ -220,6 +220,23 @@ func TestDefaultsLeaveHeadroom(t *testing.T) {
 	}
 }
 
+func TestListenersLeaveRoomForOthers(t *testing.T) {
+	cases := []struct{ max, listeners, want int }{
+		{max: 18000, listeners: 10000, want: 10000},
+		{max: 448, listeners: 10000, want: 403},
+		{max: 448, listeners: 448, want: 403},
+		{max: 448, listeners: 403, want: 403},
+		{max: 448, listeners: 100, want: 100},
+		{max: 1, listeners: 10, want: 1},
+		{max: 0, listeners: 10000, want: 10000},
+	}
+	for _, c := range cases {
+		if got := (connlimit.Options{Max: c.max}).Listeners(c.listeners); got != c.want {
+			t.Errorf("Max %d, %d listeners: %d, want %d", c.max, c.listeners, got, c.want)
+		}
+	}
+}
+
 // A second port added to a Listener shares its caps: one budget of
 // descriptors, whatever port the connections come through.
 func TestAddedPortSharesTheCaps(t *testing.T) {

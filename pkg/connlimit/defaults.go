@@ -31,3 +31,18 @@ func Defaults(nofile uint64, maxConns, perClient, listeners int) Options {
 	}
 	return o
 }
+
+// streamShare is the part of Max (percent) that streams may take when the
+// configured listeners would not leave room for anything else.
+const streamShare = 90
+
+// Listeners is how many concurrent listeners fit beside publishers and
+// probes: listeners as configured (MAX_SUBSCRIBERS), but at most 90 % of
+// Max when Max is set: past it, streams over HTTP/1.1 (one connection
+// each) could hold every connection, and no POST or /health would get in.
+func (o Options) Listeners(listeners int) int {
+	if o.Max <= 0 {
+		return listeners
+	}
+	return min(listeners, max(o.Max*streamShare/100, 1))
+}
