@@ -7,13 +7,17 @@ import (
 )
 
 // The reclaim policy runs a forced collection and FreeOSMemory, which stop
-// every allocation while they run, only when the service has nothing to do.
+// every allocation while they run, only when the service has nothing to do,
+// and after a burst of events only when the memory held grew enough since
+// the last return.
 func TestReclaimPolicy(t *testing.T) {
-	const big, small = reclaimHeapGoal, reclaimHeapGoal - 1
+	const mib = 1 << 20
+	const big, small = reclaimGrowth, reclaimGrowth - 1
 	type second struct {
 		st   broadcast.Stats
-		goal uint64
+		held uint64 // memory held this second
 		want string
+		kept uint64 // memory held after the return, when there is one
 	}
 	st := func(listeners int64, accepted, refused uint64, lag int64) broadcast.Stats {
 		return broadcast.Stats{Listeners: listeners, EventsAccepted: accepted, EventsBusy: refused, FanoutLagEvents: lag}
@@ -23,48 +27,60 @@ func TestReclaimPolicy(t *testing.T) {
 		seconds []second
 	}{
 		{"burst then quiet", []second{
-			{st(2, 100, 0, 0), big, ""},
-			{st(2, 100, 0, 0), big, "burst of events over"},
-			{st(2, 100, 0, 0), big, ""}, // once
+			{st(2, 100, 0, 0), big, "", 0},
+			{st(2, 100, 0, 0), big, "burst of events over", 0},
+			{st(2, 100, 0, 0), big, "", 0}, // once
 		}},
-		{"small heap", []second{
-			{st(2, 100, 0, 0), small, ""},
-			{st(2, 100, 0, 0), small, ""},
-			{st(2, 100, 0, 0), big, ""}, // the quiet second looked at it
+		{"little memory gained", []second{
+			{st(2, 100, 0, 0), small, "", 0},
+			{st(2, 100, 0, 0), small, "", 0},
+			{st(2, 100, 0, 0), big, "", 0}, // the quiet second looked at it
+		}},
+		{"small bursts: each counted from what the last return kept", []second{
+			{st(2, 100, 0, 0), 30 * mib, "", 0},
+			{st(2, 100, 0, 0), 30 * mib, "burst of events over", 20 * mib},
+			{st(2, 200, 0, 0), 20*mib + small, "", 0},
+			{st(2, 200, 0, 0), 20*mib + small, "", 0}, // less than reclaimGrowth more than kept: not worth it
+			{st(2, 300, 0, 0), 20*mib + big, "", 0},
+			{st(2, 300, 0, 0), 20*mib + big, "burst of events over", 20 * mib},
 		}},
 		{"storm: every POST refused for a second", []second{
-			{st(3000, 100, 0, 0), big, ""},
-			{st(3000, 100, 500, 0), big, ""},
-			{st(3000, 100, 900, 0), big, ""},
-			{st(3000, 100, 900, 0), big, "burst of events over"}, // quiet at last
+			{st(3000, 100, 0, 0), big, "", 0},
+			{st(3000, 100, 500, 0), big, "", 0},
+			{st(3000, 100, 900, 0), big, "", 0},
+			{st(3000, 100, 900, 0), big, "burst of events over", 0}, // quiet at last
 		}},
 		{"events still waiting", []second{
-			{st(2, 100, 0, 0), big, ""},
-			{st(2, 100, 0, 40), big, ""},
-			{st(2, 100, 0, 0), big, "burst of events over"},
+			{st(2, 100, 0, 0), big, "", 0},
+			{st(2, 100, 0, 40), big, "", 0},
+			{st(2, 100, 0, 0), big, "burst of events over", 0},
 		}},
 		{"listeners arriving", []second{
-			{st(2, 100, 0, 0), big, ""},
-			{st(3000, 100, 0, 0), big, ""},
-			{st(6000, 100, 0, 0), big, ""},
-			{st(6000, 100, 0, 0), big, "burst of events over"},
+			{st(2, 100, 0, 0), big, "", 0},
+			{st(3000, 100, 0, 0), big, "", 0},
+			{st(6000, 100, 0, 0), big, "", 0},
+			{st(6000, 100, 0, 0), big, "burst of events over", 0},
 		}},
 		{"ordinary churn", []second{
-			{st(500, 100, 0, 0), big, ""},
-			{st(520, 100, 0, 0), big, "burst of events over"},
+			{st(500, 100, 0, 0), big, "", 0},
+			{st(520, 100, 0, 0), big, "burst of events over", 0},
 		}},
 		{"mass departure settles", []second{
-			{st(5000, 0, 0, 0), small, ""},
-			{st(10, 0, 0, 0), small, ""},
-			{st(10, 0, 0, 0), small, "listeners left"},
-			{st(10, 0, 0, 0), small, ""},
+			{st(5000, 0, 0, 0), small, "", 0},
+			{st(10, 0, 0, 0), small, "", 0},
+			{st(10, 0, 0, 0), small, "listeners left", 0},
+			{st(10, 0, 0, 0), small, "", 0},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := newReclaimPolicy(broadcast.Stats{})
+			p := newReclaimPolicy(broadcast.Stats{}, 0)
 			for i, s := range tc.seconds {
-				if got := p.step(s.st, func() uint64 { return s.goal }); got != s.want {
-					t.Fatalf("second %d (%+v): reclaim %q, want %q", i, s.st, got, s.want)
+				got := p.step(s.st, func() uint64 { return s.held })
+				if got != s.want {
+					t.Fatalf("second %d (%+v, %d bytes held): reclaim %q, want %q", i, s.st, s.held, got, s.want)
+				}
+				if got != "" {
+					p.returned(s.kept)
 				}
 			}
 		})
