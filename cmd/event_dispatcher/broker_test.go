@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"event-dispatcher/internal/brokertest"
 	"event-dispatcher/internal/ssetest"
 )
@@ -475,4 +477,33 @@ func TestBadBrokerConfigExitsBeforeListening(t *testing.T) {
 	if code := p.exit(t, 30*time.Second); code == 0 || !strings.Contains(p.stderr.String(), "BROKER_CHANNEL") {
 		t.Errorf("wildcard NATS subject: exit %d, stderr %s", code, p.stderr)
 	}
+}
+
+// What the relay refuses from the channel is counted in the metrics: an
+// event in this service's envelope that ingest would refuse (invalid
+// UTF-8) as invalid, a message this service did not write as foreign.
+func TestRelayRefusalsCounted(t *testing.T) {
+	srv := brokertest.Redis(t)
+	r := startReplicas(t, 1, "BROKER_URL="+srv.URL)[0]
+	ssetest.Eventually(t, 30*time.Second, "the broker link is up", func() (bool, string) {
+		h, _ := r.health(t)
+		return h.Broker == "connected", h.Broker
+	})
+	opts, err := redis.ParseURL(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	for _, m := range []string{"ed1 0123456789abcdef e {\"a\":\"\xff\"}", "not ours"} {
+		if err := c.Publish(context.Background(), "event-dispatcher", m).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ssetest.Eventually(t, 30*time.Second, "both counted", func() (bool, string) {
+		m := ssetest.Scrape(t, r.admin+"/metrics").Samples
+		invalid := m[`event_dispatcher_broker_messages_dropped_total{reason="invalid"}`]
+		foreign := m[`event_dispatcher_broker_messages_dropped_total{reason="foreign"}`]
+		return invalid == 1 && foreign == 1, fmt.Sprintf("invalid %v, foreign %v", invalid, foreign)
+	})
 }

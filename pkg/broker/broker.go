@@ -95,6 +95,7 @@ type Stats struct {
 	Reconnects    uint64 `json:"broker_reconnects"`     // connections established after a loss
 	SilentRepairs uint64 `json:"broker_silent_repairs"` // connections the probe found silent or frozen, replaced
 	Foreign       uint64 `json:"broker_foreign"`        // messages on the channel not written by this service, or not a JSON object within MaxEventBytes
+	Invalid       uint64 `json:"broker_invalid"`        // of Foreign, those in this service's envelope whose event ingest would refuse (event.Check, MaxEventBytes, a line break)
 }
 
 // session is one connection to a broker: redis.go and nats.go implement
@@ -128,7 +129,7 @@ type Broker struct {
 
 	sent, received, publishErrors, droppedDown, droppedBusy atomic.Uint64
 	droppedClient                                           atomic.Uint64
-	tooLarge, reconnects, silent, foreign                   atomic.Uint64
+	tooLarge, reconnects, silent, notOurs, invalid          atomic.Uint64
 	outageLogged, foreignLogged                             atomic.Bool
 
 	quit     chan struct{} // closed by Close: send what is queued, then stop
@@ -208,7 +209,8 @@ func (b *Broker) Stats() Stats {
 		TooLarge:      b.tooLarge.Load(),
 		Reconnects:    b.reconnects.Load(),
 		SilentRepairs: b.silent.Load(),
-		Foreign:       b.foreign.Load(),
+		Foreign:       b.notOurs.Load() + b.invalid.Load(),
+		Invalid:       b.invalid.Load(),
 	}
 }
 
@@ -360,6 +362,7 @@ func (b *Broker) receive(msg []byte) {
 	from, kind, payload, ok := open(msg)
 	switch {
 	case !ok:
+		b.notOurs.Add(1)
 		b.ignore()
 	case from == b.origin:
 		if kind == kindProbe { // events from this replica were delivered locally already
@@ -370,7 +373,8 @@ func (b *Broker) receive(msg []byte) {
 			}
 		}
 	case kind == kindEvent && !b.wellFormed(payload):
-		b.ignore() // something else wearing the envelope, or beyond this replica's limit
+		b.invalid.Add(1) // something else wearing the envelope, or beyond this replica's limit
+		b.ignore()
 	case kind == kindEvent:
 		b.received.Add(1)
 		if err := b.opts.Handler(payload); err != nil {
@@ -379,10 +383,9 @@ func (b *Broker) receive(msg []byte) {
 	}
 }
 
-// ignore counts a message on the channel that is not an event of this
-// service, logging the first.
+// ignore logs the first message on the channel that is not an event of
+// this service (counted by the caller).
 func (b *Broker) ignore() {
-	b.foreign.Add(1)
 	if !b.foreignLogged.Swap(true) {
 		b.log.Warn().Str("channel", b.opts.Channel).Msg("ignoring messages on the broker channel that this service did not write (or events over MAX_BODY_BYTES); is BROKER_CHANNEL shared with something else?")
 	}

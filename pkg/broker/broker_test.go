@@ -409,7 +409,7 @@ func TestForeignMessagesIgnored(t *testing.T) {
 	eventually(t, within, "connected", connected(a))
 	a.receive([]byte(`{"not":"ours"}`))
 	a.receive([]byte(`ed1 0123456789abcdef x {}`))
-	if st := a.Stats(); st.Foreign != 2 || st.Received != 0 || len(a.in.all()) != 0 {
+	if st := a.Stats(); st.Foreign != 2 || st.Invalid != 0 || st.Received != 0 || len(a.in.all()) != 0 {
 		t.Errorf("stats %+v, inbox %q", st, a.in.all())
 	}
 	if n := a.logs.Count("did not write"); n != 1 {
@@ -551,8 +551,8 @@ func TestForgedEnvelopesNotDelivered(t *testing.T) {
 		if got := a.in.all(); len(got) != 1 {
 			t.Errorf("handler got %q; want only the well-formed event", got)
 		}
-		if st := a.Stats(); st.Foreign != 11 || st.Received != 1 {
-			t.Errorf("stats %+v: want 11 foreign, 1 received", st)
+		if st := a.Stats(); st.Foreign != 11 || st.Invalid != 11 || st.Received != 1 {
+			t.Errorf("stats %+v: want 11 foreign, all invalid, 1 received", st)
 		}
 		if n := a.logs.Count("did not write"); n != 1 {
 			t.Errorf("logged %d times, want once:\n%s", n, a.logs)
@@ -569,7 +569,7 @@ func TestLenientRelayStillRefusesInvalidUTF8(t *testing.T) {
 		forged := func(payload string) []byte { return []byte("ed1 0123456789abcdef e " + payload) }
 		foreignPublish(t, srv, a.opts.Channel, forged("{\"a\":\"\xff\"}"), forged(`{"a":1e400}`))
 		eventually(t, within, "the lenient event arrives", func() bool { return a.in.has([]byte(`{"a":1e400}`)) })
-		if st := a.Stats(); st.Foreign != 1 || st.Received != 1 || len(a.in.all()) != 1 {
+		if st := a.Stats(); st.Foreign != 1 || st.Invalid != 1 || st.Received != 1 || len(a.in.all()) != 1 {
 			t.Errorf("stats %+v, handler got %q: want the invalid UTF-8 refused, the large number through", st, a.in.all())
 		}
 	})

@@ -126,7 +126,7 @@ func newCollector(s *Server) *collector {
 		brokerIn:      d("broker_messages_received_total", "Events received from the broker."),
 		brokerErr:     d("broker_publish_errors_total", "Events that could not be published to the broker."),
 		brokerRe:      d("broker_reconnects_total", "Times the link to the broker was re-established."),
-		brokerDrop:    d("broker_messages_dropped_total", "Events from the broker not delivered here, by reason: busy (local queue full) or client (the NATS client's pending limit).", "reason"),
+		brokerDrop:    d("broker_messages_dropped_total", "Messages from the broker not delivered here, by reason: busy (local queue full), client (the NATS client's pending limit), invalid (an event ingest would refuse: not I-JSON, invalid UTF-8, over MAX_BODY_BYTES) or foreign (not written by this service).", "reason"),
 		doorEvents:    d("door_events_total", "Events that came in at this replica, by way in (door: post, …) and outcome: accepted, invalid (refused by validation), busy (refused: saturated or shutting down).", "door", "outcome"),
 		// One series per configured upstream (at most 64), labelled with
 		// its URL without credentials.
@@ -182,6 +182,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.brokerRe, b.Reconnects)
 	counter(c.brokerDrop, b.DroppedBusy, "busy")
 	counter(c.brokerDrop, b.DroppedClient, "client")
+	counter(c.brokerDrop, b.Invalid, "invalid")
+	counter(c.brokerDrop, b.Foreign-b.Invalid, "foreign")
 	for _, d := range s.opts.Publish.Stats() {
 		counter(c.doorEvents, d.Accepted, d.Name, "accepted")
 		counter(c.doorEvents, d.Invalid, d.Name, "invalid")
