@@ -44,10 +44,13 @@ func startGRPC(cfg config.Config, hub *broadcast.Hub, path *publish.Path, policy
 		Hub:           hub,
 		ClientIPField: cfg.ClientIPField,
 		MaxEventBytes: cfg.MaxBodyBytes,
-		Access:        policy,
-		Logger:        log,
-		Conns:         conns,
-		Refusals:      refusals,
+		// A request message trickled in holds its call and connection
+		// as a trickled POST body would: the same bound.
+		MessageTimeout: cfg.BodyReadTimeout,
+		Access:         policy,
+		Logger:         log,
+		Conns:          conns,
+		Refusals:       refusals,
 	})
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -31,7 +31,7 @@ type Config struct {
 	LogLevel              string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error" json:"LOG_LEVEL"`
 	LogFormat             string        `envconfig:"LOG_FORMAT" default:"json" desc:"json, or console for humans" json:"LOG_FORMAT"`
 	MaxBodyBytes          int64         `envconfig:"MAX_BODY_BYTES" default:"65536" desc:"largest accepted POST body in bytes" json:"MAX_BODY_BYTES"`
-	BodyReadTimeout       time.Duration `envconfig:"BODY_READ_TIMEOUT" default:"10s" desc:"time allowed to read one POST body" json:"BODY_READ_TIMEOUT"`
+	BodyReadTimeout       time.Duration `envconfig:"BODY_READ_TIMEOUT" default:"10s" desc:"time allowed to read one POST body or gRPC request message" json:"BODY_READ_TIMEOUT"`
 	CORSAllowedOrigins    []string      `envconfig:"CORS_ALLOWED_ORIGINS" default:"*" desc:"comma-separated allowed origins, or *" json:"CORS_ALLOWED_ORIGINS"`
 	HeartbeatInterval     time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"5s" desc:"SSE comment keep-alive period; 0 disables" json:"HEARTBEAT_INTERVAL"`
 	WriteTimeout          time.Duration `envconfig:"WRITE_TIMEOUT" default:"10s" desc:"a listener whose socket accepts no bytes for this long is dropped" json:"WRITE_TIMEOUT"`

@@ -52,8 +52,13 @@ type Options struct {
 	// MaxEventBytes bounds a request message and the event it becomes
 	// (MAX_BODY_BYTES). Zero means 64 KiB.
 	MaxEventBytes int64
-	Access        access.Policy // Publishers, Publish (per-IP rate), AnonymizeIP for PushEvent; Listeners, Streams for Subscribe
-	Logger        zerolog.Logger
+	// MessageTimeout bounds the time from a call's HEADERS to its first
+	// request message fully received (BODY_READ_TIMEOUT): a call still
+	// waiting then ends with DeadlineExceeded, and a PushEvent cut so is
+	// counted as refused for "timeout". Zero means 10 s.
+	MessageTimeout time.Duration
+	Access         access.Policy // Publishers, Publish (per-IP rate), AnonymizeIP for PushEvent; Listeners, Streams for Subscribe
+	Logger         zerolog.Logger
 	// Conns, when set, is told which connections [Server.Serve] accepted
 	// are serving a call and which are idle (the connection caps).
 	Conns ConnTracker
@@ -67,7 +72,7 @@ type Options struct {
 // routes' counters.
 type Refusals interface {
 	// EventRefused: a PushEvent refused; reason is one of rate_limited,
-	// unauthorized, invalid, too_large, busy.
+	// unauthorized, invalid, too_large, busy, timeout.
 	EventRefused(reason string)
 	// StreamRefused: a Subscribe refused before it started; reason is one
 	// of capacity, draining, rate_limited, unauthorized, invalid.
@@ -106,9 +111,17 @@ func New(opts Options) *Server {
 	if opts.Refusals == nil {
 		opts.Refusals = noRefusals{}
 	}
+	if opts.MessageTimeout <= 0 {
+		opts.MessageTimeout = 10 * time.Second
+	}
 	s := &Server{opts: opts, health: health.NewServer()}
 	s.check = func(obj []byte) error { return cloudevents.Check(obj, opts.ClientIPField) }
-	var extra []grpc.ServerOption
+	deadline := &messageDeadline{d: opts.MessageTimeout, expired: func(method string) {
+		if method == eventservicepb.EventService_PushEvent_FullMethodName {
+			opts.Refusals.EventRefused("timeout")
+		}
+	}}
+	extra := []grpc.ServerOption{grpc.InTapHandle(deadline.tap), grpc.StatsHandler(deadline)}
 	if opts.Conns != nil {
 		s.conns = &connStates{tr: opts.Conns, conns: map[connKey]net.Conn{}}
 		extra = append(extra, grpc.StatsHandler(s.conns))

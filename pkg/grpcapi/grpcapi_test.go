@@ -74,7 +74,7 @@ func startWith(t *testing.T, hubOpts broadcast.Options, opts grpcapi.Options) *s
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = rpc.GRPC().Serve(ln) }()
+	go func() { _ = rpc.Serve(ln) }()
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
