@@ -178,27 +178,28 @@ func TestRateLimiterPerClient(t *testing.T) {
 	}
 }
 
-// One holder of an IPv6 /48 cycling through its 65,536 /64s can neither
-// push other clients out of the limiter (handing them, and itself, a fresh
-// burst) nor get a burst per /64 once the limiter is half full: its new
-// /64s share one bucket for the whole /48. Another /48 is not affected.
-func TestRateLimiterFairUnderIPv6Churn(t *testing.T) {
+// churn runs one holder through 65,536 addresses of its own (churner(i),
+// one event each, all at one instant) against a limiter bounded to 1,024
+// clients at 1/s (burst 2) that already tracks victims, their burst
+// spent. The limiter must stay within its bound, no victim may get a
+// fresh burst (pushed out and forgotten), and the holder gets at most its
+// own buckets before pressure (half the bound) and one shared burst. It
+// returns the limiter and the instant, for more checks.
+func churn(t *testing.T, victims []netip.Addr, churner func(i int) netip.Addr) (*access.RateLimiter, time.Time) {
+	t.Helper()
 	const bound = 1024
-	l := access.NewRateLimiter(1, bound) // burst 2
+	l := access.NewRateLimiter(1, bound)
 	now := time.Unix(1e9, 0)
-	victims := make([]netip.Addr, 100)
-	for i := range victims {
-		victims[i] = netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
-		l.Allow(victims[i], now)
-		l.Allow(victims[i], now)
-		if ok, _ := l.Allow(victims[i], now); ok {
+	for _, v := range victims {
+		l.Allow(v, now)
+		l.Allow(v, now)
+		if ok, _ := l.Allow(v, now); ok {
 			t.Fatal("third event allowed at 1/s")
 		}
 	}
 	allowed := 0
 	for i := range 65536 {
-		ip := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xee, 0x01, byte(i >> 8), byte(i), 15: 1})
-		if ok, _ := l.Allow(ip, now); ok {
+		if ok, _ := l.Allow(churner(i), now); ok {
 			allowed++
 		}
 		if n := l.Tracked(); n > bound {
@@ -207,15 +208,47 @@ func TestRateLimiterFairUnderIPv6Churn(t *testing.T) {
 	}
 	for _, v := range victims {
 		if ok, _ := l.Allow(v, now); ok {
-			t.Fatalf("%s got a fresh burst: the /48's churn pushed its bucket out", v)
+			t.Fatalf("%s got a fresh burst: the churn pushed its bucket out", v)
 		}
 	}
 	if allowed > bound/2+2 {
-		t.Errorf("the /48 had %d events allowed at once, want at most %d (own buckets before pressure, then one shared burst)", allowed, bound/2+2)
+		t.Errorf("the churning holder had %d events allowed at once, want at most %d (own buckets before pressure, then one shared burst)", allowed, bound/2+2)
 	}
-	other := netip.MustParseAddr("2001:db8:ee02:1::1")
-	if ok, _ := l.Allow(other, now); !ok {
+	return l, now
+}
+
+// One holder of an IPv6 /48 cycling through its 65,536 /64s can neither
+// push other clients out of the limiter (handing them, and itself, a fresh
+// burst) nor get a burst per /64 once the limiter is half full: its new
+// /64s share one bucket for the whole /48. Another /48 is not affected.
+func TestRateLimiterFairUnderIPv6Churn(t *testing.T) {
+	victims := make([]netip.Addr, 100)
+	for i := range victims {
+		victims[i] = netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
+	}
+	l, now := churn(t, victims, func(i int) netip.Addr {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0xee, 0x01, byte(i >> 8), byte(i), 15: 1})
+	})
+	if ok, _ := l.Allow(netip.MustParseAddr("2001:db8:ee02:1::1"), now); !ok {
 		t.Error("a client of another /48 was refused")
+	}
+}
+
+// One holder of an IPv6 /32 (65,536 /48s) cycling through its /48s is
+// held the same way: past its share, its new /48s share one bucket for the
+// whole /32, while a site of that /32 tracked before keeps its own.
+// Another /32 is not affected.
+func TestRateLimiterFairUnderIPv6Slash32Churn(t *testing.T) {
+	victims := make([]netip.Addr, 100)
+	for i := range victims {
+		victims[i] = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb9, 0, byte(i), 15: 1})
+	}
+	victims = append(victims, netip.MustParseAddr("2001:db8:ffff:1::1"))
+	l, now := churn(t, victims, func(i int) netip.Addr {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 8), byte(i), 15: 1})
+	})
+	if ok, _ := l.Allow(netip.MustParseAddr("2001:db7:1::1"), now); !ok {
+		t.Error("a client of another /32 was refused")
 	}
 }
 

@@ -32,21 +32,29 @@ func ClientKey(ip netip.Addr) netip.Addr { return mask(ip, 32, 64) }
 // So once the limiter is half full, a /48 that already holds its share
 // of buckets (maxClients/256, at least 4) gets one more bucket for the
 // whole /48, shared by every /64 of it not tracked yet: it can no longer
-// push anyone out, nor rate itself anew.
+// push anyone out, nor rate itself anew. The holder of a /32 (65,536 /48s,
+// what a registry gives an ISP) is held the same way one level up: under
+// pressure, a /32 whose /48s already hold buckets in maxClients/16 of them
+// (at least the /48 share) gets one bucket for all its /48s not tracked
+// yet; its /48s already tracked keep theirs. The /32 share is wider
+// because a /32 is often one ISP's many customers: 4,096 of their sites
+// keep buckets of their own with the default bound.
 type RateLimiter struct {
 	limit   rate.Limit
 	burst   int
 	max     int
-	share   int // buckets a /48 may hold under pressure
+	share48 int // buckets a /48 may hold under pressure
+	share32 int // buckets a /32 may hold under pressure
 	refused atomic.Uint64
 
-	mu      sync.Mutex // guards clients and per48; each rate.Limiter has its own lock
+	mu      sync.Mutex // guards clients, per48 and per32; each rate.Limiter has its own lock
 	clients *simplelru.LRU[bucketKey, *rate.Limiter]
-	per48   map[netip.Addr]int // /64 buckets tracked per /48
+	per48   map[netip.Addr]int // buckets tracked per /48: its /64s' and its own
+	per32   map[netip.Addr]int // /48s tracked (per48 not zero) per /32
 }
 
 // bucketKey is what one allowance is kept for: a client key
-// ([ClientKey], bits 0), or a whole IPv6 /48 (bits 48).
+// ([ClientKey], bits 0), or a whole IPv6 /48 or /32 (bits 48, 32).
 type bucketKey struct {
 	addr netip.Addr
 	bits uint8
@@ -65,9 +73,11 @@ func NewRateLimiter(perSecond float64, maxClients int) *RateLimiter {
 		maxClients = MaxTrackedClients
 	}
 	burst := int(min(math.Ceil(2*perSecond), math.MaxInt32))
+	share48 := max(maxClients/256, 4)
 	l := &RateLimiter{
 		limit: rate.Limit(perSecond), burst: max(1, burst), max: maxClients,
-		share: max(maxClients/256, 4), per48: map[netip.Addr]int{},
+		share48: share48, share32: max(maxClients/16, share48),
+		per48: map[netip.Addr]int{}, per32: map[netip.Addr]int{},
 	}
 	clients, err := simplelru.NewLRU(maxClients, func(k bucketKey, _ *rate.Limiter) { l.forget(k) })
 	if err != nil {
@@ -99,34 +109,53 @@ func (l *RateLimiter) limiter(ip netip.Addr) *rate.Limiter {
 	if lim, ok := l.clients.Get(key); ok {
 		return lim
 	}
-	var p48 netip.Addr
 	if key.addr.Is6() {
-		p48 = mask(ip, 32, 48)
-		if l.clients.Len() >= l.max/2 && l.per48[p48] >= l.share {
-			key = bucketKey{addr: p48, bits: 48} // under pressure, the /48 shares one
+		p48, p32 := mask(ip, 32, 48), mask(ip, 32, 32)
+		pressure := l.clients.Len() >= l.max/2
+		switch {
+		case pressure && l.per48[p48] == 0 && l.per32[p32] >= l.share32:
+			key = bucketKey{addr: p32, bits: 32} // under pressure, the /32's new /48s share one
+		case pressure && l.per48[p48] >= l.share48:
+			key = bucketKey{addr: p48, bits: 48} // under pressure, the /48's new /64s share one
+		}
+		if key.bits != 0 {
 			if lim, ok := l.clients.Get(key); ok {
 				return lim
 			}
-		} else {
-			l.per48[p48]++
+		}
+		if key.bits != 32 {
+			if l.per48[p48]++; l.per48[p48] == 1 {
+				l.per32[p32]++
+			}
 		}
 	}
 	lim := rate.NewLimiter(l.limit, l.burst)
-	l.clients.Add(key, lim) // may forget the least recent: forget keeps per48 right
+	l.clients.Add(key, lim) // may forget the least recent: forget keeps per48 and per32 right
 	return lim
 }
 
-// forget updates per48 when a /64 bucket is dropped.
+// forget updates per48 and per32 when a bucket is dropped.
 func (l *RateLimiter) forget(k bucketKey) {
-	if k.bits != 0 || !k.addr.Is6() {
+	if !k.addr.Is6() {
 		return
 	}
-	p48 := mask(k.addr, 32, 48)
-	if n := l.per48[p48]; n > 1 {
-		l.per48[p48] = n - 1
-	} else {
-		delete(l.per48, p48)
+	if k.bits == 32 {
+		return
 	}
+	if decrement(l.per48, mask(k.addr, 32, 48)) {
+		decrement(l.per32, mask(k.addr, 32, 32))
+	}
+}
+
+// decrement counts one less under p, forgetting p at zero, which it
+// reports.
+func decrement(counts map[netip.Addr]int, p netip.Addr) (gone bool) {
+	if n := counts[p]; n > 1 {
+		counts[p] = n - 1
+		return false
+	}
+	delete(counts, p)
+	return true
 }
 
 // Tracked is the number of clients whose allowance is remembered.
