@@ -315,7 +315,9 @@ func (h *Hub) releaseFrames(ctx context.Context) {
 			continue
 		}
 		for _, sh := range h.pump.shards {
-			target = sh.lowest(target)
+			if target = sh.lowest(target); target <= released {
+				break // nothing more to release: the other shards need no look
+			}
 		}
 		for seq := released + 1; seq <= target; seq++ {
 			h.frames.release(seq)

@@ -60,8 +60,8 @@ type shard struct {
 	assigned int // listeners placed here, for choosing the least loaded; guarded by Hub.mu
 
 	mu      sync.Mutex
-	live    int                        // listeners registered with r3labs and not yet gone
-	members map[*subscription]struct{} // subscribing or subscribed, for the frame release
+	live    int             // listeners registered with r3labs and not yet gone
+	members []*subscription // subscribing or subscribed, for the frame release; each knows its slot
 
 	received atomic.Uint64 // last sequence number the shard's goroutine has taken
 
@@ -98,19 +98,37 @@ func (sh *shard) open(last uint64) {
 func (sh *shard) join(s *subscription) {
 	sh.mu.Lock()
 	s.taken.Store(sh.received.Load())
-	sh.members[s] = struct{}{}
+	s.slot = int32(len(sh.members))
+	sh.members = append(sh.members, s)
 	sh.mu.Unlock()
 }
 
 // lowest returns the smallest number below which every member has taken
-// everything, or upTo if that is smaller.
+// everything, or upTo if that is smaller. It runs every releaseEvery while
+// frames are held, under the lock that sign-ups, departures and the pump
+// also take, over every member: a slice, which it reads an order of
+// magnitude faster than a map's entries.
 func (sh *shard) lowest(upTo uint64) uint64 {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	for s := range sh.members {
+	for _, s := range sh.members {
 		upTo = min(upTo, s.taken.Load())
 	}
 	return upTo
+}
+
+// forget removes s from the members, moving the last into its slot, and
+// gives back the slice's memory once far fewer are left (a mass
+// departure). Called with mu held.
+func (sh *shard) forget(s *subscription) {
+	last := len(sh.members) - 1
+	moved := sh.members[last]
+	sh.members[s.slot], moved.slot = moved, s.slot
+	sh.members[last] = nil
+	sh.members = sh.members[:last]
+	if c := cap(sh.members); c > 64 && len(sh.members) < c/4 {
+		sh.members = append(make([]*subscription, 0, 2*len(sh.members)), sh.members...)
+	}
 }
 
 // confirm counts s as registered with r3labs: it receives every batch
@@ -146,7 +164,7 @@ func (sh *shard) took(s *subscription, last uint64) {
 func (sh *shard) leave(s *subscription) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	delete(sh.members, s)
+	sh.forget(s)
 	if !s.confirmed {
 		return
 	}
@@ -198,7 +216,7 @@ func newPump(h *Hub, opts Options) *pump {
 	for i := range opts.Shards {
 		id := "events-" + strconv.Itoa(i)
 		h.fan.createStream(id)
-		p.shards = append(p.shards, &shard{id: id, req: subscribeRequest(id), depth: gateDepth, gate: make(chan struct{}, 1), members: map[*subscription]struct{}{}})
+		p.shards = append(p.shards, &shard{id: id, req: subscribeRequest(id), depth: gateDepth, gate: make(chan struct{}, 1)})
 	}
 	return p
 }

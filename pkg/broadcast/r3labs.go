@@ -66,6 +66,7 @@ var errUnreadable = errors.New("dropped: the fan-out handed it an unreadable bat
 //
 // Who owns what:
 //   - sh is set by Hub.add (under Hub.mu) before subscribing, then read;
+//   - slot is guarded by sh.mu (another member's departure moves it);
 //   - confirmed and joined are written by the r3labs loop (the goroutine
 //     in Hub.subscribe), and read by it, by shard.leave once the loop is
 //     over, and by tests under the shard's mu;
@@ -77,6 +78,7 @@ type subscription struct {
 	sh *shard
 
 	confirmed bool   // registered with r3labs: its first Flush has come
+	slot      int32  // its index in sh.members; guarded by sh.mu (next to confirmed: no padding)
 	joined    uint64 // the shard's batch in flight when it registered
 	// taken is the last number of the last batch it took, or, before its
 	// first, what its shard had received when it joined: it will look up

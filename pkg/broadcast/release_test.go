@@ -102,3 +102,47 @@ func released(frames []weak.Pointer[frame]) int {
 	}
 	return n
 }
+
+// The frame release reads the lowest number every member of a shard has
+// taken; members come and go in any order, and a departure moves another
+// member's slot. The shard must keep exactly those still there, and after
+// a mass departure not keep a slice sized for the crowd.
+func TestShardMembersComeAndGo(t *testing.T) {
+	sh := &shard{}
+	subs := make([]*subscription, 200)
+	for i := range subs {
+		subs[i] = &subscription{sh: sh}
+		sh.received.Store(uint64(100 + i)) // each joins later, having taken more
+		sh.join(subs[i])
+	}
+	if got := sh.lowest(1000); got != 100 {
+		t.Fatalf("lowest with all joined: %d, want 100", got)
+	}
+	left := map[*subscription]bool{}
+	for i := 0; i < len(subs); i += 3 { // the first, and every third after it
+		sh.leave(subs[i])
+		left[subs[i]] = true
+	}
+	if got := sh.lowest(1000); got != 101 {
+		t.Fatalf("lowest once the first left: %d, want 101", got)
+	}
+	for i, s := range sh.members {
+		if int(s.slot) != i || left[s] {
+			t.Fatalf("member at %d: slot %d, left %v", i, s.slot, left[s])
+		}
+	}
+	if want := len(subs) - len(left); len(sh.members) != want {
+		t.Fatalf("%d members, want %d", len(sh.members), want)
+	}
+	for _, s := range subs {
+		if !left[s] {
+			sh.leave(s)
+		}
+	}
+	if len(sh.members) != 0 || cap(sh.members) > 64 {
+		t.Fatalf("after everyone left: %d members in a slice of %d", len(sh.members), cap(sh.members))
+	}
+	if got := sh.lowest(1000); got != 1000 {
+		t.Fatalf("lowest with no member: %d, want 1000", got)
+	}
+}
