@@ -47,6 +47,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 	}
 	hub, err := broadcast.New(broadcast.Options{
 		QueueSize:         cfg.PublishQueueSize,
+		QueueBytes:        cfg.PublishQueueBytes,
 		MaxLag:            cfg.MaxFanoutLag,
 		MaxListeners:      listeners,
 		BufferBytes:       cfg.SubscriberBufferBytes,

@@ -2,12 +2,15 @@ package broadcast_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/broadcast"
@@ -19,12 +22,12 @@ import (
 // only if an event really waited about MaxLag for its fan-out, which the
 // hub itself measures (FanoutWaitMaxSeconds). Scheduling hiccups, GC
 // pauses and slow batches come with the load on a shared machine under the
-// race detector; none of them may turn into refusals. The count limit is
-// out of the way: only the time rules are judged.
+// race detector; none of them may turn into refusals. The queue sizes are
+// the defaults (see TestABurstIsAcceptedWhileItWaitsUnderMaxLag).
 func TestNoRefusalWhileTheFanoutKeepsUp(t *testing.T) {
 	const maxLag = broadcast.DefaultMaxLag
 	const publishers, each, listeners = 32, 150, 4
-	s := ssetest.Start(t, broadcast.Options{MaxLag: maxLag, QueueSize: 1 << 16}, server.Options{})
+	s := ssetest.Start(t, broadcast.Options{MaxLag: maxLag}, server.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -82,5 +85,59 @@ func TestNoRefusalWhileTheFanoutKeepsUp(t *testing.T) {
 	t.Logf("%d accepted, %d refused; the longest wait for fan-out was %s (MaxLag %s)", accepted.Load(), refused.Load(), waited, maxLag)
 	if refused.Load() > 0 && waited < maxLag/2 {
 		t.Fatalf("%d POSTs refused as saturated while no event waited even half of MaxLag %s (longest %s)", refused.Load(), maxLag, waited)
+	}
+}
+
+// A burst published faster than any pump hands it out (thousands of events
+// within milliseconds, as hundreds of concurrent POSTs bring after a
+// scheduling pause) is accepted whole while none of it waits anywhere near
+// MaxLag: the default queue sizes bound memory, not the burst.
+func TestABurstIsAcceptedWhileItWaitsUnderMaxLag(t *testing.T) {
+	testBurst(t, broadcast.Options{})
+}
+
+func testBurst(t *testing.T, opts broadcast.Options) {
+	const publishers, each = 16, 250
+	opts.Logger = zerolog.Nop()
+	h, err := broadcast.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	t.Cleanup(func() { _ = h.Close(ctx) })
+	c := &collector{}
+	listenCtx, stop := context.WithCancel(ctx)
+	done := listen(listenCtx, h, nil, c)
+	waitListeners(t, h, 1)
+
+	var accepted, refused atomic.Int64
+	var wg sync.WaitGroup
+	for p := range publishers {
+		wg.Go(func() {
+			for n := range each {
+				switch err := h.Publish(fmt.Appendf(nil, `{"p":%d,"n":%d,"pad":"0123456789012345678901234567890123456789"}`, p, n)); {
+				case err == nil:
+					accepted.Add(1)
+				case errors.Is(err, broadcast.ErrBusy):
+					refused.Add(1)
+				default:
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	ssetest.Eventually(t, time.Minute, "the listener got every accepted event", func() (bool, string) {
+		got := int64(len(c.got()))
+		return got == accepted.Load(), fmt.Sprintf("%d of %d", got, accepted.Load())
+	})
+	stop()
+	<-done
+	waited := time.Duration(h.Stats().FanoutWaitMaxSeconds * float64(time.Second))
+	t.Logf("%d accepted, %d refused; the longest wait for fan-out was %s", accepted.Load(), refused.Load(), waited)
+	if refused.Load() > 0 && waited < broadcast.DefaultMaxLag/2 {
+		t.Fatalf("%d events refused as saturated while none waited even half of MaxLag (longest %s)", refused.Load(), waited)
 	}
 }

@@ -14,6 +14,10 @@ type frame struct {
 	b   []byte
 	seq uint64
 	at  time.Time // when it was accepted: the fan-out lag is measured from it
+	// queued is the bytes of every frame published up to this one: what
+	// was still waiting once it has been handed out is the hub's total
+	// minus this.
+	queued uint64
 
 	fields frameFields // top-level members, read once when a filter asks
 }

@@ -144,3 +144,25 @@ func TestWriteBuffersDropGrownBuffers(t *testing.T) {
 		}
 	}
 }
+
+// The bytes waiting for fan-out are bounded apart from their count: many
+// small events may wait, a few large ones fill QueueBytes.
+func TestSaturatedCountsTheBytesWaiting(t *testing.T) {
+	h := newTestHub(t, Options{QueueSize: 100, QueueBytes: 1000, MaxLag: time.Minute})
+	p, now := h.pump, time.Now()
+	for _, c := range []struct {
+		seq, queued, handedB uint64
+		want                 bool
+	}{
+		{0, 5000, 0, false},   // nothing waits, whatever was published before
+		{3, 999, 0, false},    // under QueueBytes
+		{3, 1000, 0, true},    // QueueBytes wait
+		{3, 1499, 500, false}, // 999 still wait once 500 were handed out
+		{100, 10, 0, true},    // QueueSize events wait, however small
+	} {
+		p.handedB.Store(c.handedB)
+		if got := p.saturated(c.seq, c.queued, now); got != c.want {
+			t.Errorf("%d events and %d bytes published, %d bytes handed out: saturated = %v, want %v", c.seq, c.queued, c.handedB, got, c.want)
+		}
+	}
+}

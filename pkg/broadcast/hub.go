@@ -55,7 +55,8 @@ var (
 // replaces a zero size or timeout by the service's default, and a zero
 // Heartbeat or MaxStreamDuration leaves that feature off.
 type Options struct {
-	QueueSize         int           // events waiting for fan-out before Publish fails with ErrBusy; default 1024
+	QueueSize         int           // events waiting for fan-out before Publish fails with ErrBusy; default 16384
+	QueueBytes        int64         // bytes of frames waiting for fan-out before Publish fails with ErrBusy; default 64 MiB
 	MaxLag            time.Duration // age of the oldest waiting event beyond which Publish fails with ErrBusy; default 1s
 	MaxListeners      int           // concurrent listeners before Serve fails with ErrTooMany; default 10000
 	BufferBytes       int           // bytes queued for one listener before it is dropped; default 1 MiB
@@ -69,7 +70,8 @@ type Options struct {
 
 // Defaults applied by [New] to zero fields.
 const (
-	DefaultQueueSize    = 1024
+	DefaultQueueSize    = 16384
+	DefaultQueueBytes   = 64 << 20
 	DefaultMaxLag       = time.Second
 	DefaultMaxListeners = 10000
 	DefaultBufferBytes  = 1 << 20
@@ -96,7 +98,13 @@ func (o Options) withDefaults() (Options, error) {
 	fillDur(&o.MaxLag, DefaultMaxLag)
 	fillDur(&o.WriteTimeout, DefaultWriteTimeout)
 	fillDur(&o.StallAfter, DefaultStallAfter)
+	if o.QueueBytes == 0 {
+		o.QueueBytes = DefaultQueueBytes
+	}
 	var errs []error
+	if o.QueueBytes < 0 {
+		errs = append(errs, fmt.Errorf("broadcast: QueueBytes must not be negative, got %d", o.QueueBytes))
+	}
 	for name, v := range map[string]int{"QueueSize": o.QueueSize, "MaxListeners": o.MaxListeners, "BufferBytes": o.BufferBytes, "Shards": o.Shards} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("broadcast: %s must not be negative, got %d", name, v))
@@ -136,6 +144,7 @@ type Hub struct {
 	pubMu  sync.Mutex
 	closed bool
 	seq    atomic.Uint64 // last sequence number published; written under pubMu
+	queued uint64        // bytes of every frame published so far; under pubMu
 	frames *frameRing
 	bufs   writeBuffers
 
@@ -176,7 +185,7 @@ func New(opts Options) (*Hub, error) {
 // Publish queues one event (compact JSON, no newline) for every listener.
 // data is copied: the caller may reuse it. It never blocks: ErrBusy when
 // the oldest event waiting for fan-out is older than MaxLag or QueueSize
-// events wait, ErrClosed after Close began.
+// events or QueueBytes wait, ErrClosed after Close began.
 func (h *Hub) Publish(data []byte) error {
 	f := newFrame(data)
 	now := time.Now()
@@ -186,12 +195,14 @@ func (h *Hub) Publish(data []byte) error {
 		return ErrClosed
 	}
 	seq := h.seq.Load()
-	if h.pump.saturated(seq, now) {
+	if h.pump.saturated(seq, h.queued, now) {
 		h.pubMu.Unlock()
 		h.busy.Add(1)
 		return ErrBusy
 	}
 	f.at = now
+	h.queued += uint64(len(f.b))
+	f.queued = h.queued
 	h.frames.put(f, seq+1)
 	h.seq.Store(seq + 1)
 	h.pubMu.Unlock()

@@ -191,6 +191,7 @@ type pump struct {
 	shards    []*shard
 	wakeC     chan struct{} // capacity 1
 	limit     uint64        // QueueSize: events waiting beyond which Publish refuses
+	limitB    uint64        // QueueBytes: bytes waiting beyond which Publish refuses
 	maxLag    time.Duration
 	stall     time.Duration
 	heartbeat time.Duration
@@ -198,6 +199,7 @@ type pump struct {
 	hb        handout       // shared by every heartbeat
 
 	handed       atomic.Uint64 // last sequence number handed to every shard
+	handedB      atomic.Uint64 // bytes of every frame handed to every shard (frame.queued of handed)
 	perBatch     atomic.Int64  // nanoseconds per batch handed to every shard over the last window, see pace
 	worst        atomic.Int64  // longest wait of an event for its hand-over, in nanoseconds
 	window       time.Duration // see pace
@@ -209,7 +211,7 @@ type pump struct {
 
 func newPump(h *Hub, opts Options) *pump {
 	p := &pump{
-		h: h, wakeC: make(chan struct{}, 1), limit: uint64(opts.QueueSize), maxLag: opts.MaxLag, window: paceWindow(opts.MaxLag),
+		h: h, wakeC: make(chan struct{}, 1), limit: uint64(opts.QueueSize), limitB: uint64(opts.QueueBytes), maxLag: opts.MaxLag, window: paceWindow(opts.MaxLag),
 		stall: opts.StallAfter, heartbeat: opts.Heartbeat, gateWait: gateTimeout, hb: heartbeatHandout(),
 	}
 	p.lastProgress.Store(time.Now().UnixNano())
@@ -241,7 +243,7 @@ func (p *pump) wake() {
 }
 
 // saturated reports whether a publish must be refused: QueueSize events
-// already wait, the oldest of them has waited longer than MaxLag, or, at
+// or QueueBytes already wait, the oldest of them has waited longer than MaxLag, or, at
 // the pace the fan-out has kept over its last window, handing out the
 // events already waiting would take longer than MaxLag. The last keeps the
 // lag of accepted events near MaxLag when each round is slow (many
@@ -254,15 +256,21 @@ func (p *pump) wake() {
 // scheduling pause, a GC, a gate wait) moves it little; and it is a cost
 // per batch, not per event, since handing over a batch costs about the
 // same whatever its size: the events waiting go out batchSize at a time.
-// Called with Hub.pubMu held; seq is the last number published.
-func (p *pump) saturated(seq uint64, now time.Time) bool {
+//
+// The two sizes bound memory, not time: a burst of small events from
+// hundreds of publishers at once may queue thousands in the few tens of
+// milliseconds a busy machine takes to schedule the pump, and is to be
+// accepted while it stays under MaxLag.
+// Called with Hub.pubMu held; seq is the last number published and queued
+// the bytes of every frame published (Hub.queued).
+func (p *pump) saturated(seq, queued uint64, now time.Time) bool {
 	done := p.handed.Load()
 	waiting := seq - done
-	if waiting >= p.limit {
-		return true
-	}
 	if waiting == 0 {
 		return false
+	}
+	if waiting >= p.limit || queued-p.handedB.Load() >= p.limitB {
+		return true
 	}
 	batches := (waiting + batchSize - 1) / batchSize
 	if time.Duration(batches)*time.Duration(p.perBatch.Load()) > p.maxLag {
@@ -361,6 +369,12 @@ func (p *pump) run(ctx context.Context) {
 			p.await(ctx, p.shards[0], gate)
 			last := min(p.h.seq.Load(), done+batchSize)
 			ev := batchHandout(done+1, last)
+			// Read before the hand-over: once handed, the frame may be
+			// released at any time.
+			var handedB uint64
+			if f := p.h.frames.get(last); f != nil {
+				handedB = f.queued
+			}
 			for _, sh := range p.shards {
 				p.await(ctx, sh, gate)
 				sh.open(last)
@@ -370,6 +384,9 @@ func (p *pump) run(ctx context.Context) {
 				sh.received.Store(last)
 			}
 			p.handed.Store(last)
+			if handedB != 0 {
+				p.handedB.Store(handedB)
+			}
 			now := time.Now()
 			if backlog {
 				p.pace(now.Sub(prev))

@@ -37,7 +37,8 @@ type Config struct {
 	WriteTimeout          time.Duration `envconfig:"WRITE_TIMEOUT" default:"10s" desc:"a listener whose socket accepts no bytes for this long is dropped" json:"WRITE_TIMEOUT"`
 	SubscriberBufferBytes int           `envconfig:"SUBSCRIBER_BUFFER_BYTES" default:"1048576" desc:"bytes queued for one listener before it is dropped as too slow" json:"SUBSCRIBER_BUFFER_BYTES"`
 	MaxSubscribers        int           `envconfig:"MAX_SUBSCRIBERS" default:"10000" desc:"concurrent listeners; beyond it new ones get 503; at most 90 % of MAX_CONNECTIONS" json:"MAX_SUBSCRIBERS"`
-	PublishQueueSize      int           `envconfig:"PUBLISH_QUEUE_SIZE" default:"1024" desc:"events waiting for fan-out before POSTs get 503" json:"PUBLISH_QUEUE_SIZE"`
+	PublishQueueSize      int           `envconfig:"PUBLISH_QUEUE_SIZE" default:"16384" desc:"events waiting for fan-out before POSTs get 503" json:"PUBLISH_QUEUE_SIZE"`
+	PublishQueueBytes     int64         `envconfig:"PUBLISH_QUEUE_BYTES" default:"67108864" desc:"bytes of events waiting for fan-out before POSTs get 503 (64 MiB)" json:"PUBLISH_QUEUE_BYTES"`
 	MaxFanoutLag          time.Duration `envconfig:"MAX_FANOUT_LAG" default:"1s" desc:"when the oldest event waiting for fan-out is older than this, POSTs get 503 at once" json:"MAX_FANOUT_LAG"`
 	MaxStreamDuration     time.Duration `envconfig:"MAX_STREAM_DURATION" default:"0" desc:"end each stream after about this long (±15% jitter); clients reconnect; 0 = never" json:"MAX_STREAM_DURATION"`
 	ShutdownTimeout       time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"grace period after SIGTERM/SIGINT (after DRAIN_DELAY); the process exits within it, cutting a listener still taking its last events" json:"SHUTDOWN_TIMEOUT"`
@@ -95,7 +96,10 @@ type Config struct {
 const (
 	maxBody  = 16 << 20
 	maxCount = 1_000_000
-	minTick  = 10 * time.Millisecond
+	// maxQueueBytes bounds PUBLISH_QUEUE_BYTES far above any sensible
+	// value, so a typo cannot promise more memory than a machine has.
+	maxQueueBytes = 64 << 30
+	minTick       = 10 * time.Millisecond
 	// frameOverhead is what a frame adds to an event: "data: ", "\n\n" and,
 	// with CLIENT_IP_FIELD, the quotes, colon, comma and the longest IP.
 	frameOverhead = 8 + 6 + 45
@@ -242,6 +246,9 @@ func (c *Config) validate(portFlag, adminFlag bool) error {
 	}
 	if c.PublishQueueSize < 1 || c.PublishQueueSize > maxCount {
 		bad("PUBLISH_QUEUE_SIZE", "must be between 1 and %d", maxCount)
+	}
+	if c.PublishQueueBytes < largest || c.PublishQueueBytes > maxQueueBytes {
+		bad("PUBLISH_QUEUE_BYTES", "must be between %d (one event of the largest accepted size) and %d", largest, int64(maxQueueBytes))
 	}
 	if !plainField(c.ClientIPField) {
 		bad("CLIENT_IP_FIELD", "must be a plain field name")
