@@ -385,9 +385,10 @@ func TestPerIPStateBounded(t *testing.T) {
 		if i%2 == 0 {
 			return fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255)
 		}
-		// One /48 each: /64s of one /48 share a bucket once the limiter is
-		// half full and that /48 holds its share (see access.RateLimiter).
-		return fmt.Sprintf("2001:%x:%x::1", 0xdb8+i>>16, i&0xffff)
+		// One /48 each, 128 in each /32: /64s of one /48, and /48s of one
+		// /32 past 4,096, share a bucket once the limiter is half full (see
+		// access.RateLimiter).
+		return fmt.Sprintf("2001:%x:%x::1", i>>8, i&0xff)
 	}
 	// Pipelined on a few raw connections: 100,000 round trips through a
 	// client would take minutes under the race detector.
