@@ -105,7 +105,7 @@ func serve(ctx context.Context, cfg config.Config, unknown []config.NearMiss, lo
 		Listeners:   access.NewAuth(cfg.ListenTokens, []byte(cfg.ListenJWTSecret)),
 		Publishers:  access.NewAuth(cfg.PublishTokens, nil),
 		Publish:     access.NewRateLimiter(cfg.PublishRatePerIP, access.MaxTrackedClients), // one budget per client, HTTP and gRPC
-		Streams:     access.NewStreamLimiter(cfg.MaxListenersPerIP),
+		Streams:     streamLimiter(cfg.MaxListenersPerIP, listeners),
 		AnonymizeIP: cfg.ClientIPAnonymize,
 	}
 	srv := server.New(server.Options{
@@ -345,4 +345,15 @@ func serveTLS(cfg config.Config, ln net.Listener, log zerolog.Logger) (net.Liste
 	}
 	log.Info().Time("not_after", certs.NotAfter()).Msg("serving HTTPS with HTTP/2 and HTTP/1.1")
 	return tls.NewListener(ln, certs.TLSConfig()), certs, nil
+}
+
+// streamLimiter is MAX_LISTENERS_PER_IP when set; by default, a share of
+// the listener slots that keeps a reserve for other addresses
+// (access.NewStreamShare): one address, however many streams it
+// multiplexes on a few HTTP/2 connections, cannot take them all.
+func streamLimiter(perIP, listeners int) *access.StreamLimiter {
+	if perIP > 0 {
+		return access.NewStreamLimiter(perIP)
+	}
+	return access.NewStreamShare(listeners)
 }

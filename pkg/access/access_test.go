@@ -313,3 +313,22 @@ func TestNilRulesAllowEverything(t *testing.T) {
 		}
 	}
 }
+
+// The default share keeps 1 % of the listener slots for other clients,
+// rounded down: none under 100 listeners, where it limits nothing.
+func TestStreamShare(t *testing.T) {
+	for listeners, want := range map[int]int{10000: 9900, 1000: 990, 150: 149, 100: 99} {
+		l := access.NewStreamShare(listeners)
+		if !l.Shared() || l.Max() != want || access.StreamShare(listeners) != want {
+			t.Errorf("share of %d: %d (shared %v), want %d", listeners, l.Max(), l.Shared(), want)
+		}
+	}
+	for _, listeners := range []int{1, 18, 99} {
+		if l := access.NewStreamShare(listeners); l != nil {
+			t.Errorf("share of %d listeners: %d, want no limit", listeners, l.Max())
+		}
+	}
+	if access.NewStreamLimiter(5).Shared() {
+		t.Error("MAX_LISTENERS_PER_IP's limiter says it is a share")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 )
 
@@ -181,7 +182,9 @@ func (l *RateLimiter) Refused() uint64 {
 // number of open streams. A nil *StreamLimiter allows everything.
 type StreamLimiter struct {
 	max     int
+	shared  bool // max is the share NewStreamShare derived, not MAX_LISTENERS_PER_IP
 	refused atomic.Uint64
+	warned  atomic.Int64 // unix nanoseconds of the last WarnShare line
 
 	mu   sync.Mutex
 	open map[netip.Addr]int // never holds a zero count
@@ -194,6 +197,52 @@ func NewStreamLimiter(perClient int) *StreamLimiter {
 		return nil
 	}
 	return &StreamLimiter{max: perClient, open: map[netip.Addr]int{}}
+}
+
+// NewStreamShare is the default when no per-client cap is set: one client
+// may hold every listener slot but a reserve kept for the others, so that
+// a few multiplexed connections from one address cannot take them all,
+// while one proxy not declared as such still carries all but the reserve.
+// See [StreamShare]; nil (no limit) when it leaves no reserve.
+func NewStreamShare(listeners int) *StreamLimiter {
+	share := StreamShare(listeners)
+	if share >= listeners {
+		return nil
+	}
+	return &StreamLimiter{max: share, shared: true, open: map[netip.Addr]int{}}
+}
+
+// StreamShare is what one client may hold of listeners slots by default:
+// all but a reserve of 1 % (rounded down): 9,900 of 10,000, 990 of 1,000,
+// 99 of 100, all under 100. No more than 1 %, so that a deployment behind
+// one proxy it has not declared, whose clients all share its address,
+// loses no more than that.
+func StreamShare(listeners int) int {
+	return listeners - listeners/100
+}
+
+// Shared tells a limiter from NewStreamShare.
+func (l *StreamLimiter) Shared() bool { return l != nil && l.shared }
+
+// WarnShare logs, at most once per 10 s, that a stream from ip was refused
+// for its share: the usual cause is a proxy in front of the service that is
+// not declared, whose address every client shares.
+func (l *StreamLimiter) WarnShare(log zerolog.Logger, ip netip.Addr) {
+	now, last := time.Now().UnixNano(), l.warned.Load()
+	if now-last < int64(10*time.Second) || !l.warned.CompareAndSwap(last, now) {
+		return
+	}
+	log.Warn().Str("client_ip", ip.String()).Int("share", l.max).Uint64("refused_total", l.refused.Load()).
+		Msg("stream refused: this address holds its share of the listener slots (MAX_SUBSCRIBERS less a reserve kept for other addresses); " +
+			"if it is a proxy or load balancer, list it in TRUSTED_PROXY_CIDRS so that each client behind it has its own share, or set MAX_LISTENERS_PER_IP")
+}
+
+// Max is the most streams one client holds.
+func (l *StreamLimiter) Max() int {
+	if l == nil {
+		return 0
+	}
+	return l.max
 }
 
 // Acquire counts one more stream for ip, or returns false when ip already

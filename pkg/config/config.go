@@ -53,7 +53,7 @@ type Config struct {
 	ListenTokens      []string `envconfig:"LISTEN_TOKENS" secret:"true" desc:"comma-separated listener tokens; when set, GET /events needs one (Authorization: Bearer, or ?access_token=)" json:"LISTEN_TOKENS"`
 	ListenJWTSecret   string   `envconfig:"LISTEN_JWT_SECRET" secret:"true" desc:"HS256 key (at least 32 bytes): an unexpired JWT signed with it (exp required) is also a listener token" json:"LISTEN_JWT_SECRET"`
 	PublishRatePerIP  float64  `envconfig:"PUBLISH_RATE_PER_IP" default:"0" desc:"sustained POSTs per second per client IP (burst 2x); beyond it 429; 0 = unlimited" json:"PUBLISH_RATE_PER_IP"`
-	MaxListenersPerIP int      `envconfig:"MAX_LISTENERS_PER_IP" default:"0" desc:"concurrent streams per client IP; beyond it 429; 0 = unlimited" json:"MAX_LISTENERS_PER_IP"`
+	MaxListenersPerIP int      `envconfig:"MAX_LISTENERS_PER_IP" default:"0" desc:"concurrent streams per client IP; beyond it 429; 0 = all listener slots but 1 % kept for other addresses (503 beyond; no limit under 100 listeners)" json:"MAX_LISTENERS_PER_IP"`
 	PublishTokens     []string `envconfig:"PUBLISH_TOKENS" secret:"true" desc:"comma-separated publisher tokens; when set, POST /events (CloudEvents) and gRPC PushEvent need one (Authorization: Bearer); the players' POST /metrics and /api/events stay open" json:"PUBLISH_TOKENS"`
 	ClientIPAnonymize bool     `envconfig:"CLIENT_IP_ANONYMIZE" default:"false" desc:"truncate the CLIENT_IP_FIELD address: IPv4 to /24, IPv6 to /48" json:"CLIENT_IP_ANONYMIZE"`
 
@@ -320,7 +320,7 @@ func (c *Config) validateAccess() []error {
 		errs = append(errs, fmt.Errorf("PUBLISH_RATE_PER_IP: must be between 0 (unlimited) and %d", maxRate))
 	}
 	if c.MaxListenersPerIP < 0 || c.MaxListenersPerIP > maxCount {
-		errs = append(errs, fmt.Errorf("MAX_LISTENERS_PER_IP: must be between 0 (unlimited) and %d", maxCount))
+		errs = append(errs, fmt.Errorf("MAX_LISTENERS_PER_IP: must be between 0 (the default share) and %d", maxCount))
 	}
 	c.PublishTokens, tokenErrs = validTokens("PUBLISH_TOKENS", c.PublishTokens, "leave the server-side ways in (POST /events, gRPC) open")
 	errs = append(errs, tokenErrs...)

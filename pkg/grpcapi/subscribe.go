@@ -40,6 +40,11 @@ func (s *Server) Subscribe(req *eventservicepb.SubscribeRequest, stream grpc.Ser
 	if limit := s.opts.Access.Streams; limit != nil {
 		ip := peerAddr(ctx)
 		if !limit.Acquire(ip) {
+			if limit.Shared() {
+				s.opts.Refusals.StreamRefused("ip_share")
+				limit.WarnShare(s.opts.Logger, ip)
+				return status.Error(codes.Unavailable, "this address holds its share of the listener slots; the rest are kept for others")
+			}
 			s.opts.Refusals.StreamRefused("rate_limited")
 			return status.Error(codes.ResourceExhausted, "too many streams open from this address")
 		}

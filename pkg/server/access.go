@@ -175,7 +175,8 @@ func redactedQuery(rawQuery string) string {
 }
 
 // limitStreams refuses a stream with 429 while its client already holds
-// MAX_LISTENERS_PER_IP open, and counts the stream for exactly as long as
+// MAX_LISTENERS_PER_IP open (503 when that is the default share, see
+// access.NewStreamShare: the slots are kept for others, not rate limited), and counts the stream for exactly as long as
 // next serves it: the hub returns only once the stream has ended, however
 // it ended (client gone, dropped as slow, maximum duration, shutdown).
 func (s *Server) limitStreams(next http.Handler) http.Handler {
@@ -187,6 +188,12 @@ func (s *Server) limitStreams(next http.Handler) http.Handler {
 		ip := s.opts.ClientIP.Addr(r)
 		if !streams.Acquire(ip) {
 			w.Header().Set("Retry-After", "5")
+			if streams.Shared() {
+				s.streamsRefused[refusedShare].Add(1)
+				streams.WarnShare(s.opts.Logger, ip)
+				writeError(w, http.StatusServiceUnavailable, "this address holds its share of the listener slots; the rest are kept for others")
+				return
+			}
 			s.streamsRefused[refusedRateLimited].Add(1)
 			writeError(w, http.StatusTooManyRequests, "too many streams open from this address")
 			return

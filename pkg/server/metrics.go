@@ -39,10 +39,11 @@ const (
 	refusedRateLimited                 // 429: MAX_LISTENERS_PER_IP reached
 	refusedUnauthorized                // 401: token missing or invalid
 	refusedInvalid                     // 400: a malformed filter
+	refusedShare                       // 503: the address holds its default share of MAX_SUBSCRIBERS
 	numRefusals
 )
 
-var refusalLabels = [numRefusals]string{"capacity", "draining", "rate_limited", "unauthorized", "invalid"}
+var refusalLabels = [numRefusals]string{"capacity", "draining", "rate_limited", "unauthorized", "invalid", "ip_share"}
 
 // Histogram buckets: events are a few hundred bytes to MAX_BODY_BYTES;
 // streams last from a page view to a day.
@@ -113,7 +114,7 @@ func newCollector(s *Server) *collector {
 		listeners:     d("listeners", "Connected SSE listeners."),
 		accepted:      d("events_accepted_total", "Event POSTs accepted (204)."),
 		rejected:      d("events_rejected_total", "Event POSTs and gRPC PushEvent calls refused, by reason.", "reason"),
-		refused:       d("listeners_refused_total", "Streams refused before they started, by reason: capacity (MAX_SUBSCRIBERS), draining, rate_limited (MAX_LISTENERS_PER_IP), unauthorized, invalid (a malformed filter).", "reason"),
+		refused:       d("listeners_refused_total", "Streams refused before they started, by reason: capacity (MAX_SUBSCRIBERS), draining, rate_limited (MAX_LISTENERS_PER_IP), unauthorized, invalid (a malformed filter), ip_share (one address holding all of MAX_SUBSCRIBERS but the reserve kept for others).", "reason"),
 		deliveries:    d("deliveries_total", "Events written to listeners' sockets."),
 		bytes:         d("sent_bytes_total", "Bytes written to listeners' sockets, heartbeats included."),
 		dropped:       d("listeners_dropped_total", "Listeners dropped, by reason: slow (queue full) or stalled (socket took nothing within WRITE_TIMEOUT).", "reason"),
@@ -261,7 +262,7 @@ func (s *Server) EventRefused(reason string) {
 
 // StreamRefused counts a stream refused by another way out (gRPC
 // Subscribe) in listeners_refused_total, reason being one of its labels
-// (capacity, draining, rate_limited, unauthorized, invalid).
+// (capacity, draining, rate_limited, unauthorized, invalid, ip_share).
 func (s *Server) StreamRefused(reason string) {
 	for r, label := range refusalLabels {
 		if label == reason {
