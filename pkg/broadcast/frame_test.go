@@ -166,3 +166,30 @@ func TestSaturatedCountsTheBytesWaiting(t *testing.T) {
 		}
 	}
 }
+
+// The pace admission looks ahead with leaves out each window's slowest
+// batch (a pause of the whole process, most often) and is the best of the
+// last windows, but follows rounds that are slow for good.
+func TestPaceLeavesOutOnePause(t *testing.T) {
+	h := newTestHub(t, Options{MaxLag: time.Second}) // a window of 250 ms
+	p := &pump{h: h, window: paceWindow(time.Second)}
+	for range paceBatches - 1 {
+		p.pace(time.Millisecond)
+	}
+	p.pace(300 * time.Millisecond) // a pause: closes the window
+	if got := time.Duration(p.perBatch.Load()); got != time.Millisecond {
+		t.Errorf("pace after 7 batches of 1 ms and a pause of 300 ms = %s, want 1ms", got)
+	}
+	for range paceBatches {
+		p.pace(40 * time.Millisecond) // a slow window
+	}
+	if got := time.Duration(p.perBatch.Load()); got != time.Millisecond {
+		t.Errorf("pace after one slow window = %s, want still 1ms", got)
+	}
+	for range paceWindows * paceBatches {
+		p.pace(50 * time.Millisecond)
+	}
+	if got := time.Duration(p.perBatch.Load()); got != 50*time.Millisecond {
+		t.Errorf("pace after %d windows of batches of 50 ms = %s, want 50ms", paceWindows, got)
+	}
+}
