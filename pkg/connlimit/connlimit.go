@@ -78,6 +78,9 @@ type Stats struct {
 	// stream) closed to make room at the total cap: always the address
 	// holding the most requests in flight, over its fair share.
 	ClosedBusy uint64
+	// StreamsRefused counts streams refused because their address, counting
+	// the streams it multiplexes, was at MaxPerClient (AdmitStream).
+	StreamsRefused uint64
 }
 
 // Listener is a net.Listener that enforces Options. Its Accept returns only
@@ -89,7 +92,8 @@ type Listener struct {
 
 	refused, closedIdle [numReasons]atomic.Uint64
 	closedBusy          atomic.Uint64
-	lastLog             atomic.Int64 // unix nanoseconds of the last warning
+	streamsRefused      atomic.Uint64 // AdmitStream's refusals
+	lastLog             atomic.Int64  // unix nanoseconds of the last warning
 
 	mu      sync.Mutex
 	open    int
@@ -120,6 +124,7 @@ type conn struct {
 	idle, mine *list.Element // in l.idle and in the client's idle; nil unless idle
 	busy       *list.Element // in the client's busy; nil unless busy, not exempt, no stream
 	streams    int           // streams it carries; a connection with one is never closed for room
+	extra      int           // streams beyond its first counted in its client's open (AdmitStream)
 }
 
 // New wraps ln.
@@ -437,7 +442,8 @@ func (l *Listener) releaseLocked(ac *conn) {
 	l.unsetBusy(ac, cl)
 	ac.held = false
 	l.open--
-	if cl.open--; cl.open == 0 {
+	cl.open -= 1 + ac.extra
+	if ac.extra = 0; cl.open == 0 {
 		delete(l.clients, ac.key)
 	}
 }
@@ -476,6 +482,7 @@ func (l *Listener) Stats() Stats {
 		s.ClosedIdle[r] = l.closedIdle[r].Load()
 	}
 	s.ClosedBusy = l.closedBusy.Load()
+	s.StreamsRefused = l.streamsRefused.Load()
 	return s
 }
 

@@ -40,10 +40,11 @@ const (
 	refusedUnauthorized                // 401: token missing or invalid
 	refusedInvalid                     // 400: a malformed filter
 	refusedShare                       // 503: the address holds its default share of MAX_SUBSCRIBERS
+	refusedConnections                 // 429: MAX_CONNECTIONS_PER_IP reached, counting HTTP/2 streams
 	numRefusals
 )
 
-var refusalLabels = [numRefusals]string{"capacity", "draining", "rate_limited", "unauthorized", "invalid", "ip_share"}
+var refusalLabels = [numRefusals]string{"capacity", "draining", "rate_limited", "unauthorized", "invalid", "ip_share", "connections_per_ip"}
 
 // Histogram buckets: events are a few hundred bytes to MAX_BODY_BYTES;
 // streams last from a page view to a day.
@@ -114,7 +115,7 @@ func newCollector(s *Server) *collector {
 		listeners:     d("listeners", "Connected SSE listeners."),
 		accepted:      d("events_accepted_total", "Event POSTs accepted (204)."),
 		rejected:      d("events_rejected_total", "Event POSTs and gRPC PushEvent calls refused, by reason.", "reason"),
-		refused:       d("listeners_refused_total", "Streams refused before they started, by reason: capacity (MAX_SUBSCRIBERS), draining, rate_limited (MAX_LISTENERS_PER_IP), unauthorized, invalid (a malformed filter), ip_share (one address holding all of MAX_SUBSCRIBERS but the reserve kept for others).", "reason"),
+		refused:       d("listeners_refused_total", "Streams refused before they started, by reason: capacity (MAX_SUBSCRIBERS), draining, rate_limited (MAX_LISTENERS_PER_IP), unauthorized, invalid (a malformed filter), ip_share (one address holding all of MAX_SUBSCRIBERS but the reserve kept for others), connections_per_ip (MAX_CONNECTIONS_PER_IP, each HTTP/2 stream beyond a connection's first counted as a connection).", "reason"),
 		deliveries:    d("deliveries_total", "Events written to listeners' sockets."),
 		bytes:         d("sent_bytes_total", "Bytes written to listeners' sockets, heartbeats included."),
 		dropped:       d("listeners_dropped_total", "Listeners dropped, by reason: slow (queue full) or stalled (socket took nothing within WRITE_TIMEOUT).", "reason"),

@@ -23,6 +23,18 @@ func (s *Server) handleStream() http.Handler {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
+		// Its connection is never closed to make room for another
+		// (package connlimit); over HTTP/2, with every request it carries,
+		// and each stream beyond the connection's first counts against
+		// MAX_CONNECTIONS_PER_IP as a connection of its own would.
+		release, ok := connlimit.AdmitStream(r.Context(), r.ProtoMajor >= 2)
+		if !ok {
+			s.streamsRefused[refusedConnections].Add(1)
+			w.Header().Set("Retry-After", "5")
+			writeError(w, http.StatusTooManyRequests, "too many connections and streams open from this address")
+			return
+		}
+		defer release()
 		h := w.Header()
 		h.Set("Content-Type", "text/event-stream")
 		h.Set("Cache-Control", "no-cache")
@@ -31,9 +43,6 @@ func (s *Server) handleStream() http.Handler {
 		// The hub logs the stream's start with this logger: the same
 		// client as the line at its end, not the proxy's address.
 		log := s.opts.Logger.With().Str("client_ip", s.clientIP(r)).Str("user_agent", r.UserAgent()).Logger()
-		// Its connection is never closed to make room for another
-		// (package connlimit); over HTTP/2, with every request it carries.
-		defer connlimit.MarkStream(r.Context())()
 		sent, err := s.opts.Hub.ServeFiltered(w, r.WithContext(log.WithContext(r.Context())), filter)
 		switch {
 		case errors.Is(err, broadcast.ErrTooMany), errors.Is(err, broadcast.ErrClosed):
