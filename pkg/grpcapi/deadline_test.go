@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
-
 	"event-dispatcher/internal/ssetest"
 	"event-dispatcher/pkg/grpcapi"
 	"event-dispatcher/pkg/grpcapi/eventservicepb"
@@ -61,57 +58,7 @@ func TestTrickledRequestMessageEndsTheCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{
-		{":method", "POST"}, {":scheme", "http"}, {":authority", svc.addr},
-		{":path", eventservicepb.EventService_PushEvent_FullMethodName},
-		{"content-type", "application/grpc"}, {"te", "trailers"},
-	} {
-		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
-		t.Fatal(err)
-	}
-	// The gRPC prefix announces 100 bytes; one comes, never the rest.
-	if err := fr.WriteData(1, false, []byte{0, 0, 0, 0, 100, 'x'}); err != nil {
-		t.Fatal(err)
-	}
-
-	status := ""
-	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
-		if f.Name == "grpc-status" {
-			status = f.Value
-		}
-	})
-	for status == "" {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("the trickled call did not end: %v", err)
-		}
-		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = fr.WriteSettingsAck()
-			}
-		case *http2.HeadersFrame:
-			if f.StreamID == 1 {
-				if _, err := dec.Write(f.HeaderBlockFragment()); err != nil {
-					t.Fatal(err)
-				}
-			}
-		case *http2.GoAwayFrame:
-			t.Fatalf("the connection was closed, not the call: %v", f.ErrCode)
-		}
-	}
+	status := ssetest.StalledGRPCCall(t, c, eventservicepb.EventService_PushEvent_FullMethodName)
 	if status != "4" { // codes.DeadlineExceeded
 		t.Fatalf("grpc-status %s, want 4 (DeadlineExceeded)", status)
 	}
