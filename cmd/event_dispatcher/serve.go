@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"syscall"
 	"time"
@@ -293,7 +294,13 @@ func startAdmin(cfg config.Config, srv *server.Server, log zerolog.Logger) (admi
 	if addr == "" {
 		return adminServer{}, nil
 	}
-	raw, err := net.Listen("tcp", addr)
+	// An IPv4 address binds IPv4 only: Go would otherwise take 0.0.0.0 as
+	// "every interface", IPv6 included.
+	network := "tcp"
+	if ip, err := netip.ParseAddr(cfg.AdminHost); err == nil && ip.Is4() {
+		network = "tcp4"
+	}
+	raw, err := net.Listen(network, addr)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		// Most often a second copy on one machine, given another -port only.
 		return adminServer{}, fmt.Errorf("listen on admin port %s: %w; each copy of the service on one machine needs its own admin port: set ADMIN_PORT (or -admin-port) to another port, 0 for a free one, or off", cfg.AdminPort, err)
