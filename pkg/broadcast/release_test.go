@@ -21,7 +21,11 @@ import (
 // no listener at all, once it was handed out. Weak pointers to the frames
 // tell whether anything still references them after a collection.
 func TestFramesReleasedOnceEveryListenerHasThem(t *testing.T) {
-	h := newTestHub(t, Options{QueueSize: 8192, MaxLag: time.Minute, WriteTimeout: 100 * time.Millisecond})
+	// The readers' queues hold the whole burst and their writes have time:
+	// on a loaded machine a reader descheduled for a moment must not be
+	// dropped as slow or stalled. The stalled listener is dropped when a
+	// write has waited WriteTimeout.
+	h := newTestHub(t, Options{QueueSize: 8192, MaxLag: time.Minute, WriteTimeout: 2 * time.Second, BufferBytes: 32 << 20})
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = h.Serve(w, r) }))
 	defer ts.Close()
 
@@ -54,7 +58,7 @@ func TestFramesReleasedOnceEveryListenerHasThem(t *testing.T) {
 	eventually(t, 30*time.Second, "three listeners", func() bool { return h.Stats().Listeners == 3 })
 
 	const events = 300
-	pad := strings.Repeat("p", 60000) // far more than the stalled one's socket and queue hold
+	pad := strings.Repeat("p", 60000) // 18 MB in all: far more than the stalled one's socket takes
 	frames := publishWatched(t, h, events, pad)
 	eventually(t, time.Minute, "both readers got every event and the stalled listener was dropped", func() bool {
 		return readers[0].Load() == events && readers[1].Load() == events && h.Stats().ListenersDropped == 1
