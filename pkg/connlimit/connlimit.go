@@ -184,8 +184,8 @@ func (l *Listener) admit(c net.Conn, name string) net.Conn {
 	victim, reason, why := l.makeRoom(cl, exempt)
 	if victim == nil && why != closingNone {
 		l.mu.Unlock()
+		l.refused[reason].Add(1) // counted before the client can see the close
 		_ = c.Close()
-		l.refused[reason].Add(1)
 		l.warn(name)
 		return nil
 	}
@@ -199,12 +199,12 @@ func (l *Listener) admit(c net.Conn, name string) net.Conn {
 	l.setIdle(ac, cl)
 	l.mu.Unlock()
 	if victim != nil {
-		_ = victim.Conn.Close() // outside the lock: its owner goroutine sees the error and ends
 		if why == closingBusy {
 			l.closedBusy.Add(1)
 		} else {
 			l.closedIdle[reason].Add(1)
 		}
+		_ = victim.Conn.Close() // outside the lock: its owner goroutine sees the error and ends
 		l.warn(name)
 	}
 	return ac
