@@ -40,7 +40,9 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -su
 printf '%-10s %12s %14s %14s %12s %6s\n' protocol rss/listener cpu/delivery cpu/event delivered check
 for proto in $PROTOCOLS; do
 	scheme=http
-	env=(PORT="$PORT" ADMIN_PORT=off LOG_LEVEL=warn MAX_SUBSCRIBERS=$((LISTENERS + 100)))
+	# Every listener comes from one address: its limit too (by default one
+	# address leaves 1 % of the slots to others).
+	env=(PORT="$PORT" ADMIN_PORT=off LOG_LEVEL=warn MAX_SUBSCRIBERS=$((LISTENERS + 100)) MAX_LISTENERS_PER_IP=$((LISTENERS + 100)))
 	args=(-listeners "$LISTENERS" -publishers 4 -rate "$RATE" -duration "$DURATION" -settle 10s
 		-connect-timeout 60s -progress 0 -json)
 	case $proto in

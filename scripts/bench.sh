@@ -97,19 +97,22 @@ PORT=
 # start_server NAME [MAX_LISTENERS]: a fresh server, its pid in SERVER_PID,
 # its port in PORT. The dispatcher runs with its defaults but LOG_LEVEL=warn
 # (the reference logs nothing per connection either), no admin listener (its
-# fixed port may be taken on a shared machine) and, when more listeners than
-# its default MAX_SUBSCRIBERS are coming, a limit above them.
+# fixed port may be taken on a shared machine), when more listeners than
+# its default MAX_SUBSCRIBERS are coming, a limit above them, and, since the
+# load tool connects every listener from one address, that limit for one
+# address too (by default one address leaves 1 % of the slots to others).
 start_server() {
 	case $1 in
 	dispatcher | baseline)
 		PORT=$PORT_BASE
-		local limit=() bin=$OUT/event_dispatcher
+		local bin=$OUT/event_dispatcher most=10000
 		if [ "$1" = baseline ]; then
 			PORT=$((PORT_BASE + 2)) bin=$OUT/event_dispatcher_baseline
 		fi
 		if [ "${2:-0}" -gt 10000 ]; then
-			limit=("MAX_SUBSCRIBERS=$(($2 + 100))")
+			most=$(($2 + 100))
 		fi
+		local limit=("MAX_SUBSCRIBERS=$most" "MAX_LISTENERS_PER_IP=$most")
 		env PORT="$PORT" ADMIN_PORT=off LOG_LEVEL=warn "${limit[@]}" "$bin" >"$OUT/$1.log" 2>&1 &
 		;;
 	reference)

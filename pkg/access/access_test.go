@@ -332,3 +332,34 @@ func TestStreamShare(t *testing.T) {
 		t.Error("MAX_LISTENERS_PER_IP's limiter says it is a share")
 	}
 }
+
+// The reserve a share leaves goes to addresses holding few streams: a
+// second address cannot take it whole once the first holds its share.
+func TestStreamShareReserveGoesToTheFew(t *testing.T) {
+	l := access.NewStreamShare(1000) // share 990, reserve 10, "few": fewer than 1
+	a, b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
+	for range 980 {
+		if !l.Acquire(a) {
+			t.Fatal("refused within the share")
+		}
+	}
+	for range 10 { // b outside the reserve: up to the share
+		if !l.Acquire(b) {
+			t.Fatal("b refused outside the reserve")
+		}
+	}
+	if l.Acquire(b) {
+		t.Fatal("b, holding 10, took a reserved slot")
+	}
+	if !l.Acquire(c) {
+		t.Fatal("c, holding none, refused a reserved slot")
+	}
+	if l.Acquire(c) {
+		t.Fatal("c took a second reserved slot")
+	}
+	l.Release(a)
+	l.Release(a) // 989 open: the reserve is untouched again
+	if !l.Acquire(b) {
+		t.Fatal("b refused once a slot outside the reserve was free again")
+	}
+}
