@@ -59,7 +59,7 @@ type Config struct {
 
 	// Connection caps on the public port (package connlimit): no client can
 	// use up the descriptors. 0 derives the cap from the descriptor limit.
-	MaxConnections      int `envconfig:"MAX_CONNECTIONS" default:"0" desc:"TCP connections held on the public and gRPC ports together; past it the longest-idle one is closed, else a request in flight of the address holding the most (never a stream), else the new one; 0 = the descriptor limit less 10% (at least 64) for the rest" json:"MAX_CONNECTIONS"`
+	MaxConnections      int `envconfig:"MAX_CONNECTIONS" default:"0" desc:"TCP connections held on the public and gRPC ports together; past it an idle one of the address holding the most is closed, else a request in flight of the address holding the most (never a stream), else the new one; 0 = the descriptor limit less 10% (at least 64) for the rest" json:"MAX_CONNECTIONS"`
 	MaxConnectionsPerIP int `envconfig:"MAX_CONNECTIONS_PER_IP" default:"0" desc:"TCP connections one client IP (IPv6: its /64) holds on those ports, same rule (an HTTP/2 SSE stream beyond its connection's first counts as one more); TRUSTED_PROXY_CIDRS peers are exempt; 0 = half of MAX_CONNECTIONS, at least MAX_SUBSCRIBERS + 10 % (within MAX_CONNECTIONS)" json:"MAX_CONNECTIONS_PER_IP"`
 
 	// Scale-out: replicas share events through a broker (pkg/broker).

@@ -7,14 +7,18 @@
 // (accepted but waiting for a request or a TLS handshake, or kept alive
 // between requests), which are busy (a request in flight) and which carry
 // a stream (an SSE listener, a gRPC server stream). When a new connection
-// would exceed a cap, the idle connection that has waited the longest is
-// closed to make room (the newcomer's own, when its address is the one at
-// its per-address cap). When nothing is idle at the total cap, the
-// longest-busy connection of the address with the most requests in flight
-// is closed instead, provided that address holds more than its fair share
-// (the cap over the addresses holding connections) and more than the
-// newcomer's: a few addresses trickling request bodies cannot fill the
-// port. A connection carrying a stream is never closed for room, nor one
+// would exceed the per-address cap, that address's longest-idle connection
+// is closed to make room. At the total cap, the longest-idle connection of
+// the address holding the most connections is closed, provided it holds
+// at least as many as the newcomer's would (else the newcomer's own idle
+// one): one client's lone connection, slow to send its request, is closed
+// last. When nothing qualifies, the longest-busy connection of the address
+// with the most requests in flight is closed instead, provided that
+// address holds more than its fair share of what streams leave (the cap
+// less the connections carrying a stream, over the addresses holding a
+// connection without one) and more connections than the newcomer's: a few
+// addresses trickling request bodies cannot fill the port, even beside
+// another's streams. A connection carrying a stream is never closed for room, nor one
 // of a peer exempt from the per-address cap (a proxy carries everyone's
 // requests). Only then is the newcomer refused, by closing it at once.
 package connlimit
@@ -97,19 +101,30 @@ type Listener struct {
 
 	mu      sync.Mutex
 	open    int
+	streams int                    // connections carrying a stream
+	mixed   int                    // clients holding a connection that carries no stream
 	clients map[netip.Addr]*client // only clients with a connection open
-	idle    list.List              // of *conn, longest idle at the front
-	busiest busiest                // clients with a request in flight, most first
+	busiest ranking                // clients with a request in flight, most first
+	idlest  ranking                // clients with an idle connection, most connections first
 }
 
 type client struct {
-	open int
-	idle list.List // this client's share of Listener.idle, same order
+	// open counts its connections, and the streams beyond the first of
+	// each multiplexed connection (extra, [AdmitStream]).
+	open, extra int
+	streams     int       // of its connections, those carrying a stream
+	idle        list.List // its idle connections, longest idle at the front
 	// busy holds its connections with a request in flight that may be
 	// closed for room (not exempt, no stream), longest busy at the front.
 	busy list.List
-	rank int // index in Listener.busiest; -1 when busy is empty
+	// ranks are its indexes in Listener.busiest (-1 when busy is empty)
+	// and Listener.idlest (-1 when idle is empty).
+	busyRank, idleRank int
 }
+
+// contested is how many of its connections carry no stream: those a
+// share of the connections streams leave is measured against.
+func (cl *client) contested() int { return cl.open - cl.extra - cl.streams }
 
 // conn is an admitted connection. Its fields after name are guarded by the
 // Listener's mu.
@@ -120,11 +135,11 @@ type conn struct {
 	exempt bool
 	name   string // the port's, for the log
 
-	held       bool          // counted in open; false once closed or chosen to make room
-	idle, mine *list.Element // in l.idle and in the client's idle; nil unless idle
-	busy       *list.Element // in the client's busy; nil unless busy, not exempt, no stream
-	streams    int           // streams it carries; a connection with one is never closed for room
-	extra      int           // streams beyond its first counted in its client's open (AdmitStream)
+	held    bool          // counted in open; false once closed or chosen to make room
+	idle    *list.Element // in the client's idle; nil unless idle
+	busy    *list.Element // in the client's busy; nil unless busy, not exempt, no stream
+	streams int           // streams it carries; a connection with one is never closed for room
+	extra   int           // streams beyond its first counted in its client's open (AdmitStream)
 }
 
 // New wraps ln.
@@ -132,7 +147,16 @@ func New(ln net.Listener, opts Options) *Listener {
 	if opts.LogEvery <= 0 {
 		opts.LogEvery = 10 * time.Second
 	}
-	return &Listener{Listener: ln, opts: opts, clients: map[netip.Addr]*client{}}
+	l := &Listener{Listener: ln, opts: opts, clients: map[netip.Addr]*client{}}
+	l.busiest = ranking{
+		more: func(a, b *client) bool { return a.busy.Len() > b.busy.Len() },
+		rank: func(cl *client) *int { return &cl.busyRank },
+	}
+	l.idlest = ranking{
+		more: func(a, b *client) bool { return a.open > b.open },
+		rank: func(cl *client) *int { return &cl.idleRank },
+	}
+	return l
 }
 
 // Accept waits for the next connection within the caps. Connections over a
@@ -190,12 +214,12 @@ func (l *Listener) admit(c net.Conn, name string) net.Conn {
 		return nil
 	}
 	if cl == nil {
-		cl = &client{rank: -1}
+		cl = &client{busyRank: -1, idleRank: -1}
 		l.clients[key] = cl
 	}
 	ac := &conn{Conn: c, l: l, key: key, exempt: exempt, name: name, held: true}
 	l.open++
-	cl.open++
+	l.count(cl, 1, 0, 0)
 	l.setIdle(ac, cl)
 	l.mu.Unlock()
 	if victim != nil {
@@ -228,8 +252,7 @@ func (l *Listener) makeRoom(cl *client, exempt bool) (victim *conn, r Reason, wh
 	if l.opts.Max <= 0 || l.open < l.opts.Max {
 		return nil, 0, closingNone
 	}
-	if l.idle.Len() > 0 {
-		victim = l.idle.Front().Value.(*conn)
+	if victim = l.idleVictim(cl); victim != nil {
 		l.releaseLocked(victim)
 		return victim, Total, closingIdle
 	}
@@ -239,27 +262,79 @@ func (l *Listener) makeRoom(cl *client, exempt bool) (victim *conn, r Reason, wh
 	return victim, Total, closingBusy
 }
 
-// busyVictim is the longest-busy connection of the address with the most
-// requests in flight, when that address holds more than its fair share of
-// Max (Max over the addresses holding connections, the newcomer's
-// counted) and more than the newcomer's address would once admitted:
-// addresses over their share trade among themselves, never at the expense
-// of one under it. Nil when no address qualifies.
-func (l *Listener) busyVictim(newcomer *client) *conn {
-	if len(l.busiest) == 0 {
+// idleVictim is the longest-idle connection of the address holding the
+// most connections among those with one idle, provided it holds at least
+// as many as the newcomer's address would once admitted; else the
+// newcomer's own longest-idle one. A flood of idle connections from a few
+// addresses is thus paid by those addresses, and one client's lone
+// connection, slow to send its request (a TLS handshake over a poor link),
+// is closed last. Nil when no idle connection qualifies.
+func (l *Listener) idleVictim(newcomer *client) *conn {
+	if l.idlest.Len() == 0 {
 		return nil
 	}
-	top := l.busiest[0]
-	holders, mine := len(l.clients), 1
-	if newcomer == nil {
-		holders++
-	} else {
+	top, mine := l.idlest.list[0], 1
+	if newcomer != nil {
 		mine += newcomer.open
 	}
-	if top == newcomer || top.open <= l.opts.Max/holders || top.open <= mine {
+	if top != newcomer && top.open < mine {
+		if newcomer == nil || newcomer.idle.Len() == 0 {
+			return nil
+		}
+		top = newcomer
+	}
+	return top.idle.Front().Value.(*conn)
+}
+
+// busyVictim is the longest-busy connection of the address with the most
+// requests in flight, when that address holds more than its fair share of
+// what streams leave and more connections than the newcomer's address
+// would once admitted: addresses over their share trade among themselves,
+// never at the expense of one under it. The share is Max less the
+// connections carrying a stream (never closed for room), over the
+// addresses holding a connection without one, the newcomer's counted, and
+// it is compared with what the address holds without its streams: an
+// address holding most of Max in streams cannot make another's few
+// trickled requests untouchable, while its streams still count in what it
+// holds against a newcomer. Nil when no address qualifies.
+func (l *Listener) busyVictim(newcomer *client) *conn {
+	if l.busiest.Len() == 0 {
+		return nil
+	}
+	top := l.busiest.list[0]
+	holders, mine := l.mixed, 1
+	if newcomer == nil || newcomer.contested() == 0 {
+		holders++
+	}
+	if newcomer != nil {
+		mine += newcomer.open
+	}
+	share := max(l.opts.Max-l.streams, 0) / holders
+	if top == newcomer || top.contested() <= share || top.open <= mine {
 		return nil
 	}
 	return top.busy.Front().Value.(*conn)
+}
+
+// count changes cl's connections by conns, those carrying a stream by
+// streams and its extra streams by extra, and the Listener's counts of
+// them.
+func (l *Listener) count(cl *client, conns, streams, extra int) {
+	was := cl.contested() > 0
+	cl.open += conns + extra
+	cl.extra += extra
+	cl.streams += streams
+	l.streams += streams
+	if now := cl.contested() > 0; now != was {
+		if now {
+			l.mixed++
+		} else {
+			l.mixed--
+		}
+	}
+	if conns != 0 || extra != 0 {
+		l.idlest.fix(cl)
+	}
 }
 
 func (l *Listener) keyOf(a net.Addr) (netip.Addr, bool) {
@@ -326,14 +401,21 @@ func (l *Listener) Stream(c net.Conn) (release func()) {
 		return func() {}
 	}
 	l.mu.Lock()
+	l.markStream(ac)
+	l.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { l.endStream(ac) }) }
+}
+
+// markStream counts one more stream on ac: its first takes it out of
+// those that may be closed for room.
+func (l *Listener) markStream(ac *conn) {
 	if ac.streams++; ac.held && ac.streams == 1 {
 		cl := l.clients[ac.key]
 		l.unsetIdle(ac, cl)
 		l.unsetBusy(ac, cl)
+		l.count(cl, 0, 1, 0)
 	}
-	l.mu.Unlock()
-	var once sync.Once
-	return func() { once.Do(func() { l.endStream(ac) }) }
 }
 
 // endStream: the connection goes on serving its request (the handler has
@@ -341,8 +423,12 @@ func (l *Listener) Stream(c net.Conn) (release func()) {
 func (l *Listener) endStream(ac *conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if ac.streams--; ac.held && ac.streams == 0 && ac.idle == nil {
-		l.setBusy(ac, l.clients[ac.key])
+	if ac.streams--; ac.held && ac.streams == 0 {
+		cl := l.clients[ac.key]
+		l.count(cl, 0, -1, 0)
+		if ac.idle == nil {
+			l.setBusy(ac, cl)
+		}
 	}
 }
 
@@ -370,17 +456,19 @@ func MarkStream(ctx context.Context) (release func()) {
 }
 
 func (l *Listener) setIdle(ac *conn, cl *client) {
-	ac.idle = l.idle.PushBack(ac)
-	ac.mine = cl.idle.PushBack(ac)
+	ac.idle = cl.idle.PushBack(ac)
+	l.idlest.add(cl)
 }
 
 func (l *Listener) unsetIdle(ac *conn, cl *client) {
 	if ac.idle == nil {
 		return
 	}
-	l.idle.Remove(ac.idle)
-	cl.idle.Remove(ac.mine)
-	ac.idle, ac.mine = nil, nil
+	cl.idle.Remove(ac.idle)
+	ac.idle = nil
+	if cl.idle.Len() == 0 {
+		l.idlest.remove(cl)
+	}
 }
 
 // setBusy files ac among its client's requests in flight that may be
@@ -390,11 +478,7 @@ func (l *Listener) setBusy(ac *conn, cl *client) {
 		return
 	}
 	ac.busy = cl.busy.PushBack(ac)
-	if cl.rank < 0 {
-		heap.Push(&l.busiest, cl)
-	} else {
-		heap.Fix(&l.busiest, cl.rank)
-	}
+	l.busiest.add(cl)
 }
 
 func (l *Listener) unsetBusy(ac *conn, cl *client) {
@@ -404,31 +488,58 @@ func (l *Listener) unsetBusy(ac *conn, cl *client) {
 	cl.busy.Remove(ac.busy)
 	ac.busy = nil
 	if cl.busy.Len() == 0 {
-		heap.Remove(&l.busiest, cl.rank)
+		l.busiest.remove(cl)
 	} else {
-		heap.Fix(&l.busiest, cl.rank)
+		l.busiest.fix(cl)
 	}
 }
 
-// busiest is a heap of clients by their requests in flight, most first.
-type busiest []*client
+// ranking is a heap of clients, the one first for which more holds
+// against every other; each client keeps its index in it at rank (-1
+// when not in it).
+type ranking struct {
+	list []*client
+	more func(a, b *client) bool
+	rank func(*client) *int
+}
 
-func (h busiest) Len() int           { return len(h) }
-func (h busiest) Less(i, j int) bool { return h[i].busy.Len() > h[j].busy.Len() }
-func (h busiest) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].rank, h[j].rank = i, j
+// add puts cl in, or moves it to its place when it is in already.
+func (h *ranking) add(cl *client) {
+	if *h.rank(cl) < 0 {
+		heap.Push(h, cl)
+	} else {
+		heap.Fix(h, *h.rank(cl))
+	}
 }
-func (h *busiest) Push(x any) {
+
+// fix moves cl to its place when it is in.
+func (h *ranking) fix(cl *client) {
+	if i := *h.rank(cl); i >= 0 {
+		heap.Fix(h, i)
+	}
+}
+
+func (h *ranking) remove(cl *client) {
+	if i := *h.rank(cl); i >= 0 {
+		heap.Remove(h, i)
+	}
+}
+
+func (h *ranking) Len() int           { return len(h.list) }
+func (h *ranking) Less(i, j int) bool { return h.more(h.list[i], h.list[j]) }
+func (h *ranking) Swap(i, j int) {
+	h.list[i], h.list[j] = h.list[j], h.list[i]
+	*h.rank(h.list[i]), *h.rank(h.list[j]) = i, j
+}
+func (h *ranking) Push(x any) {
 	cl := x.(*client)
-	cl.rank = len(*h)
-	*h = append(*h, cl)
+	*h.rank(cl) = len(h.list)
+	h.list = append(h.list, cl)
 }
-func (h *busiest) Pop() any {
-	old := *h
-	cl := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h, cl.rank = old[:len(old)-1], -1
+func (h *ranking) Pop() any {
+	cl := h.list[len(h.list)-1]
+	h.list[len(h.list)-1] = nil
+	h.list, *h.rank(cl) = h.list[:len(h.list)-1], -1
 	return cl
 }
 
@@ -442,7 +553,11 @@ func (l *Listener) releaseLocked(ac *conn) {
 	l.unsetBusy(ac, cl)
 	ac.held = false
 	l.open--
-	cl.open -= 1 + ac.extra
+	streams := 0
+	if ac.streams > 0 {
+		streams = -1
+	}
+	l.count(cl, -1, streams, -ac.extra)
 	if ac.extra = 0; cl.open == 0 {
 		delete(l.clients, ac.key)
 	}

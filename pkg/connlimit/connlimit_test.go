@@ -453,3 +453,75 @@ func (l lines) Write(p []byte) (int, error) {
 	l <- bytes.Clone(p)
 	return len(p), nil
 }
+
+// One address holds most of Max in streams, another the rest in requests
+// in flight (POST bodies trickled), few but all of what streams leave: a
+// newcomer from a third address gets in by the close of the second's
+// longest request, since the share is measured on what streams leave.
+// The streams are kept, and the newcomer's connection, idle until its
+// request arrives, is not closed for the trickling address's next one.
+func TestShareIsWhatStreamsLeave(t *testing.T) {
+	h := start(t, connlimit.Options{Max: 10})
+	var streams []net.Conn
+	for range 7 {
+		streams = append(streams, h.dial("127.0.0.2"))
+		release := h.l.Stream(h.next())
+		t.Cleanup(release)
+	}
+	trickled := h.busy("127.0.0.3", 3)
+
+	newcomer := h.dial("127.0.0.4")
+	h.next()
+	if !closedByServer(t, trickled[0]) {
+		t.Fatal("the longest request of the address holding every connection streams leave was not closed")
+	}
+	for _, ip := range []string{"127.0.0.3", "127.0.0.2"} {
+		if c := h.dial(ip); !closedByServer(t, c) {
+			t.Fatalf("a new connection from %s was admitted at the newcomer's expense", ip)
+		}
+	}
+	for _, c := range append(append(streams, trickled[1:]...), newcomer) {
+		if !stillOpen(t, c) {
+			t.Fatal("a stream, a request within its share or the newcomer was closed")
+		}
+	}
+	if st := h.l.Stats(); st.ClosedBusy != 1 || st.ClosedIdle[connlimit.Total] != 0 || st.Refused[connlimit.Total] != 2 || st.Open != 10 {
+		t.Fatalf("stats %+v, want 1 busy closed, none idle, 2 refused, 10 open", st)
+	}
+}
+
+// Three addresses churn idle connections at the total cap while a client
+// that holds one connection has not sent its request yet: the connections
+// closed for room are the churning addresses' own, those holding the
+// most first, and the lone client's is kept however long it waits.
+func TestIdleFloodClosesTheAddressHoldingTheMost(t *testing.T) {
+	h := start(t, connlimit.Options{Max: 7})
+	slow := h.dial("127.0.0.9") // idle longest: it has not sent its request
+	h.next()
+	var two []net.Conn
+	for range 3 {
+		two = append(two, h.dial("127.0.0.2"))
+		h.next()
+	}
+	for range 3 {
+		h.dial("127.0.0.3")
+		h.next()
+	}
+	h.dial("127.0.0.4")
+	h.next()
+	if !closedByServer(t, two[0]) {
+		t.Fatal("the longest-idle connection of the address holding the most was not closed")
+	}
+	for range 20 {
+		for _, ip := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+			h.dial(ip)
+			h.next()
+		}
+	}
+	if !stillOpen(t, slow) {
+		t.Fatal("the lone connection of a client slow to send its request was closed for a flood of idle ones")
+	}
+	if st := h.l.Stats(); st.ClosedIdle[connlimit.Total] != 61 || st.Refused[connlimit.Total] != 0 || st.Open != 7 {
+		t.Fatalf("stats %+v, want 61 idle closed, none refused, 7 open", st)
+	}
+}

@@ -40,16 +40,12 @@ func (l *Listener) admitStream(ac *conn, multiplexed bool) (release func(), ok b
 			victim = cl.idle.Front().Value.(*conn)
 			l.releaseLocked(victim)
 		}
-		cl.open++
+		l.count(cl, 0, 0, 1)
 		ac.extra++
 	}
 	// Marked under the same lock as counted, so that two streams starting
 	// at once on one connection are not both taken for its first.
-	if ac.streams++; ac.held && ac.streams == 1 {
-		cl := l.clients[ac.key]
-		l.unsetIdle(ac, cl)
-		l.unsetBusy(ac, cl)
-	}
+	l.markStream(ac)
 	l.mu.Unlock()
 	if victim != nil {
 		_ = victim.Conn.Close()
@@ -76,6 +72,6 @@ func (l *Listener) uncountExtra(ac *conn) {
 	cl := l.clients[ac.key]
 	for ac.extra > 0 && ac.extra > ac.streams-1 {
 		ac.extra--
-		cl.open--
+		l.count(cl, 0, 0, -1)
 	}
 }
