@@ -353,3 +353,38 @@ func TestGRPCConnectionFloodIsCapped(t *testing.T) {
 	endWatch() // as a client would on NOT_SERVING; an open Watch holds the graceful stop
 	p.exitedCleanly(t, 30*time.Second, "the gRPC server")
 }
+
+// One address holds most connections with streams (never closed for room),
+// another trickles POST bodies on the rest, far fewer than MAX_CONNECTIONS
+// over the addresses: its share is measured on what the streams leave, so
+// a third address still gets a listener in and an event published, and
+// /health and /livez answer.
+func TestStreamsBesideTrickledPOSTsLeaveRoomForOthers(t *testing.T) {
+	needPrlimit(t)
+	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), "BODY_READ_TIMEOUT=5m")
+	rec, base := p.listening(t)
+	addr := strings.TrimPrefix(base, "http://")
+	admin := "http://" + net.JoinHostPort("127.0.0.1", portOf(t, rec["admin_addr"]))
+	// 403 listener slots (90 % of 448), 1 % of them kept for other
+	// addresses: 395 streams from one address are all admitted.
+	streams := clientFrom("127.0.0.2")
+	early := ssetest.Subscribe(t, streams, base+"/events", nil)
+	for range 394 {
+		ssetest.Subscribe(t, streams, base+"/events", nil)
+	}
+	if held := trickle(t, addr, "127.0.0.3", 60); held != 448-395 {
+		t.Fatalf("%d POSTs held beside 395 streams, want %d", held, 448-395)
+	}
+	if open := ssetest.Scrape(t, admin+"/metrics").Samples["event_dispatcher_connections"]; open != 448 {
+		t.Fatalf("%v connections held, want the cap of 448", open)
+	}
+
+	stillServed(t, p, base, admin, early, "127.0.0.4")
+	m := ssetest.Scrape(t, admin+"/metrics")
+	if m.Samples["event_dispatcher_connections_busy_closed_total"] == 0 {
+		t.Fatal("no trickled POST closed for room")
+	}
+	if l := m.Samples["event_dispatcher_listeners"]; l != 396 {
+		t.Fatalf("%v listeners, want the 395 streams kept and the new one", l)
+	}
+}
