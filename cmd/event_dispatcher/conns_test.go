@@ -67,10 +67,7 @@ func floodWith(t *testing.T, addr, ip string, n int, first string) {
 // admin /livez answered.
 func TestConnectionFloodLeavesRoomForOthers(t *testing.T) {
 	needPrlimit(t)
-	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), "MAX_SUBSCRIBERS=100")
-	rec, base := p.listening(t)
-	addr := strings.TrimPrefix(base, "http://")
-	admin := "http://" + net.JoinHostPort("127.0.0.1", portOf(t, rec["admin_addr"]))
+	p, base, addr, admin := startWith512(t, "MAX_SUBSCRIBERS=100")
 	caps := p.stdout.waitFor(t, "connection caps", p.gone, 10*time.Second)
 	if caps["descriptor_limit"] != 512.0 || caps["max_connections"] != 448.0 || caps["max_connections_per_ip"] != 224.0 {
 		t.Fatalf("caps derived from 512 descriptors: %v", caps)
@@ -133,10 +130,7 @@ func trickle(t *testing.T, addr, ip string, n int) int {
 // are the flooding addresses' own.
 func TestBusyConnectionFloodLeavesRoomForOthers(t *testing.T) {
 	needPrlimit(t)
-	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), "MAX_SUBSCRIBERS=100", "BODY_READ_TIMEOUT=5m")
-	rec, base := p.listening(t)
-	addr := strings.TrimPrefix(base, "http://")
-	admin := "http://" + net.JoinHostPort("127.0.0.1", portOf(t, rec["admin_addr"]))
+	p, base, addr, admin := startWith512(t, "MAX_SUBSCRIBERS=100", "BODY_READ_TIMEOUT=5m")
 	early := ssetest.Subscribe(t, clientFrom("127.0.0.1"), base+"/events", nil)
 	// 224 each at most (MAX_CONNECTIONS_PER_IP); 448 in all, the stream
 	// included: every connection is busy or a stream.
@@ -235,6 +229,17 @@ func stillServed(t *testing.T, p *process, base, admin string, early *ssetest.St
 	if len(p.stdout.records("connection cap reached: idle connections closed or new ones refused")) == 0 {
 		t.Fatal("the flood was not logged")
 	}
+}
+
+// startWith512 starts the binary allowed 512 descriptors (MAX_CONNECTIONS
+// 448 by default), with env, and returns its public port's base URL and
+// address and its admin port's base URL.
+func startWith512(t *testing.T, env ...string) (p *process, base, addr, admin string) {
+	t.Helper()
+	p = startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), env...)
+	rec, base := p.listening(t)
+	admin = "http://" + net.JoinHostPort("127.0.0.1", portOf(t, rec["admin_addr"]))
+	return p, base, strings.TrimPrefix(base, "http://"), admin
 }
 
 // needPrlimit fails the test under CI=true, or skips it elsewhere, when
@@ -361,10 +366,7 @@ func TestGRPCConnectionFloodIsCapped(t *testing.T) {
 // /health and /livez answer.
 func TestStreamsBesideTrickledPOSTsLeaveRoomForOthers(t *testing.T) {
 	needPrlimit(t)
-	p := startCommand(t, exec.Command("prlimit", "--nofile=512:512", binary), "BODY_READ_TIMEOUT=5m")
-	rec, base := p.listening(t)
-	addr := strings.TrimPrefix(base, "http://")
-	admin := "http://" + net.JoinHostPort("127.0.0.1", portOf(t, rec["admin_addr"]))
+	p, base, addr, admin := startWith512(t, "BODY_READ_TIMEOUT=5m")
 	// 403 listener slots (90 % of 448), 1 % of them kept for other
 	// addresses: 395 streams from one address are all admitted.
 	streams := clientFrom("127.0.0.2")
