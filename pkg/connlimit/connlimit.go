@@ -252,7 +252,7 @@ func (l *Listener) makeRoom(cl *client, exempt bool) (victim *conn, r Reason, wh
 	if l.opts.Max <= 0 || l.open < l.opts.Max {
 		return nil, 0, closingNone
 	}
-	if victim = l.idleVictim(cl); victim != nil {
+	if victim = l.idleVictim(cl, exempt); victim != nil {
 		l.releaseLocked(victim)
 		return victim, Total, closingIdle
 	}
@@ -268,13 +268,15 @@ func (l *Listener) makeRoom(cl *client, exempt bool) (victim *conn, r Reason, wh
 // newcomer's own longest-idle one. A flood of idle connections from a few
 // addresses is thus paid by those addresses, and one client's lone
 // connection, slow to send its request (a TLS handshake over a poor link),
-// is closed last. Nil when no idle connection qualifies.
-func (l *Listener) idleVictim(newcomer *client) *conn {
+// is closed last. An exempt peer (a proxy, carrying many clients'
+// connections) is taken as holding none. Nil when no idle connection
+// qualifies.
+func (l *Listener) idleVictim(newcomer *client, exempt bool) *conn {
 	if l.idlest.Len() == 0 {
 		return nil
 	}
 	top, mine := l.idlest.list[0], 1
-	if newcomer != nil {
+	if newcomer != nil && !exempt {
 		mine += newcomer.open
 	}
 	if top != newcomer && top.open < mine {

@@ -181,6 +181,23 @@ func TestExemptPeersAreHeldOnlyToTheTotal(t *testing.T) {
 	}
 }
 
+// An exempt peer carries many clients' connections: however many it
+// holds, another address's idle connection is closed for its new one.
+func TestExemptPeerGetsRoomFromAnotherAddressesIdleConnection(t *testing.T) {
+	h := start(t, connlimit.Options{Max: 3, Exempt: []netip.Prefix{netip.MustParsePrefix("127.0.0.9/32")}})
+	h.busy("127.0.0.9", 2)
+	idle := h.dial("127.0.0.2")
+	h.next()
+	proxied := h.dial("127.0.0.9")
+	h.next()
+	if !closedByServer(t, idle) {
+		t.Fatal("the idle connection was not closed for the exempt peer's new one")
+	}
+	if !stillOpen(t, proxied) {
+		t.Fatal("the exempt peer's new connection was refused")
+	}
+}
+
 // The HTTP server reports a TLS connection's state with the *tls.Conn:
 // Busy must reach the connection underneath.
 func TestBusySeesThroughTLS(t *testing.T) {
