@@ -30,7 +30,7 @@ type Config struct {
 	Port                  string        `envconfig:"PORT" default:"3569" desc:"listen port (the -port flag overrides it); 0 picks a free port" json:"PORT"`
 	LogLevel              string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error" json:"LOG_LEVEL"`
 	LogFormat             string        `envconfig:"LOG_FORMAT" default:"json" desc:"json, or console for humans" json:"LOG_FORMAT"`
-	MaxBodyBytes          int64         `envconfig:"MAX_BODY_BYTES" default:"65536" desc:"largest accepted POST body in bytes" json:"MAX_BODY_BYTES"`
+	MaxBodyBytes          int64         `envconfig:"MAX_BODY_BYTES" default:"65536" desc:"largest accepted POST body in bytes (2 to 16777216; SUBSCRIBER_BUFFER_BYTES must hold one event of this size, 59 bytes more)" json:"MAX_BODY_BYTES"`
 	BodyReadTimeout       time.Duration `envconfig:"BODY_READ_TIMEOUT" default:"10s" desc:"time allowed to read one POST body or gRPC request message" json:"BODY_READ_TIMEOUT"`
 	CORSAllowedOrigins    []string      `envconfig:"CORS_ALLOWED_ORIGINS" default:"*" desc:"comma-separated allowed origins, or *" json:"CORS_ALLOWED_ORIGINS"`
 	HeartbeatInterval     time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"5s" desc:"SSE comment keep-alive period; 0 disables" json:"HEARTBEAT_INTERVAL"`
@@ -39,7 +39,7 @@ type Config struct {
 	MaxSubscribers        int           `envconfig:"MAX_SUBSCRIBERS" default:"10000" desc:"concurrent listeners; beyond it new ones get 503; at most 90 % of MAX_CONNECTIONS" json:"MAX_SUBSCRIBERS"`
 	PublishQueueSize      int           `envconfig:"PUBLISH_QUEUE_SIZE" default:"16384" desc:"events waiting for fan-out before POSTs get 503" json:"PUBLISH_QUEUE_SIZE"`
 	PublishQueueBytes     int64         `envconfig:"PUBLISH_QUEUE_BYTES" default:"67108864" desc:"bytes of events waiting for fan-out before POSTs get 503 (64 MiB)" json:"PUBLISH_QUEUE_BYTES"`
-	MaxFanoutLag          time.Duration `envconfig:"MAX_FANOUT_LAG" default:"1s" desc:"when the oldest event waiting for fan-out is older than this, POSTs get 503 at once" json:"MAX_FANOUT_LAG"`
+	MaxFanoutLag          time.Duration `envconfig:"MAX_FANOUT_LAG" default:"1s" desc:"when the oldest event waiting for fan-out is older than this, POSTs get 503 at once (10ms to 1m)" json:"MAX_FANOUT_LAG"`
 	MaxStreamDuration     time.Duration `envconfig:"MAX_STREAM_DURATION" default:"0" desc:"end each stream after about this long (±15% jitter); clients reconnect; 0 = never" json:"MAX_STREAM_DURATION"`
 	ShutdownTimeout       time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s" desc:"grace period after SIGTERM/SIGINT (after DRAIN_DELAY); the process exits within it, cutting a listener still taking its last events" json:"SHUTDOWN_TIMEOUT"`
 	ClientIPField         string        `envconfig:"CLIENT_IP_FIELD" desc:"when set (e.g. user_ip), each event gets this top-level field set to the client IP" json:"CLIENT_IP_FIELD"`
