@@ -72,6 +72,17 @@ func TestShutdownCutsStalledListenerAtShutdownTimeout(t *testing.T) {
 		t.Fatalf("exit code %d; stderr:\n%s", code, p.stderr)
 	}
 	t.Logf("stopped: %v", p.stdout.records("stopped"))
+	// The stalled listener was cut at the shutdown deadline, not dropped
+	// as stalled (WRITE_TIMEOUT never came). Its line races the exit, so
+	// it may be missing; when there, it says so.
+	if recs := p.stdout.records("listener dropped"); len(recs) != 0 {
+		t.Errorf("listener dropped lines %v, want none", recs)
+	}
+	for _, r := range p.stdout.records("listener cut at shutdown") {
+		if reason, _ := r["reason"].(string); !strings.HasPrefix(reason, "cut at the shutdown deadline") {
+			t.Errorf("cut listener's reason %q", reason)
+		}
+	}
 	for i, c := range results {
 		got := <-c
 		seqs := 0

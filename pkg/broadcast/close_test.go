@@ -68,11 +68,15 @@ func TestTimedOutCloseLeaksNothing(t *testing.T) {
 	}
 	select {
 	case err := <-served:
-		if !errors.Is(err, broadcast.ErrStalled) {
-			t.Errorf("stream ended by %v, want its write cut as stalled", err)
+		if !errors.Is(err, broadcast.ErrCutAtShutdown) {
+			t.Errorf("stream ended by %v, want its write cut at the shutdown deadline", err)
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("the listener's handler still runs a minute after Close's deadline")
+	}
+	// A cut at shutdown is no drop: neither slow nor stalled.
+	if c := hub.Counters(); c.DroppedStalled != 0 || c.DroppedSlow != 0 || hub.Stats().ListenersDropped != 0 {
+		t.Errorf("cut listener counted as dropped: %d stalled, %d slow, %d dropped", c.DroppedStalled, c.DroppedSlow, hub.Stats().ListenersDropped)
 	}
 	ts.Close()
 	ssetest.Eventually(t, time.Minute, "goroutines back to the baseline", func() (bool, string) {

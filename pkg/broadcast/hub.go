@@ -45,10 +45,13 @@ var (
 
 // Reasons a stream ended, passed as the cause of its context.
 var (
-	ErrSlow        = errors.New("dropped: too slow, send buffer full")
-	ErrStalled     = errors.New("dropped: socket accepted nothing within the write timeout")
-	ErrMaxDuration = errors.New("stream reached its maximum duration")
-	ErrShutdown    = errors.New("server shutting down")
+	ErrSlow    = errors.New("dropped: too slow, send buffer full")
+	ErrStalled = errors.New("dropped: socket accepted nothing within the write timeout")
+	// ErrCutAtShutdown: the listener still had events to take when the
+	// shutdown deadline passed. Not a drop: neither slow nor stalled.
+	ErrCutAtShutdown = errors.New("cut at the shutdown deadline: the socket had not taken everything by then")
+	ErrMaxDuration   = errors.New("stream reached its maximum duration")
+	ErrShutdown      = errors.New("server shutting down")
 )
 
 // Options configure a Hub. The zero value of every field works: [New]

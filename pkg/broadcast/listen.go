@@ -124,9 +124,9 @@ func (s *eventSink) call(lines [][]byte) error {
 	defer cancel()
 	s.running.Store(true)
 	stop := context.AfterFunc(ctx, func() {
-		if s.running.Load() { // still running at its deadline: a stalled client
+		if s.running.Load() { // still running at its deadline: a stalled client, or the cut-off
 			s.once.Do(func() { close(s.stuck) })
-			s.l.drop(ErrStalled)
+			s.l.drop(s.stalled())
 		}
 	})
 	err := s.w.WriteEvents(ctx, lines)
@@ -136,8 +136,18 @@ func (s *eventSink) call(lines [][]byte) error {
 	case err == nil:
 		return nil
 	case ctx.Err() != nil:
-		return ErrStalled
+		return s.stalled()
+	case s.cutCtx.Err() != nil: // the server closed it at the same shutdown deadline
+		return ErrCutAtShutdown
 	default:
 		return errClientGone
 	}
+}
+
+// stalled names why a call ran out of time: the cut-off, or the write timeout.
+func (s *eventSink) stalled() error {
+	if s.cutCtx.Err() != nil {
+		return ErrCutAtShutdown
+	}
+	return ErrStalled
 }

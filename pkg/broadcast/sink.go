@@ -66,6 +66,14 @@ type cutoff struct {
 	at time.Time
 }
 
+// passed reports whether a cut-off is set and its time has come: a write
+// that failed on its deadline then failed on the cut-off.
+func (c *cutoff) passed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.at.IsZero() && !time.Now().Before(c.at)
+}
+
 // set runs apply and records deadline, unless an earlier cut-off is
 // already set.
 func (c *cutoff) set(deadline time.Time, apply func(time.Time)) {
@@ -97,6 +105,10 @@ func (s *sseSink) write(batch []*frame) error {
 	switch {
 	case err == nil:
 		return nil
+	case s.cutoff.passed():
+		// The cut-off's write deadline, or the server closing the
+		// connections still open at the same shutdown deadline.
+		return ErrCutAtShutdown
 	case errors.Is(err, os.ErrDeadlineExceeded): // over HTTP/2 too: net/http reports the stream's reset so
 		return ErrStalled
 	default:

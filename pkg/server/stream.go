@@ -66,8 +66,11 @@ func (s *Server) handleStream() http.Handler {
 func (s *Server) streamEnded(log zerolog.Logger, d time.Duration, sent broadcast.Sent, cause error) {
 	s.metrics.streamDuration.Observe(d.Seconds())
 	e, msg := log.Info(), "listener disconnected"
-	if errors.Is(cause, broadcast.ErrSlow) || errors.Is(cause, broadcast.ErrStalled) {
+	switch {
+	case errors.Is(cause, broadcast.ErrSlow) || errors.Is(cause, broadcast.ErrStalled):
 		e, msg = log.Warn(), "listener dropped"
+	case errors.Is(cause, broadcast.ErrCutAtShutdown):
+		e, msg = log.Warn(), "listener cut at shutdown"
 	}
 	reason := cause.Error()
 	if errors.Is(cause, context.Canceled) { // the request's context: the client left
