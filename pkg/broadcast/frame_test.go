@@ -172,7 +172,7 @@ func TestSaturatedCountsTheBytesWaiting(t *testing.T) {
 // last windows, but follows rounds that are slow for good.
 func TestPaceLeavesOutOnePause(t *testing.T) {
 	h := newTestHub(t, Options{MaxLag: time.Second}) // a window of 250 ms
-	p := &pump{h: h, window: paceWindow(time.Second)}
+	p := &pump{h: h, window: paceWindow(time.Second), maxLag: time.Second}
 	for range paceBatches - 1 {
 		p.pace(time.Millisecond)
 	}
@@ -185,6 +185,15 @@ func TestPaceLeavesOutOnePause(t *testing.T) {
 	}
 	if got := time.Duration(p.perBatch.Load()); got != time.Millisecond {
 		t.Errorf("pace after one slow window = %s, want still 1ms", got)
+	}
+	// A slow window in which an event waited half of MaxLag is taken at
+	// its own pace: the fast windows before are not borne out.
+	for range paceBatches {
+		p.pace(40 * time.Millisecond)
+		p.waited(600 * time.Millisecond)
+	}
+	if got := time.Duration(p.perBatch.Load()); got != 40*time.Millisecond {
+		t.Errorf("pace after a slow window with a wait of 600 ms = %s, want 40ms", got)
 	}
 	for range paceWindows * paceBatches {
 		p.pace(50 * time.Millisecond)
