@@ -281,6 +281,11 @@ func newLogger(cfg config.Config, out io.Writer) zerolog.Logger {
 // need a few; it fits in the headroom the public port's default cap keeps.
 const adminMaxConns = 32
 
+// adminStuck is how long a request on the admin port may be in flight
+// before, at the cap, it may be closed for a newcomer: metrics, probes and
+// untimed profiles are answered well within it.
+const adminStuck = 5 * time.Second
+
 // adminServer is the operators' listener; the zero value stands for
 // ADMIN_PORT=off.
 type adminServer struct {
@@ -310,9 +315,14 @@ func startAdmin(cfg config.Config, srv *server.Server, log zerolog.Logger) (admi
 	}
 	// Its own small cap: whoever reaches the admin port cannot take the
 	// descriptors the public port's cap leaves free.
-	ln := connlimit.New(raw, connlimit.Options{Max: adminMaxConns, Logger: log, Name: "admin"})
+	// A request in flight there for adminStuck is a client not reading its
+	// answer: at the cap it is closed for a newcomer, whatever its address,
+	// so that many addresses holding one such connection each cannot keep
+	// the probes out. Timed profiles are marked as streams and kept.
+	ln := connlimit.New(raw, connlimit.Options{Max: adminMaxConns, Logger: log, Name: "admin", Stuck: adminStuck})
 	hs := srv.AdminHTTPServer()
 	hs.ConnState = server.TrackConns(ln)
+	hs.ConnContext = ln.ConnContext // lets a timed profile mark its connection
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error().Err(err).Msg("admin listener")

@@ -55,6 +55,15 @@ type Options struct {
 	// Name tells this listener's log lines apart ("public", "admin");
 	// a port added with [Listener.Add] has its own.
 	Name string
+	// Stuck, when set, lets Max make room, before anything else fails,
+	// by closing the request in flight that has been so for longest,
+	// whatever its address, once that is longer than Stuck: for a port
+	// whose requests are answered within milliseconds (the admin port), a
+	// request in flight that long is a client not reading its answer, and
+	// one such client per address from many addresses would otherwise hold
+	// every connection. Streams (long requests marked as such) are never
+	// closed.
+	Stuck time.Duration
 }
 
 // Reason is the cap that made a Listener refuse or close a connection.
@@ -138,6 +147,7 @@ type conn struct {
 	held    bool          // counted in open; false once closed or chosen to make room
 	idle    *list.Element // in the client's idle; nil unless idle
 	busy    *list.Element // in the client's busy; nil unless busy, not exempt, no stream
+	busyAt  time.Time     // when it became busy, for Options.Stuck
 	streams int           // streams it carries; a connection with one is never closed for room
 	extra   int           // streams beyond its first counted in its client's open (AdmitStream)
 }
@@ -256,7 +266,10 @@ func (l *Listener) makeRoom(cl *client, exempt bool) (victim *conn, r Reason, wh
 		l.releaseLocked(victim)
 		return victim, Total, closingIdle
 	}
-	if victim = l.busyVictim(cl); victim != nil {
+	if victim = l.busyVictim(cl); victim == nil {
+		victim = l.stuckVictim()
+	}
+	if victim != nil {
 		l.releaseLocked(victim)
 	}
 	return victim, Total, closingBusy
@@ -316,6 +329,28 @@ func (l *Listener) busyVictim(newcomer *client) *conn {
 		return nil
 	}
 	return top.busy.Front().Value.(*conn)
+}
+
+// stuckVictim is the request in flight for longest, of any address, once
+// that is longer than Options.Stuck; nil without Stuck. It looks at every
+// client: Stuck is for a port with few connections.
+func (l *Listener) stuckVictim() *conn {
+	if l.opts.Stuck <= 0 {
+		return nil
+	}
+	var oldest *conn
+	for _, cl := range l.clients {
+		if cl.busy.Len() == 0 {
+			continue
+		}
+		if c := cl.busy.Front().Value.(*conn); oldest == nil || c.busyAt.Before(oldest.busyAt) {
+			oldest = c
+		}
+	}
+	if oldest == nil || time.Since(oldest.busyAt) < l.opts.Stuck {
+		return nil
+	}
+	return oldest
 }
 
 // count changes cl's connections by conns, those carrying a stream by
@@ -480,6 +515,7 @@ func (l *Listener) setBusy(ac *conn, cl *client) {
 		return
 	}
 	ac.busy = cl.busy.PushBack(ac)
+	ac.busyAt = time.Now()
 	l.busiest.add(cl)
 }
 

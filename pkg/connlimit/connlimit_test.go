@@ -542,3 +542,52 @@ func TestIdleFloodClosesTheAddressHoldingTheMost(t *testing.T) {
 		t.Fatalf("stats %+v, want 61 idle closed, none refused, 7 open", st)
 	}
 }
+
+// With Stuck, a port full of requests in flight, one per address, makes
+// room by closing the one in flight longest, once that is longer than
+// Stuck: a client that does not read its answer, from each of many
+// addresses, cannot hold every connection. Streams are never closed;
+// without Stuck, or before it, the newcomer is refused.
+func TestStuckRequestClosedForRoom(t *testing.T) {
+	for _, c := range []struct {
+		stuck     time.Duration
+		wantRoom  bool
+		situation string
+	}{
+		{50 * time.Millisecond, true, "stuck longer than Stuck"},
+		{time.Hour, false, "in flight for less than Stuck"},
+		{0, false, "without Stuck"},
+	} {
+		t.Run(c.situation, func(t *testing.T) {
+			h := start(t, connlimit.Options{Max: 3, Stuck: c.stuck})
+			a := h.dial("127.0.0.2")
+			h.l.Busy(h.next())
+			time.Sleep(10 * time.Millisecond)
+			b := h.dial("127.0.0.3")
+			h.l.Busy(h.next())
+			s := h.dial("127.0.0.4")
+			h.l.Stream(h.next())
+			time.Sleep(100 * time.Millisecond)
+
+			n := h.dial("127.0.0.5")
+			if !c.wantRoom {
+				if !closedByServer(t, n) {
+					t.Fatal("the newcomer was not refused")
+				}
+				return
+			}
+			h.next()
+			if !closedByServer(t, a) {
+				t.Fatal("the request in flight longest was not closed for room")
+			}
+			for _, open := range []net.Conn{b, s, n} {
+				if !stillOpen(t, open) {
+					t.Fatal("a later request, the stream or the newcomer was closed")
+				}
+			}
+			if st := h.l.Stats(); st.ClosedBusy != 1 {
+				t.Fatalf("stats %+v, want 1 request in flight closed", st)
+			}
+		})
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"event-dispatcher/pkg/connlimit"
 )
 
 // MaxProfileSeconds bounds the seconds= of the admin port's CPU profiles,
@@ -100,6 +102,8 @@ func oneProfile() func(http.HandlerFunc) http.Handler {
 			select {
 			case busy <- struct{}{}:
 				defer func() { <-busy }()
+				// Long by design: never closed for room as a stuck request.
+				defer connlimit.MarkStream(r.Context())()
 			default:
 				w.Header().Set("Retry-After", strconv.Itoa(MaxProfileSeconds))
 				writeError(w, http.StatusTooManyRequests, "another profile or trace is running; one at a time")
