@@ -336,7 +336,7 @@ func TestStreamShare(t *testing.T) {
 // The reserve a share leaves goes to addresses holding few streams: a
 // second address cannot take it whole once the first holds its share.
 func TestStreamShareReserveGoesToTheFew(t *testing.T) {
-	l := access.NewStreamShare(1000) // share 990, reserve 10, "few": fewer than 1
+	l := access.NewStreamShare(1000) // share 990; the reserve of 10 goes one each to addresses holding none
 	a, b, c := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
 	for range 980 {
 		if !l.Acquire(a) {

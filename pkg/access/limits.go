@@ -183,12 +183,12 @@ func (l *RateLimiter) Refused() uint64 {
 type StreamLimiter struct {
 	max    int
 	shared bool // max is the share NewStreamShare derived, not MAX_LISTENERS_PER_IP
-	// For a share: the listener slots in all, and how many of the last of
-	// them (the reserve) only a client holding fewer than few may take.
-	slots, few int
-	total      int // streams open, every client; guarded by mu
-	refused    atomic.Uint64
-	warned     atomic.Int64 // unix nanoseconds of the last WarnShare line
+	// For a share: streams open, every client; once they reach max, the
+	// rest (the reserve) goes one slot per client holding none. Guarded by
+	// mu.
+	total   int
+	refused atomic.Uint64
+	warned  atomic.Int64 // unix nanoseconds of the last WarnShare line
 
 	mu   sync.Mutex
 	open map[netip.Addr]int // never holds a zero count
@@ -213,16 +213,16 @@ func NewStreamShare(listeners int) *StreamLimiter {
 	if share >= listeners {
 		return nil
 	}
-	return &StreamLimiter{max: share, shared: true, slots: listeners, few: max(1, (listeners-share)/10), open: map[netip.Addr]int{}}
+	return &StreamLimiter{max: share, shared: true, open: map[netip.Addr]int{}}
 }
 
 // StreamShare is what one client may hold of listeners slots by default:
 // all but a reserve of 1 % (rounded down): 9,900 of 10,000, 990 of 1,000,
 // 99 of 100, all under 100. No more than 1 %, so that a deployment behind
 // one proxy it has not declared, whose clients all share its address,
-// loses no more than that. The reserve itself goes only to clients holding
-// fewer than a tenth of it (10 streams of 10,000 slots, at least 1), so
-// that a second address cannot take what the first left.
+// loses no more than that. The reserve itself goes one slot to each
+// client holding no stream, so that filling it takes as many addresses as
+// it has slots (100 of 10,000), not a second one.
 func StreamShare(listeners int) int {
 	return listeners - listeners/100
 }
@@ -262,7 +262,7 @@ func (l *StreamLimiter) Acquire(ip netip.Addr) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	held := l.open[key]
-	if held >= l.max || (l.shared && l.total >= l.max && held >= l.few) {
+	if held >= l.max || (l.shared && l.total >= l.max && held > 0) {
 		l.refused.Add(1)
 		return false
 	}
