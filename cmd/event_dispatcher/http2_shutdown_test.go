@@ -61,28 +61,7 @@ func TestShutdownCutsStalledHTTP2Stream(t *testing.T) {
 	if code := p.exit(t, 2*time.Minute); code != 0 { // a tiny fraction of WRITE_TIMEOUT
 		t.Fatalf("exit code %d; stderr:\n%s", code, p.stderr)
 	}
-	for i, c := range results {
-		got := <-c
-		seqs := 0
-		for _, e := range got {
-			if len(e.Data) == 0 {
-				continue
-			}
-			var ev struct{ Seq int }
-			if err := json.Unmarshal([]byte(e.Data[0]), &ev); err != nil || ev.Seq != seqs {
-				t.Fatalf("reader %d: event %d is %.40q, want seq %d", i, seqs, e.Data[0], seqs)
-			}
-			seqs++
-		}
-		if seqs != events {
-			t.Errorf("reader %d got %d events, want %d", i, seqs, events)
-		}
-		if len(got) == 0 {
-			t.Errorf("reader %d got nothing", i)
-		} else if reason, ok := got[len(got)-1].EndReason(); !ok || reason != "server shutting down" {
-			t.Errorf("reader %d: last block %q, want the end comment", i, got[len(got)-1].Raw)
-		}
-	}
+	wantEveryEventThenTheEnd(t, results, events)
 }
 
 // readToTheEnd subscribes n readers to base's stream; each channel gets
@@ -109,4 +88,33 @@ func readToTheEnd(t *testing.T, guard context.Context, client *http.Client, base
 		}()
 	}
 	return results
+}
+
+// wantEveryEventThenTheEnd checks that each reader from readToTheEnd got
+// the events numbered 0 to events-1 in order, then the shutdown's end
+// comment.
+func wantEveryEventThenTheEnd(t *testing.T, results []chan []ssetest.Event, events int) {
+	t.Helper()
+	for i, c := range results {
+		got := <-c
+		seqs := 0
+		for _, e := range got {
+			if len(e.Data) == 0 {
+				continue
+			}
+			var ev struct{ Seq int }
+			if err := json.Unmarshal([]byte(e.Data[0]), &ev); err != nil || ev.Seq != seqs {
+				t.Fatalf("reader %d: event %d is %.40q, want seq %d", i, seqs, e.Data[0], seqs)
+			}
+			seqs++
+		}
+		if seqs != events {
+			t.Errorf("reader %d got %d events, want %d", i, seqs, events)
+		}
+		if len(got) == 0 {
+			t.Errorf("reader %d got nothing", i)
+		} else if reason, ok := got[len(got)-1].EndReason(); !ok || reason != "server shutting down" {
+			t.Errorf("reader %d: last block %q, want the end comment", i, got[len(got)-1].Raw)
+		}
+	}
 }

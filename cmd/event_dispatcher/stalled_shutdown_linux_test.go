@@ -83,28 +83,7 @@ func TestShutdownCutsStalledListenerAtShutdownTimeout(t *testing.T) {
 			t.Errorf("cut listener's reason %q", reason)
 		}
 	}
-	for i, c := range results {
-		got := <-c
-		seqs := 0
-		for _, e := range got {
-			if len(e.Data) == 0 {
-				continue
-			}
-			var ev struct{ Seq int }
-			if err := json.Unmarshal([]byte(e.Data[0]), &ev); err != nil || ev.Seq != seqs {
-				t.Fatalf("reader %d: event %d is %.40q, want seq %d", i, seqs, e.Data[0], seqs)
-			}
-			seqs++
-		}
-		if seqs != events {
-			t.Errorf("reader %d got %d events, want %d", i, seqs, events)
-		}
-		if len(got) == 0 {
-			t.Errorf("reader %d got nothing", i)
-		} else if reason, ok := got[len(got)-1].EndReason(); !ok || reason != "server shutting down" {
-			t.Errorf("reader %d: last block %q, want the end comment", i, got[len(got)-1].Raw)
-		}
-	}
+	wantEveryEventThenTheEnd(t, results, events)
 }
 
 // dialStalled connects to base with a small receive buffer, a client that
